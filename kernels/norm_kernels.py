@@ -1,0 +1,229 @@
+"""The Helion kernels of the norm family: one forward, one backward, one partial-sum reduce.
+
+Every variant (LayerNorm or RMSNorm, weight/bias or none, gate before or after the
+norm, per-group statistics, fused residual add, Gemma ``(1 + w)``, the three casting
+conventions) is a compile-time flag of the same two kernels. Inputs arrive as
+``[M, G, K]`` views: M rows, G groups of K channels each (G = 1 for a plain norm), so
+"grouped" is just a second tile dimension and the statistics are always taken over
+the last axis.
+
+Forward, per row r and group g, with u the normalized input:
+
+    h     = x + residual                    (only with a residual; stored, rounded)
+    u     = h * silu(z)                     (gate "before"; otherwise u = h)
+    mean  = sum(u) / K                      (LayerNorm; 0 for RMSNorm)
+    rstd  = 1 / sqrt(sum((u - mean)^2) / K + eps)
+    xhat  = (u - mean) * rstd
+    n     = xhat * (w + offset) + b
+    y     = n * silu(z)                     (gate "after"; otherwise y = n)
+
+The variance is two-pass over values held in registers (or re-read per chunk for very
+wide rows), so |mean| >> std stays accurate. Statistics and all arithmetic are fp32
+except where ``casting`` asks for the input dtype.
+
+Backward, with dn = dy * silu(z) (gate "after") or dy, and dxhat = dn * (w + offset):
+
+    du    = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   (LayerNorm)
+    du    = rstd * (dxhat - xhat * mean(dxhat * xhat))                 (RMSNorm)
+    dx    = du * silu(z)  (gate "before")  +  dh  (grad of the residual-sum output)
+    dz    = dy * n * silu'(z)  ("after")  |  du * h * silu'(z)  ("before")
+    dw    = sum_rows(dn * xhat),  db = sum_rows(dn)
+
+dw/db are reduced in fp32: each program owns ``m_block`` rows and writes one partial
+row; ``reduce_partials`` then sums the partials in a fixed order (deterministic).
+"""
+
+from __future__ import annotations
+
+import torch
+
+import helion
+import helion.language as hl
+
+# Names used by kernel bodies must not collide with module globals: Helion treats a
+# global assigned inside a device loop as a host variable.
+
+GATE_NONE = "none"
+GATE_AFTER = "after"
+GATE_BEFORE = "before"
+
+CAST_LLAMA = "llama"
+CAST_GEMMA = "gemma"
+CAST_NONE = "none"
+
+
+def norm_fwd(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    h_out: torch.Tensor | None,
+    mean_out: torch.Tensor | None,
+    rstd_out: torch.Tensor,
+    eps: float,
+    offset: float,
+    rms: hl.constexpr,
+    gate: hl.constexpr,
+    casting: hl.constexpr,
+) -> torch.Tensor:
+    """Normalize ``x`` [M, G, K] over K into ``out``; save mean (LayerNorm) and rstd."""
+    m, g, k = x.size()
+    k = hl.specialize(k)
+    g = hl.specialize(g)
+    for tile_m, tile_g in hl.tile([m, g]):
+        xf = x[tile_m, tile_g, :].to(torch.float32)
+        if residual is not None:
+            # Round the sum to the input dtype before normalizing, exactly as the
+            # unfused `norm(x + residual)` would see it.
+            hsum = (xf + residual[tile_m, tile_g, :].to(torch.float32)).to(x.dtype)
+            h_out[tile_m, tile_g, :] = hsum
+            xf = hsum.to(torch.float32)
+        if gate == "before":
+            zb = z[tile_m, tile_g, :].to(torch.float32)
+            xf = xf * zb * torch.sigmoid(zb)
+        if rms:
+            xc = xf
+        else:
+            mu = torch.sum(xf, dim=-1) / k
+            xc = xf - mu[:, :, None]
+            mean_out[tile_m, tile_g] = mu
+        var = torch.sum(xc * xc, dim=-1) / k
+        # 1/sqrt rather than rsqrt: rsqrt has no implementation in Triton's interpreter.
+        rs = 1.0 / torch.sqrt(var + eps)
+        rstd_out[tile_m, tile_g] = rs
+        if casting == "none":
+            # Statistics in fp32, everything after them in the input dtype.
+            y = xc.to(x.dtype) * rs[:, :, None].to(x.dtype)
+            if weight is not None:
+                y = y * (weight[tile_g, :].to(torch.float32) + offset).to(x.dtype)[None, :, :]
+            y = y.to(torch.float32)
+        else:
+            y = xc * rs[:, :, None]
+            if casting == "llama":
+                # Llama: cast the normalized value to the input dtype, then scale.
+                y = y.to(x.dtype).to(torch.float32)
+            if weight is not None:
+                y = y * (weight[tile_g, :].to(torch.float32) + offset)[None, :, :]
+        if bias is not None:
+            y = y + bias[tile_g, :].to(torch.float32)[None, :, :]
+        if gate == "after":
+            za = z[tile_m, tile_g, :].to(torch.float32)
+            y = y * za * torch.sigmoid(za)
+        out[tile_m, tile_g, :] = y.to(out.dtype)
+    return out
+
+
+def norm_bwd(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    mean: torch.Tensor | None,
+    rstd: torch.Tensor,
+    dh: torch.Tensor | None,
+    dx: torch.Tensor,
+    dz: torch.Tensor | None,
+    dw_part: torch.Tensor | None,
+    db_part: torch.Tensor | None,
+    offset: float,
+    rms: hl.constexpr,
+    gate: hl.constexpr,
+) -> torch.Tensor:
+    """dx (and dz) for every row; per-program fp32 partial sums of dw and db.
+
+    ``x`` is the tensor that was normalized before gating: the residual sum h when
+    the forward fused a residual add. ``dw_part``/``db_part`` are [P, G, K] with
+    P = ceil(M / m_block), m_block being this config's first block size.
+    """
+    m, g, k = x.size()
+    k = hl.specialize(k)
+    g = hl.specialize(g)
+    m_block = hl.register_block_size(m)
+    for tile_mo, tile_g in hl.tile([m, g], block_size=[m_block, None]):
+        dw_acc = hl.zeros([tile_g, k], dtype=torch.float32)
+        db_acc = hl.zeros([tile_g, k], dtype=torch.float32)
+        for tile_m in hl.tile(tile_mo.begin, tile_mo.end):
+            xf = x[tile_m, tile_g, :].to(torch.float32)
+            dyf = dy[tile_m, tile_g, :].to(torch.float32)
+            rs = rstd[tile_m, tile_g][:, :, None]
+            if gate == "before":
+                zb = z[tile_m, tile_g, :].to(torch.float32)
+                sig_b = torch.sigmoid(zb)
+                u = xf * zb * sig_b
+            else:
+                u = xf
+            if rms:
+                xhat = u * rs
+            else:
+                xhat = (u - mean[tile_m, tile_g][:, :, None]) * rs
+            if weight is not None:
+                wf = weight[tile_g, :].to(torch.float32)[None, :, :] + offset
+            if gate == "after":
+                za = z[tile_m, tile_g, :].to(torch.float32)
+                sig_a = torch.sigmoid(za)
+                if weight is not None:
+                    n = xhat * wf
+                else:
+                    n = xhat
+                if bias is not None:
+                    n = n + bias[tile_g, :].to(torch.float32)[None, :, :]
+                dsilu_a = sig_a * (1.0 + za * (1.0 - sig_a))
+                dz[tile_m, tile_g, :] = (dyf * n * dsilu_a).to(dz.dtype)
+                dyf = dyf * za * sig_a
+            if db_part is not None:
+                db_acc = db_acc + torch.sum(dyf, dim=0)
+            if dw_part is not None:
+                dw_acc = dw_acc + torch.sum(dyf * xhat, dim=0)
+            if weight is not None:
+                dxhat = dyf * wf
+            else:
+                dxhat = dyf
+            c2 = torch.sum(dxhat * xhat, dim=-1) / k
+            if rms:
+                du = (dxhat - xhat * c2[:, :, None]) * rs
+            else:
+                c1 = torch.sum(dxhat, dim=-1) / k
+                du = (dxhat - c1[:, :, None] - xhat * c2[:, :, None]) * rs
+            if gate == "before":
+                dsilu_b = sig_b * (1.0 + zb * (1.0 - sig_b))
+                dz[tile_m, tile_g, :] = (du * xf * dsilu_b).to(dz.dtype)
+                du = du * zb * sig_b
+            if dh is not None:
+                du = du + dh[tile_m, tile_g, :].to(torch.float32)
+            dx[tile_m, tile_g, :] = du.to(dx.dtype)
+        if dw_part is not None:
+            dw_part[tile_mo.id, tile_g, :] = dw_acc
+        if db_part is not None:
+            db_part[tile_mo.id, tile_g, :] = db_acc
+    return dx
+
+
+def reduce_partials(part: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out[j] = sum_p part[p, j] in fp32, in a fixed order, cast once to out's dtype."""
+    p, n = part.size()
+    for tile_n in hl.tile(n):
+        acc = hl.zeros([tile_n], dtype=torch.float32)
+        for tile_p in hl.tile(p):
+            acc = acc + torch.sum(part[tile_p, tile_n], dim=0)
+        out[tile_n] = acc.to(out.dtype)
+    return out
+
+
+_SETTINGS = dict(static_shapes=False, autotune_effort="none")
+
+
+def make_kernels(ref: bool) -> dict[str, helion.Kernel]:
+    """The three kernels, compiled to Triton (ref=False) or run eagerly (ref=True)."""
+    settings: dict = dict(_SETTINGS)
+    if ref:
+        from helion.runtime.ref_mode import RefMode
+
+        settings["ref_mode"] = RefMode.EAGER
+    return {
+        "fwd": helion.kernel(norm_fwd, **settings),
+        "bwd": helion.kernel(norm_bwd, **settings),
+        "reduce": helion.kernel(reduce_partials, **settings),
+    }
