@@ -1,0 +1,26 @@
+"""tilenorm: the LayerNorm/RMSNorm family as Helion kernels, tuned per shape.
+
+Functional: ``layer_norm``, ``rms_norm``, ``add_layer_norm``, ``add_rms_norm``.
+Modules: ``LayerNorm``, ``RMSNorm``, ``GatedRMSNorm``. Compatibility:
+``fast_layernorm``, ``fast_rms_layernorm``.
+"""
+
+from .functional import add_layer_norm, add_rms_norm, layer_norm, rms_norm
+from .launch import get_cpu_backend, set_cpu_backend
+from .modules import GatedRMSNorm, LayerNorm, RMSNorm, fast_layernorm, fast_rms_layernorm
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GatedRMSNorm",
+    "LayerNorm",
+    "RMSNorm",
+    "add_layer_norm",
+    "add_rms_norm",
+    "fast_layernorm",
+    "fast_rms_layernorm",
+    "get_cpu_backend",
+    "layer_norm",
+    "rms_norm",
+    "set_cpu_backend",
+]

@@ -1,0 +1,251 @@
+"""The functional API: argument checks, views, autograd, and the no-grad fast path.
+
+Every public function lands in ``_norm``, which turns the arguments into [M, G, K]
+views and either runs the forward kernel directly (no input needs a gradient: the
+inference path, one launch and two allocations) or through ``NormFunction`` so that
+autograd calls the backward kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .launch import Variant, launch_bwd, launch_fwd
+from .validate import check_casting, check_norm_args, check_offset
+
+
+@functools.cache
+def _variant(rms: bool, gate: str, casting: str, residual: bool, grouped: bool) -> Variant:
+    return Variant(rms=rms, gate=gate, casting=casting, residual=residual, grouped=grouped)
+
+
+def _gate(z: torch.Tensor | None, norm_before_gate: bool) -> str:
+    if z is None:
+        return "none"
+    return "after" if norm_before_gate else "before"
+
+
+def _view3(t: torch.Tensor | None, m: int, g: int, k: int) -> torch.Tensor | None:
+    """[..., G*K] -> [M, G, K]: a view when the strides allow, else a copy."""
+    if t is None:
+        return None
+    try:
+        return t.view(m, g, k)
+    except RuntimeError:
+        return t.reshape(m, g, k)
+
+
+def _view2(t: torch.Tensor | None, g: int, k: int) -> torch.Tensor | None:
+    return None if t is None else t.reshape(g, k)
+
+
+def _forward(
+    variant: Variant,
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    offset: float,
+    groups: int,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor, tuple]:
+    """(out, h, mean, rstd, views) with out/h shaped like x; mean/rstd are [M, G] fp32."""
+    n = x.shape[-1]
+    k = n // groups
+    m = x.numel() // n
+    x3, r3, z3 = _view3(x, m, groups, k), _view3(residual, m, groups, k), _view3(z, m, groups, k)
+    w2, b2 = _view2(weight, groups, k), _view2(bias, groups, k)
+    out = torch.empty((m, groups, k), dtype=x.dtype, device=x.device)
+    h = torch.empty_like(out) if residual is not None else None
+    rstd = torch.empty((m, groups), dtype=torch.float32, device=x.device)
+    mean = None if variant.rms else torch.empty_like(rstd)
+    launch_fwd(variant, x3, r3, z3, w2, b2, out, h, mean, rstd, eps, offset)
+    h_out = None if h is None else h.view(x.shape)
+    return out.view(x.shape), h_out, mean, rstd, (x3 if h is None else h, z3, w2, b2)
+
+
+def _backward(
+    variant: Variant,
+    dout: torch.Tensor | None,
+    dh: torch.Tensor | None,
+    xs: torch.Tensor,
+    z3: torch.Tensor | None,
+    w2: torch.Tensor | None,
+    b2: torch.Tensor | None,
+    mean: torch.Tensor | None,
+    rstd: torch.Tensor,
+    offset: float,
+    want_dw: bool,
+    want_db: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(dx, dz, dw, db) in [M, G, K] / [G*K] layouts; dw/db are fp32."""
+    m, g, k = xs.shape
+    dy3 = torch.zeros_like(xs) if dout is None else _view3(dout, m, g, k)
+    dx = torch.empty((m, g, k), dtype=xs.dtype, device=xs.device)
+    dz = None if z3 is None else torch.empty((m, g, k), dtype=z3.dtype, device=xs.device)
+    dw, db = launch_bwd(
+        variant, dy3, xs, z3, w2, b2, mean, rstd, _view3(dh, m, g, k), dx, dz,
+        want_dw, want_db, offset,
+    )  # fmt: skip
+    return dx, dz, dw, db
+
+
+def _cast(grad: torch.Tensor | None, like: torch.Tensor | None) -> torch.Tensor | None:
+    if grad is None or like is None:
+        return None
+    return grad.view(like.shape).to(like.dtype)
+
+
+class NormFunction(torch.autograd.Function):
+    """Autograd for every variant: saves the normalized input and fp32 mean/rstd."""
+
+    @staticmethod
+    def forward(ctx, x, residual, z, weight, bias, variant, eps, offset, groups):  # noqa: ANN001
+        out, h, mean, rstd, (xs, z3, w2, b2) = _forward(
+            variant, x, residual, z, weight, bias, eps, offset, groups
+        )
+        ctx.save_for_backward(xs, z3, w2, b2, mean, rstd, weight, bias)
+        ctx.variant, ctx.offset, ctx.shape = variant, offset, x.shape
+        ctx.has_residual = residual is not None
+        if h is None:
+            ctx.mark_non_differentiable(rstd)  # placeholder second output
+            return out, rstd
+        return out, h
+
+    @staticmethod
+    def backward(ctx, dout, dh):  # noqa: ANN001
+        xs, z3, w2, b2, mean, rstd, weight, bias = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if not ctx.has_residual:
+            dh = None
+        dx, dz, dw, db = _backward(
+            ctx.variant, dout, dh, xs, z3, w2, b2, mean, rstd, ctx.offset, needs[3], needs[4]
+        )
+        dx = dx.view(ctx.shape)
+        dres = dx if ctx.has_residual and needs[1] else None
+        dz = None if dz is None else dz.view(ctx.shape)
+        return dx, dres, dz, _cast(dw, weight), _cast(db, bias), None, None, None, None
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    return any(t is not None and t.requires_grad for t in tensors)
+
+
+def _empty_result(x, residual, z, weight, bias):  # noqa: ANN001
+    """Zero-element inputs: outputs of the right shape, and graph edges for autograd."""
+    out = torch.empty_like(x)
+    for t in (z, weight, bias):
+        if t is not None:
+            out = out + 0 * t.sum()
+    h = None if residual is None else x + residual
+    return out, h
+
+
+def _norm(
+    fn: str,
+    variant: Variant,
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    offset: float,
+    groups: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if x.numel() == 0:
+        return _empty_result(x, residual, z, weight, bias)
+    if _needs_grad(x, residual, z, weight, bias):
+        out, second = NormFunction.apply(x, residual, z, weight, bias, variant, eps, offset, groups)
+        return out, (second if residual is not None else None)
+    out, h, *_ = _forward(variant, x, residual, z, weight, bias, eps, offset, groups)
+    return out, h
+
+
+# ------------------------------------------------------------------------- public API
+
+
+def layer_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+    *,
+    z: torch.Tensor | None = None,
+    norm_before_gate: bool = True,
+    group_size: int | None = None,
+) -> torch.Tensor:
+    """LayerNorm over the last dim: ``(x - mean) * rstd * weight + bias``.
+
+    ``z`` gates the output by ``z * sigmoid(z)`` after the norm (``norm_before_gate``)
+    or the input before it; ``group_size`` takes the statistics per contiguous group of
+    channels (it must divide the hidden size).
+    """
+    eps, groups = check_norm_args("layer_norm", x, weight, bias, z, None, eps, group_size)
+    variant = _variant(False, _gate(z, norm_before_gate), "gemma", False, groups > 1)
+    return _norm("layer_norm", variant, x, None, z, weight, bias, eps, 0.0, groups)[0]
+
+
+def rms_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    *,
+    offset: float = 0.0,
+    casting: str = "llama",
+    z: torch.Tensor | None = None,
+    norm_before_gate: bool = True,
+    group_size: int | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """RMSNorm over the last dim: ``x * rstd * (weight + offset) (+ bias)``.
+
+    ``offset=1.0`` is Gemma's ``(1 + w)``. ``casting``: "llama" rounds the normalized
+    value to the input dtype before scaling, "gemma" stays in fp32 until the single
+    final cast, "none" computes in the input dtype after the fp32 statistics. ``z``,
+    ``norm_before_gate`` and ``group_size`` as in :func:`layer_norm`.
+    """
+    eps, groups = check_norm_args("rms_norm", x, weight, bias, z, None, eps, group_size)
+    casting = check_casting("rms_norm", casting)
+    offset = check_offset("rms_norm", offset)
+    variant = _variant(True, _gate(z, norm_before_gate), casting, False, groups > 1)
+    return _norm("rms_norm", variant, x, None, z, weight, bias, eps, offset, groups)[0]
+
+
+def add_layer_norm(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h = x + residual; return layer_norm(h, weight, bias, eps), h`` in one kernel."""
+    if residual is None:
+        raise TypeError("add_layer_norm: residual must be a torch.Tensor, got None")
+    eps, groups = check_norm_args("add_layer_norm", x, weight, bias, None, residual, eps, None)
+    variant = _variant(False, "none", "gemma", True, False)
+    return _norm("add_layer_norm", variant, x, residual, None, weight, bias, eps, 0.0, groups)
+
+
+def add_rms_norm(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    weight: torch.Tensor | None,
+    eps: float = 1e-6,
+    *,
+    offset: float = 0.0,
+    casting: str = "llama",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h = x + residual; return rms_norm(h, weight, eps, ...), h`` in one kernel."""
+    if residual is None:
+        raise TypeError("add_rms_norm: residual must be a torch.Tensor, got None")
+    eps, groups = check_norm_args("add_rms_norm", x, weight, None, None, residual, eps, None)
+    casting = check_casting("add_rms_norm", casting)
+    offset = check_offset("add_rms_norm", offset)
+    variant = _variant(True, "none", casting, True, False)
+    return _norm("add_rms_norm", variant, x, residual, None, weight, None, eps, offset, groups)

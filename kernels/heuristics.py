@@ -1,0 +1,74 @@
+"""Built-in configs: what a kernel runs with when the config cache has no entry.
+
+Each function returns a plain dict of Helion config fields. The tuner
+(``tuning.space``) searches around these, and a tuned entry in the cache replaces
+them per shape. All three kernels are row reductions over K, so the knobs are the
+same: rows per program, warps, and whether the row is held in registers whole or
+walked in chunks.
+"""
+
+from __future__ import annotations
+
+# Past this many fp32 values per row a program stops holding the whole row in
+# registers and loops over chunks (65536 would spill on every current GPU).
+MAX_ROW_IN_REGISTERS = 32768
+ROW_CHUNK = 8192
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def _clamp(v: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, v))
+
+
+def fwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
+    """Forward: a few rows per program for narrow rows, one row per program otherwise."""
+    kp = next_pow2(k)
+    if kp > MAX_ROW_IN_REGISTERS:
+        return {
+            "block_sizes": [1, 1],
+            "reduction_loops": [ROW_CHUNK],
+            "num_warps": 16,
+            "num_stages": 1,
+        }
+    rows = _clamp(2048 // kp, 1, 16)
+    # Keep at least ~4 programs per SM so that small batches still fill the GPU.
+    while rows > 1 and -(-m // rows) * g < 4 * num_sms:
+        rows //= 2
+    warps = _clamp(next_pow2(rows * kp // 512), 1, 32 if kp >= 32768 else 16)
+    return {
+        "block_sizes": [rows, 1],
+        "reduction_loops": [None],
+        "num_warps": warps,
+        "num_stages": 1,
+    }
+
+
+def bwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
+    """Backward: each program walks ``m_block`` rows, keeping dw/db partials in registers.
+
+    ``m_block`` is chosen so that about two programs run per SM: enough to hide
+    latency, few enough that the partial-sum buffer (P x N fp32) stays small.
+    """
+    kp = next_pow2(k)
+    inner = _clamp(1024 // kp, 1, 8)
+    programs_wanted = max(1, (2 * num_sms) // g)
+    m_block = max(inner, next_pow2(-(-m // programs_wanted)))
+    m_block = min(m_block, max(inner, next_pow2(m)))
+    warps = _clamp(next_pow2(inner * kp // 256), 4, 16)
+    return {
+        "block_sizes": [m_block, 1, inner],
+        "num_warps": warps,
+        "num_stages": 1,
+    }
+
+
+def reduce_config(p: int, n: int) -> dict:
+    """Partial-sum reduce: wide column tiles, a short loop over the partial rows."""
+    return {
+        "block_sizes": [_clamp(next_pow2(n), 16, 1024), _clamp(next_pow2(p), 1, 16)],
+        "num_warps": 4,
+        "num_stages": 1,
+    }
