@@ -1,0 +1,339 @@
+"""The search space of the norm kernels: Helion's config spec narrowed to what matters for row reductions.
+
+A *point* is a dict of named parameters (what Optuna samples); :meth:`SearchSpace.to_config`
+maps it to a dict usable as ``helion.Config(**d)``. Sizes are sampled as log2 exponents
+so that samplers see them as ordered integers.
+
+Forward (``norm_fwd``, block_sizes = [rows, group tile]):
+  rows_log2      rows per program (block_sizes[0])
+  chunk_log2     reduction_loops[0]: a chunk of the row per loop step; the top value
+                 means None (whole row in registers). Offered only for wide rows.
+  warps_log2     num_warps
+  stages         num_stages: only when something loops (a chunked row, a persistent grid)
+  eviction       one load eviction policy for every load ('' = Triton's default)
+  pid_type       flat or persistent (CUDA only: the persistent grid needs the SM count)
+  sm_mult_log2   num_sm_multiplier of a persistent grid
+
+Backward (``norm_bwd``, block_sizes = [m_block, group tile, inner]):
+  m_block_log2   rows per program; P = ceil(M / m_block) fp32 partial rows of dW/dB
+  inner_log2     rows per step of the program's loop over its m_block rows
+  warps_log2, stages, eviction, pid_type, sm_mult_log2 as above. No reduction loop:
+  the backward keeps whole rows in registers.
+
+The group tile (block_sizes[1]) stays 1. Points that cannot be good are pruned before
+any compile (:meth:`SearchSpace.invalid_reason`): inner > m_block, tiles past
+next_pow2(M), more than MAX_VALUES_PER_THREAD fp32 values per thread (spills), a tile
+so small that some warps would hold no value, too many partial rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+SPACE_VERSION = 1  # part of every study name: change it when parameters change meaning
+
+MAX_ROWS_FWD = 128
+MAX_INNER_BWD = 16
+# fp32 values one program holds: past these the kernels spill badly on current GPUs.
+MAX_TILE_VALUES_FWD = 32768
+MAX_TILE_VALUES_BWD = 16384
+MAX_VALUES_PER_THREAD = 128
+# Rows narrower than this never gain from walking the row in chunks.
+MIN_LOOP_WIDTH = 4096
+MAX_CHUNK_STEPS_LOG2 = 4  # chunks as small as 1/16 of the row
+MAX_PARTIAL_ROWS = 2048
+MAX_WARPS_LOG2 = 5
+STAGES = (1, 2, 3)
+MAX_SM_MULT_LOG2 = 3
+THREADS_PER_WARP = 32
+PERSISTENT = ("persistent_blocked", "persistent_interleaved")
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def log2i(n: int) -> int:
+    return int(math.log2(n))
+
+
+@dataclass(frozen=True)
+class IntParam:
+    name: str
+    low: int
+    high: int
+
+    def values(self) -> list:
+        return list(range(self.low, self.high + 1))
+
+    def suggest(self, trial) -> int:  # noqa: ANN001 - an optuna.Trial, not imported here
+        return trial.suggest_int(self.name, self.low, self.high)
+
+    def contains(self, value: object) -> bool:
+        return isinstance(value, int) and self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class ChoiceParam:
+    name: str
+    choices: tuple
+
+    def values(self) -> list:
+        return list(self.choices)
+
+    def suggest(self, trial) -> object:  # noqa: ANN001
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def contains(self, value: object) -> bool:
+        return value in self.choices
+
+
+class SearchSpace:
+    """The tunable parameters of one kernel (fwd or bwd) for one [M, G, K] problem."""
+
+    def __init__(
+        self,
+        mode: str,
+        m: int,
+        k: int,
+        *,
+        n_block_sizes: int,
+        n_reduction_loops: int,
+        n_loads: int,
+        evictions: tuple[str, ...],
+        pid_types: tuple[str, ...],
+    ) -> None:
+        if mode not in ("fwd", "bwd"):
+            raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
+        self.mode, self.m, self.k = mode, m, k
+        self.kp = next_pow2(k)
+        self.n_block_sizes = n_block_sizes
+        self.n_reduction_loops = n_reduction_loops
+        self.n_loads = n_loads
+        self.params = self._params(evictions, pid_types)
+        self.by_name = {p.name: p for p in self.params}
+
+    @classmethod
+    def from_spec(cls, mode: str, m: int, k: int, spec, device_type: str) -> SearchSpace:  # noqa: ANN001
+        """The space for a kernel bound to real arguments (``bound.config_spec``)."""
+        evictions = tuple(spec.load_eviction_policies.inner.choices)
+        pid_types = ("flat",)
+        if device_type == "cuda":
+            pid_types += tuple(p for p in PERSISTENT if p in spec.allowed_pid_types)
+        return cls(
+            mode, m, k,
+            n_block_sizes=len(spec.block_sizes),
+            n_reduction_loops=len(spec.reduction_loops),
+            n_loads=spec.load_eviction_policies.length,
+            evictions=evictions,
+            pid_types=pid_types,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ parameters
+
+    def _params(self, evictions: tuple[str, ...], pid_types: tuple[str, ...]) -> list:
+        rows_cap = log2i(next_pow2(self.m))
+        if self.mode == "fwd":
+            params = [IntParam("rows_log2", 0, min(rows_cap, log2i(MAX_ROWS_FWD)))]
+            if self.can_loop:
+                top = log2i(self.kp)
+                params.append(IntParam("chunk_log2", max(0, top - MAX_CHUNK_STEPS_LOG2), top))
+        else:
+            fewest = log2i(next_pow2(-(-self.m // MAX_PARTIAL_ROWS)))
+            params = [
+                IntParam("m_block_log2", min(fewest, rows_cap), rows_cap),
+                IntParam("inner_log2", 0, min(rows_cap, log2i(MAX_INNER_BWD))),
+            ]
+        params.append(IntParam("warps_log2", 0, MAX_WARPS_LOG2))
+        if self.n_loads and len(evictions) > 1:
+            params.append(ChoiceParam("eviction", evictions))
+        if len(pid_types) > 1:
+            params.append(ChoiceParam("pid_type", pid_types))
+            params.append(IntParam("sm_mult_log2", 0, MAX_SM_MULT_LOG2))
+        # Last: whether stages matter depends on the chunk and the pid type sampled above.
+        params.append(ChoiceParam("stages", STAGES))
+        return params
+
+    @property
+    def can_loop(self) -> bool:
+        return self.mode == "fwd" and self.n_reduction_loops > 0 and self.kp >= MIN_LOOP_WIDTH
+
+    def _stages_matter(self, point: dict) -> bool:
+        """num_stages only pipelines loops: the bwd row loop, a chunked row, a persistent grid."""
+        looped_row = self.can_loop and point.get("chunk_log2", log2i(self.kp)) < log2i(self.kp)
+        return self.mode == "bwd" or looped_row or point.get("pid_type", "flat") in PERSISTENT
+
+    def _active(self, name: str, point: dict) -> bool:
+        if name == "stages":
+            return self._stages_matter(point)
+        if name == "sm_mult_log2":
+            return point.get("pid_type", "flat") in PERSISTENT
+        return True
+
+    def suggest(self, trial) -> dict:  # noqa: ANN001 - an optuna.Trial
+        """Sample a point with Optuna's define-by-run API (conditional parameters included)."""
+        point: dict = {}
+        for param in self.params:
+            if self._active(param.name, point):
+                point[param.name] = param.suggest(trial)
+        return point
+
+    def grid(self) -> dict[str, list]:
+        """Every parameter's values, for optuna.samplers.GridSampler."""
+        return {p.name: p.values() for p in self.params}
+
+    def points(self) -> Iterator[dict]:
+        """Every distinct valid point (conditional parameters only where active)."""
+        seen = set()
+        for values in itertools.product(*(p.values() for p in self.params)):
+            full = dict(zip(self.by_name, values))
+            point = {name: v for name, v in full.items() if self._active(name, full)}
+            key = tuple(sorted(point.items()))
+            if key not in seen and self.invalid_reason(point) is None:
+                seen.add(key)
+                yield point
+
+    # ------------------------------------------------------------------- validity
+
+    def _tile(self, point: dict) -> tuple[int, int]:
+        """(rows, columns) of the tile one program holds in registers at a time."""
+        if self.mode == "fwd":
+            width = self.kp
+            if self.can_loop:
+                width = 1 << point.get("chunk_log2", log2i(self.kp))
+            return 1 << point["rows_log2"], width
+        return 1 << point["inner_log2"], self.kp
+
+    def invalid_reason(self, point: dict) -> str | None:
+        """Why a sampled point is not worth compiling, or None if it is."""
+        for name, value in point.items():
+            param = self.by_name.get(name)
+            if param is None or not param.contains(value):
+                return f"{name}={value!r} is outside the space"
+        rows, width = self._tile(point)
+        values = rows * width
+        threads = THREADS_PER_WARP << point["warps_log2"]
+        if self.mode == "bwd":
+            if point["inner_log2"] > point["m_block_log2"]:
+                return "inner rows exceed m_block"
+            if values > max(self.kp, MAX_TILE_VALUES_BWD):
+                return f"{values} values per tile exceed {MAX_TILE_VALUES_BWD}"
+        elif values > MAX_TILE_VALUES_FWD:
+            return f"{values} values per tile exceed {MAX_TILE_VALUES_FWD}"
+        if values > MAX_VALUES_PER_THREAD * threads:
+            return f"{values // threads} values per thread would spill"
+        if point["warps_log2"] > 0 and values < threads:
+            return "more threads than values in the tile"
+        return None
+
+    # ------------------------------------------------------------- point <-> config
+
+    def to_config(self, point: dict) -> dict:
+        """The Helion config (``helion.Config(**d)``) of a point."""
+        if self.mode == "fwd":
+            sizes = [1 << point["rows_log2"]]
+        else:
+            sizes = [1 << point["m_block_log2"], 1, 1 << point["inner_log2"]]
+        sizes += [1] * (self.n_block_sizes - len(sizes))
+        config: dict = {"block_sizes": sizes}
+        if self.mode == "fwd" and self.n_reduction_loops:
+            chunk = None
+            if self.can_loop and point.get("chunk_log2", log2i(self.kp)) < log2i(self.kp):
+                chunk = 1 << point["chunk_log2"]
+            config["reduction_loops"] = [chunk] * self.n_reduction_loops
+        config["num_warps"] = 1 << point["warps_log2"]
+        config["num_stages"] = point.get("stages", 1)
+        eviction = point.get("eviction", "")
+        if eviction:
+            config["load_eviction_policies"] = [eviction] * self.n_loads
+        pid_type = point.get("pid_type", "flat")
+        if pid_type != "flat":
+            config["pid_type"] = pid_type
+            if point.get("sm_mult_log2", 0):
+                config["num_sm_multiplier"] = 1 << point["sm_mult_log2"]
+        return config
+
+    def from_config(self, config: dict) -> dict | None:
+        """The point whose config is ``config`` (a heuristic, cached or Helion default one), or None.
+
+        Fields outside SPACE_KEYS are ignored; None when a searched field's value is not
+        in the space (e.g. a block size past next_pow2(M), per-load eviction policies).
+        """
+        try:
+            point = self._parse(config)
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None
+        point = {name: v for name, v in point.items() if name in self.by_name and self._active(name, point)}
+        if any(not self.by_name[n].contains(v) for n, v in point.items()):
+            return None
+        return point if canonical(self.to_config(point)) == canonical(config, SPACE_KEYS) else None
+
+    def _parse(self, config: dict) -> dict:
+        sizes = config["block_sizes"]
+        point: dict = {}
+        if self.mode == "fwd":
+            point["rows_log2"] = _exact_log2(sizes[0])
+            loops = config.get("reduction_loops") or [None]
+            point["chunk_log2"] = log2i(self.kp) if loops[0] is None else _exact_log2(loops[0])
+        else:
+            point["m_block_log2"] = _exact_log2(sizes[0])
+            point["inner_log2"] = _exact_log2(sizes[2])
+        point["warps_log2"] = _exact_log2(config.get("num_warps", 4))
+        point["stages"] = config.get("num_stages", 1)
+        evictions = set(config.get("load_eviction_policies") or [""])
+        if len(evictions) != 1:
+            raise ValueError("per-load eviction policies are not in the space")
+        point["eviction"] = evictions.pop()
+        point["pid_type"] = config.get("pid_type", "flat")
+        point["sm_mult_log2"] = _exact_log2(config.get("num_sm_multiplier", 1))
+        return point
+
+
+def _exact_log2(n: int) -> int:
+    if not isinstance(n, int) or n < 1 or n & (n - 1):
+        raise ValueError(f"{n!r} is not a power of two")
+    return log2i(n)
+
+
+# The config fields this space decides; others (indexing, l2_groupings, ...) stay at
+# Helion's defaults.
+SPACE_KEYS = (
+    "block_sizes", "reduction_loops", "num_warps", "num_stages",
+    "load_eviction_policies", "pid_type", "num_sm_multiplier",
+)  # fmt: skip
+
+
+def canonical(config: dict, keys: tuple[str, ...] | None = None) -> dict:
+    """``config`` (restricted to ``keys``) without fields at their defaults, so equal configs compare equal."""
+    out = {k: v for k, v in config.items() if keys is None or k in keys}
+    if not any(out.get("reduction_loops") or []):
+        out.pop("reduction_loops", None)
+    if out.get("num_stages") == 1:
+        out.pop("num_stages")
+    if not any(out.get("load_eviction_policies") or []):
+        out.pop("load_eviction_policies", None)
+    if out.get("pid_type") == "flat":
+        out.pop("pid_type")
+    if out.get("num_sm_multiplier") == 1:
+        out.pop("num_sm_multiplier")
+    return out
+
+
+def describe(config: dict, mode: str) -> str:
+    """A short label of a config for tables: 'rows=4 w=8 loop=- s=1' and the like."""
+    sizes = config["block_sizes"]
+    if mode == "fwd":
+        loop = (config.get("reduction_loops") or [None])[0]
+        parts = [f"rows={sizes[0]}", f"loop={loop or '-'}"]
+    else:
+        parts = [f"mb={sizes[0]}", f"in={sizes[2] if len(sizes) > 2 else '?'}"]
+    parts += [f"w={config.get('num_warps', 4)}", f"s={config.get('num_stages', 1)}"]
+    evictions = [e for e in config.get("load_eviction_policies") or [] if e]
+    if evictions:
+        parts.append(f"ev={evictions[0]}")
+    if config.get("pid_type", "flat") != "flat":
+        parts.append(f"{config['pid_type'].replace('persistent_', 'p-')}x{config.get('num_sm_multiplier', 1)}")
+    return " ".join(parts)
