@@ -1,0 +1,357 @@
+"""One tuning problem: a kernel variant, mode (fwd/bwd), shape and dtype on a device.
+
+A :class:`Workload` owns the inputs (several rotating sets), builds the Helion kernel's
+arguments exactly as ``kernels.launch.launch_fwd``/``launch_bwd`` do, compiles and runs
+one config, checks it against a float64 torch reference, and counts the bytes moved.
+The torch baseline (``F.layer_norm``/``F.rms_norm``, or the same composite for gated,
+residual and grouped variants) runs on the same inputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+import helion
+from kernels import heuristics, launch
+from kernels.launch import Variant
+
+from . import timing
+
+BASE_KERNELS = ("layer_norm", "rms_norm")
+EPS = 1e-5
+DEFAULT_GROUPS = 8  # grouped variants (gated Mamba2-style norms) when no --groups is given
+# Error allowed relative to the reference's largest magnitude. Configs change the
+# summation order, not the math: a wrong config misses rows or writes garbage.
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+
+
+class TrialError(RuntimeError):
+    """A config that cannot be used: compile error, launch failure, wrong output."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one Optuna study tunes: kernel (variant tuning name), mode, M x N, dtype name."""
+
+    kernel: str
+    mode: str
+    m: int
+    n: int
+    dtype: str
+    groups: int = 1
+
+    @property
+    def shape(self) -> str:
+        return f"{self.m}x{self.n}"
+
+    @property
+    def label(self) -> str:
+        groups = f"/g{self.groups}" if self.groups > 1 else ""
+        return f"{self.kernel}/{self.mode}/{self.dtype}/{self.shape}{groups}"
+
+
+# ------------------------------------------------------------------------------ variants
+
+
+def variant_for(kernel: str) -> Variant:
+    """The Variant whose ``tuning_name`` is ``kernel`` (gated ones gate after the norm)."""
+    rest = kernel.removeprefix("add_")
+    gated = rest.startswith("gated_")
+    base = rest.removeprefix("gated_").removesuffix("_grouped")
+    if base not in BASE_KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(known_kernels())}")
+    rms = base == "rms_norm"
+    variant = Variant(
+        rms=rms,
+        gate="after" if gated else "none",
+        casting="llama" if rms else "gemma",  # the public API's defaults
+        residual=kernel.startswith("add_"),
+        grouped=rest.endswith("_grouped"),
+    )
+    if variant.tuning_name != kernel:
+        raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(known_kernels())}")
+    return variant
+
+
+def known_kernels() -> list[str]:
+    names = {
+        Variant(rms=rms, gate=gate, residual=res, grouped=grp).tuning_name
+        for rms, gate, res, grp in itertools.product((False, True), ("none", "after"), (False, True), (False, True))
+    }
+    return sorted(names)
+
+
+def default_groups(kernel: str, n: int) -> int:
+    if not kernel.endswith("_grouped"):
+        return 1
+    return DEFAULT_GROUPS if n % DEFAULT_GROUPS == 0 else 1
+
+
+# --------------------------------------------------------------------------- torch math
+
+
+def torch_norm(variant: Variant, x, residual, z, weight, bias, groups: int):  # noqa: ANN001, ANN201
+    """The variant in plain torch ([M, N] tensors, [N] params): reference and baseline."""
+    h = x if residual is None else x + residual
+    u = h * F.silu(z) if variant.gate == "before" else h
+    m, n = u.shape
+    grouped = groups > 1
+    if variant.rms:
+        w = None if grouped else weight
+        y = F.rms_norm(u.view(m, groups, n // groups), (n // groups,), w, EPS).view(m, n)
+    else:
+        w, b = (None, None) if grouped else (weight, bias)
+        y = F.layer_norm(u.view(m, groups, n // groups), (n // groups,), w, b, EPS).view(m, n)
+    if grouped and weight is not None:
+        y = y * weight
+    if grouped and bias is not None:
+        y = y + bias
+    if variant.gate == "after":
+        y = y * F.silu(z)
+    return y, h
+
+
+def _stats(variant: Variant, h: torch.Tensor, groups: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """fp32 mean (LayerNorm) and rstd of each [row, group], computed in float64."""
+    m, n = h.shape
+    u = h.double().view(m, groups, n // groups)
+    mean = None if variant.rms else u.mean(-1)
+    centered = u if mean is None else u - mean[..., None]
+    rstd = torch.rsqrt((centered * centered).mean(-1) + EPS)
+    return (None if mean is None else mean.float()), rstd.float()
+
+
+def _rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    got = got.double()
+    if not torch.isfinite(got).all():
+        return float("inf")
+    scale = want.abs().max().item() if want.numel() else 0.0
+    return (got - want).abs().max().item() / max(scale, 1e-6)
+
+
+# ----------------------------------------------------------------------------- workload
+
+
+class Workload:
+    """Inputs, kernel arguments, reference, baseline and byte counts of one task on one device."""
+
+    def __init__(self, task: Task, device: torch.device, n_sets: int | None = None, seed: int = 0) -> None:
+        if task.mode not in ("fwd", "bwd"):
+            raise ValueError(f"mode must be 'fwd' or 'bwd', got {task.mode!r}")
+        if task.n % task.groups:
+            raise ValueError(f"groups={task.groups} does not divide N={task.n}")
+        self.task, self.device = task, device
+        self.variant = variant_for(task.kernel)
+        self.dtype = getattr(torch, task.dtype)
+        self.m, self.g, self.k = task.m, task.groups, task.n // task.groups
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.weight = (1 + 0.1 * self._randn(task.n)).view(self.g, self.k)
+        self.bias = None if self.variant.rms else (0.1 * self._randn(task.n)).view(self.g, self.k)
+        if n_sets is None:
+            n_sets = timing.rotating_sets(self._set_bytes(), device)
+        self.sets = [self._make_set() for _ in range(n_sets)]
+        self.reference = self._reference(self.sets[0])
+
+    # ------------------------------------------------------------------ inputs
+
+    def _randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=self.gen, device=self.device, dtype=torch.float32).to(self.dtype)
+
+    def _x3(self) -> torch.Tensor:
+        return self._randn(self.m, self.task.n).view(self.m, self.g, self.k)
+
+    def _empty3(self) -> torch.Tensor:
+        return torch.empty((self.m, self.g, self.k), dtype=self.dtype, device=self.device)
+
+    def _set_bytes(self) -> int:
+        tensors = 2 + self.variant.residual * 2 + (self.variant.gate != "none") * (1 + (self.task.mode == "bwd"))
+        return tensors * self.m * self.task.n * self.dtype.itemsize
+
+    def _make_set(self) -> dict:
+        v = self.variant
+        z = self._x3() if v.gate != "none" else None
+        if self.task.mode == "fwd":
+            return {
+                "x": self._x3(), "residual": self._x3() if v.residual else None, "z": z,
+                "out": self._empty3(), "h_out": self._empty3() if v.residual else None,
+                "mean": None if v.rms else torch.empty((self.m, self.g), device=self.device),
+                "rstd": torch.empty((self.m, self.g), device=self.device),
+            }  # fmt: skip
+        x = self._x3()  # for residual variants this is h = x + residual, what bwd reads
+        mean, rstd = _stats(v, x.view(self.m, -1), self.g)
+        return {
+            "dy": self._x3(), "x": x, "z": z, "mean": mean, "rstd": rstd,
+            "dh": self._x3() if v.residual else None,
+            "dx": self._empty3(), "dz": self._empty3() if z is not None else None,
+        }  # fmt: skip
+
+    def _fwd_args(self, s: dict) -> tuple:
+        v = self.variant
+        return (
+            s["x"], s["residual"], s["z"], self.weight, self.bias, s["out"], s["h_out"],
+            s["mean"], s["rstd"], EPS, 0.0, v.rms, v.gate, v.casting,
+        )  # fmt: skip
+
+    def _bwd_args(self, s: dict, dw_part, db_part) -> tuple:  # noqa: ANN001
+        v = self.variant
+        return (
+            s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"], s["dh"],
+            s["dx"], s["dz"], dw_part, db_part, 0.0, v.rms, v.gate,
+        )  # fmt: skip
+
+    def partial_rows(self, config: dict) -> int:
+        return -(-self.m // int(config["block_sizes"][0]))
+
+    def _partials(self, config: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        shape = (self.partial_rows(config), self.g, self.k)
+        dw = torch.empty(shape, dtype=torch.float32, device=self.device)
+        db = None if self.bias is None else torch.empty(shape, dtype=torch.float32, device=self.device)
+        return dw, db
+
+    # ------------------------------------------------------------- configs
+
+    def heuristic_config(self) -> dict:
+        sms = launch._num_sms(self.device)
+        if self.task.mode == "fwd":
+            return heuristics.fwd_config(self.m, self.k, self.g, sms)
+        return heuristics.bwd_config(self.m, self.k, self.g, sms)
+
+    def bound(self, config: dict | None = None) -> helion.runtime.kernel.BoundKernel:
+        """The Helion kernel bound to this workload's arguments (its config_spec is the space's source)."""
+        kernel = launch._kernels(False)[self.task.mode]
+        s = self.sets[0]
+        if self.task.mode == "fwd":
+            return kernel.bind(self._fwd_args(s))
+        return kernel.bind(self._bwd_args(s, *self._partials(config or self.heuristic_config())))
+
+    def runner(self, config: dict) -> Callable[[int], object]:
+        """Compile ``config``; returns run(i) that runs it on input set i (bwd: and reduces dW/dB)."""
+        try:
+            compiled = self.bound(config).compile_config(helion.Config(**config))
+        except Exception as e:  # Helion/Triton raise many types for a bad config
+            raise TrialError(f"compile: {type(e).__name__}: {e}") from e
+        if self.task.mode == "fwd":
+            args = [self._fwd_args(s) for s in self.sets]
+            return lambda i: compiled(*args[i])
+        dw_part, db_part = self._partials(config)
+        args = [self._bwd_args(s, dw_part, db_part) for s in self.sets]
+
+        def run_bwd(i: int) -> tuple:
+            compiled(*args[i])
+            return launch.reduce_partials(dw_part), launch.reduce_partials(db_part)
+
+        return run_bwd
+
+    # ------------------------------------------------------------- checking
+
+    def _reference(self, s: dict) -> dict[str, torch.Tensor]:
+        """float64 results on input set 0."""
+        v, n = self.variant, self.task.n
+        flat = lambda t: None if t is None else t.reshape(self.m, n).double()  # noqa: E731
+        w = self.weight.reshape(n).double()
+        b = None if self.bias is None else self.bias.reshape(n).double()
+        if self.task.mode == "fwd":
+            y, h = torch_norm(v, flat(s["x"]), flat(s["residual"]), flat(s["z"]), w, b, self.g)
+            mean, rstd = _stats(v, h, self.g)
+            ref = {"out": y, "rstd": rstd.double()}
+            if mean is not None:
+                ref["mean"] = mean.double()
+            if v.residual:
+                ref["h_out"] = h
+            return ref
+        leaves = [t.requires_grad_() for t in (flat(s["x"]), flat(s["z"]), w, b) if t is not None]
+        x, z = leaves[0], (leaves[1] if s["z"] is not None else None)
+        y, _ = torch_norm(v, x, None, z, w, b, self.g)
+        grads = dict(zip(["dx", "dz", "dw", "db"] if z is not None else ["dx", "dw", "db"],
+                         torch.autograd.grad(y, leaves, flat(s["dy"]))))  # fmt: skip
+        if s["dh"] is not None:
+            grads["dx"] = grads["dx"] + flat(s["dh"])
+        return grads
+
+    def check(self, run: Callable[[int], object]) -> float:
+        """Run once on set 0 with NaN-filled outputs; the worst relative error, or TrialError."""
+        s = self.sets[0]
+        names = ("out", "h_out", "mean", "rstd") if self.task.mode == "fwd" else ("dx", "dz")
+        for name in names:
+            if s[name] is not None:
+                s[name].fill_(float("nan"))
+        try:
+            result = run(0)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        except Exception as e:
+            raise TrialError(f"launch: {type(e).__name__}: {e}") from e
+        got = {name: s[name] for name in names if s[name] is not None}
+        if self.task.mode == "bwd":
+            got["dw"], got["db"] = result
+        worst = 0.0
+        for name, want in self.reference.items():
+            if got.get(name) is None:
+                raise TrialError(f"wrong: {name} was not computed")
+            err = _rel_error(got[name].reshape(want.shape), want)
+            if not err <= TOLERANCE[self.dtype]:
+                raise TrialError(f"wrong: {name} off by {err:.3g} of its max (allowed {TOLERANCE[self.dtype]:g})")
+            worst = max(worst, err)
+        return worst
+
+    # ------------------------------------------------------------- baseline
+
+    @property
+    def torch_label(self) -> str:
+        v = self.variant
+        plain = v.gate == "none" and not v.residual and not v.grouped
+        return "torch" if plain else "torch composite"
+
+    def torch_runner(self) -> Callable[[int], object]:
+        """run(i): torch's own norm on set i (fwd), or its autograd backward (bwd)."""
+        v, n = self.variant, self.task.n
+        w = self.weight.reshape(n)
+        b = None if self.bias is None else self.bias.reshape(n)
+        flat = lambda t: None if t is None else t.reshape(self.m, n)  # noqa: E731
+        if self.task.mode == "fwd":
+            ins = [(flat(s["x"]), flat(s["residual"]), flat(s["z"])) for s in self.sets]
+            return lambda i: torch_norm(v, *ins[i], w, b, self.g)
+        wl = w.detach().requires_grad_()
+        bl = None if b is None else b.detach().requires_grad_()
+        graphs = []
+        for s in self.sets:
+            leaves = [t.detach().requires_grad_() for t in (flat(s["x"]), flat(s["z"])) if t is not None]
+            z = leaves[1] if s["z"] is not None else None
+            y, _ = torch_norm(v, leaves[0], None, z, wl, bl, self.g)
+            leaves += [t for t in (wl, bl) if t is not None]
+            graphs.append((y, leaves, flat(s["dy"]), flat(s["dh"])))
+
+        def run_bwd(i: int) -> object:
+            y, leaves, dy, dh = graphs[i]
+            grads = torch.autograd.grad(y, leaves, dy, retain_graph=True)
+            return grads if dh is None else grads[0] + dh
+
+        return run_bwd
+
+    # ---------------------------------------------------------------- bytes
+
+    def model_bytes(self) -> int:
+        """TritonBench's byte model: fwd 2x, bwd 3x the bytes of x."""
+        return (2 if self.task.mode == "fwd" else 3) * self.m * self.task.n * self.dtype.itemsize
+
+    def exact_bytes(self, config: dict) -> int:
+        """Bytes this kernel (bwd: plus the dW/dB partial reduce) must read and write."""
+        v, mn, es = self.variant, self.m * self.task.n, self.dtype.itemsize
+        params = (1 + (self.bias is not None)) * self.task.n * es
+        stats = (1 + (not v.rms)) * self.m * self.g * 4
+        gated = v.gate != "none"
+        if self.task.mode == "fwd":
+            return mn * es * (2 + 2 * v.residual + gated) + params + stats
+        tensors = 3 + 2 * gated + v.residual  # dy, x, dx (+ z, dz) (+ dh)
+        rows = self.partial_rows(config)
+        partial = rows * self.task.n * 4
+        n_partials = 1 + (self.bias is not None)
+        # The bwd kernel writes the fp32 partials; with more than one row they are read
+        # back and reduced to [N] (with one row the partial row is the result).
+        reduce = n_partials * (partial + self.task.n * 4) if rows > 1 else 0
+        return mn * es * tensors + params + stats + n_partials * partial + reduce
