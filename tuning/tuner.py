@@ -1,0 +1,400 @@
+"""The Optuna tuner: one study per (kernel, mode, shape, dtype, GPU model).
+
+A trial samples a point of :mod:`tuning.space`, compiles its config on the workload's
+real arguments, checks the output against a float64 reference and times it (L2 flushed,
+inputs rotated). A config that fails to compile, crashes, runs out of resources, runs
+past the trial timeout or computes a wrong result is recorded as FAIL with the reason in
+the trial's user attrs; the study goes on. Points that cannot be good are PRUNED before
+any compile; a config already measured in the study is not measured again.
+
+Studies live in Optuna storage: an embedded journal file by default (resumable, safe
+for several processes on one host), or any Optuna storage URL. ``n_trials`` is the
+number of evaluated configs the study should hold in total: a resumed study continues
+where it stopped.
+
+When the trials are done, the best trial, the heuristic config and torch's own norm are
+measured again, one after the other, with longer timing; the faster of the first two is
+the result written to the config cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import inspect
+import json
+import math
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from . import cache, timing
+from .space import SPACE_VERSION, SearchSpace
+from .workload import Task, TrialError, Workload
+
+# Consecutive proposals that are invalid or already measured before the study is
+# considered exhausted for this run.
+MAX_IDLE_PROPOSALS = 60
+FATAL_CUDA_MARKERS = ("illegal memory access", "unspecified launch failure", "device-side assert", "CUDA error")
+
+
+class TrialTimeout(TrialError):
+    """A compile or a measurement ran past the trial timeout."""
+
+
+class FatalDeviceError(RuntimeError):
+    """The device is unusable in this process (e.g. an illegal memory access)."""
+
+
+@dataclass
+class TuneOptions:
+    """How to tune: sampler, trial count and time limits, where studies and results go."""
+
+    n_trials: int = 20
+    time_budget_s: float | None = None  # per study, this run
+    deadline: float | None = None  # time.time() past which no trial starts
+    sampler: str = "tpe"  # "tpe" | "random" | "grid"
+    storage: str | None = None  # Optuna URL, or a journal file; default: out_dir/optuna.journal
+    out_dir: Path = Path("tuning_out")
+    cache_path: Path | None = None  # written with each result; also a warm-start source
+    seed: int | None = None
+    trial_timeout_s: float = 180.0
+    n_sets: int | None = None  # rotating input sets (default: enough to exceed 2x L2)
+
+
+@dataclass
+class Measurement:
+    ms: float
+    gbps: float
+    gbps_exact: float
+
+
+@dataclass
+class TuneResult:
+    """What one study found, with the heuristic and torch measured in the same run."""
+
+    task: Task
+    gpu: str
+    study: str
+    config: dict | None = None
+    source: str = ""  # "tuned" | "heuristic"
+    ms: float | None = None
+    gbps: float | None = None
+    gbps_exact: float | None = None
+    heuristic_config: dict | None = None
+    heuristic_ms: float | None = None
+    heuristic_gbps: float | None = None
+    torch_label: str = "torch"
+    torch_ms: float | None = None
+    torch_gbps: float | None = None
+    trials: int = 0  # evaluated configs in the study, all runs
+    failed: int = 0
+    run_trials: int = 0  # evaluated in this run
+    history: list = field(default_factory=list)  # [trial number, ms or None] in order
+    model_bytes: int = 0  # TritonBench's bytes for this task: GB/s = model_bytes / ms / 1e6
+    wall_s: float = 0.0
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- optuna
+
+
+def study_name(task: Task, gpu: str) -> str:
+    return f"tilenorm/v{SPACE_VERSION}/{gpu}/{task.label}"
+
+
+def make_storage(spec: str | None, out_dir: Path) -> object:
+    """An Optuna storage: a URL as given, else a journal file (default out_dir/optuna.journal)."""
+    if spec is not None and "://" in spec:
+        return spec
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(spec) if spec else out_dir / "optuna.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def make_sampler(name: str, space: SearchSpace, n_trials: int, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if name != "tpe":
+        raise ValueError(f"sampler must be tpe, random or grid, got {name!r}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            n_startup_trials=max(3, min(10, n_trials // 3)),
+            multivariate=True,
+            group=True,  # conditional parameters (stages, sm multiplier) get their own groups
+            constant_liar=True,  # several processes on one study spread out
+            seed=seed,
+        )
+
+
+def open_study(task: Task, gpu: str, space: SearchSpace, options: TuneOptions) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=study_name(task, gpu),
+        storage=make_storage(options.storage, options.out_dir),
+        sampler=make_sampler(options.sampler, space, options.n_trials, options.seed),
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def config_key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def _measured(study: optuna.Study) -> dict[str, float | None]:
+    """config key -> ms (None: failed) of every config this study has evaluated."""
+    known: dict[str, float | None] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if t.user_attrs.get("evaluated") and "config" in t.user_attrs:
+            known[config_key(t.user_attrs["config"])] = t.value if t.state == TrialState.COMPLETE else None
+    return known
+
+
+def _enqueue_seeds(study: optuna.Study, space: SearchSpace, seeds: dict[str, dict | None]) -> None:
+    """Queue each seed config that the space can express and the study has not tried."""
+    for name, config in seeds.items():
+        point = None if config is None else space.from_config(config)
+        if point is not None:
+            study.enqueue_trial(point, user_attrs={"seed": name}, skip_if_exists=True)
+
+
+# ------------------------------------------------------------------------- one trial
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise TrialTimeout in this (main) thread after ``seconds``; a no-op elsewhere."""
+    usable = seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def on_alarm(signum, frame):  # noqa: ANN001, ARG001
+        raise TrialTimeout(f"timeout: over {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _raise_if_device_broken(wl: Workload, error: Exception) -> None:
+    if wl.device.type != "cuda" or not any(s in str(error) for s in FATAL_CUDA_MARKERS):
+        return
+    try:
+        torch.cuda.synchronize(wl.device)
+        torch.zeros(1, device=wl.device).item()
+    except Exception as e:
+        raise FatalDeviceError(f"{wl.task.label}: device unusable after: {error}") from e
+
+
+def measure(wl: Workload, config: dict, options: TuneOptions, timing_spec: timing.Timing) -> Measurement:
+    """Compile, check and time one config; TrialError if it is unusable."""
+    try:
+        with _time_limit(options.trial_timeout_s):
+            run = wl.runner(config)
+            wl.check(run)
+        with timing.device_lock(wl.device), _time_limit(options.trial_timeout_s):
+            ms = timing.time_ms(run, len(wl.sets), wl.device, timing_spec)
+    except TrialError:
+        raise
+    except Exception as e:  # out of resources at launch, CUDA errors, ...
+        raise TrialError(f"run: {type(e).__name__}: {e}") from e
+    if not (ms > 0 and math.isfinite(ms)):
+        raise TrialError(f"timing: {ms!r} ms")
+    return Measurement(ms, wl.model_bytes() / ms / 1e6, wl.exact_bytes(config) / ms / 1e6)
+
+
+def _run_trials(study: optuna.Study, space: SearchSpace, wl: Workload, options: TuneOptions) -> int:
+    """Ask/tell until the study holds n_trials evaluated configs or time is up; returns evaluations."""
+    known = _measured(study)
+    stop = time.monotonic() + (options.time_budget_s if options.time_budget_s is not None else math.inf)
+    evaluated = idle = 0
+    while len(known) < options.n_trials and idle < MAX_IDLE_PROPOSALS:
+        if time.monotonic() >= stop or (options.deadline is not None and time.time() >= options.deadline):
+            break
+        trial = study.ask()
+        point = space.suggest(trial)
+        reason = None if "seed" in trial.user_attrs else space.invalid_reason(point)
+        if reason is not None:
+            trial.set_user_attr("invalid", reason)
+            study.tell(trial, state=TrialState.PRUNED)
+            idle += 1
+            continue
+        config = space.to_config(point)
+        key = config_key(config)
+        if key in known:  # re-tell what this config measured, so the sampler learns
+            trial.set_user_attr("duplicate", True)
+            ms = known[key]
+            study.tell(trial, ms, state=TrialState.COMPLETE if ms is not None else TrialState.FAIL)
+            idle += 1
+            continue
+        idle = 0
+        evaluated += 1
+        trial.set_user_attr("config", config)
+        trial.set_user_attr("evaluated", True)
+        try:
+            m = measure(wl, config, options, timing.TRIAL_TIMING)
+        except TrialError as e:
+            known[key] = None
+            trial.set_user_attr("error", str(e)[:2000])
+            study.tell(trial, state=TrialState.FAIL)
+            _raise_if_device_broken(wl, e)
+            continue
+        known[key] = m.ms
+        trial.set_user_attr("gbps", m.gbps)
+        trial.set_user_attr("gbps_exact", m.gbps_exact)
+        study.tell(trial, m.ms)
+    return evaluated
+
+
+# ------------------------------------------------------------------------ one study
+
+
+def versions() -> dict:
+    """The software a timing depends on; the kernel source is hashed so edits show."""
+    import importlib.metadata
+
+    import triton
+
+    from kernels import norm_kernels
+
+    source = inspect.getsource(norm_kernels).encode()
+    return {
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "helion": importlib.metadata.version("helion"),
+        "kernels": hashlib.sha256(source).hexdigest()[:12],
+    }
+
+
+def _gpu_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def _cached_seed(task: Task, gpu: str, options: TuneOptions) -> dict | None:
+    """The config of the nearest tuned shape (exact included) in the output and shipped caches."""
+    entries: dict[str, dict] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cache.CacheFileWarning)
+        entries.update(cache.load_entries(cache.shipped_path(gpu), gpu))
+        if options.cache_path is not None:
+            entries.update(cache.load_entries(options.cache_path, gpu))
+    return cache.Index(entries).find(task.kernel, task.mode, task.dtype, task.m, task.n)
+
+
+def _history(study: optuna.Study) -> tuple[list, int, int]:
+    """([trial number, ms | None] of evaluated trials, evaluated count, failed count)."""
+    rows = [
+        [t.number, t.value if t.state == TrialState.COMPLETE else None]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        if t.user_attrs.get("evaluated")
+    ]
+    return rows, len(rows), sum(ms is None for _, ms in rows)
+
+
+def _best_config(study: optuna.Study) -> dict | None:
+    done = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "config" in t.user_attrs
+    ]  # fmt: skip
+    return min(done, key=lambda t: t.value).user_attrs["config"] if done else None
+
+
+def _final(wl: Workload, result: TuneResult, best: dict | None, options: TuneOptions) -> None:
+    """Measure the best trial, the heuristic and torch again, back to back; keep the faster config."""
+    heuristic = result.heuristic_config
+    candidates = {"heuristic": heuristic}
+    if best is not None and config_key(best) != config_key(heuristic):
+        candidates["tuned"] = best
+    timings = {}
+    for source, config in candidates.items():
+        try:
+            timings[source] = measure(wl, config, options, timing.FINAL_TIMING)
+        except TrialError as e:
+            result.error = f"{source} config failed in the final measurement: {e}"
+    if "heuristic" in timings:
+        result.heuristic_ms, result.heuristic_gbps = timings["heuristic"].ms, timings["heuristic"].gbps
+    if timings:
+        source = min(timings, key=lambda s: timings[s].ms)
+        m = timings[source]
+        result.config, result.source = candidates[source], source
+        result.ms, result.gbps, result.gbps_exact = m.ms, m.gbps, m.gbps_exact
+    try:
+        with timing.device_lock(wl.device):
+            result.torch_ms = timing.time_ms(wl.torch_runner(), len(wl.sets), wl.device, timing.FINAL_TIMING)
+        result.torch_gbps = wl.model_bytes() / result.torch_ms / 1e6
+    except Exception as e:  # a missing torch op is not the tuner's failure
+        result.torch_label += f" (failed: {type(e).__name__})"
+
+
+def cache_entry(result: TuneResult, versions: dict) -> dict:
+    task = result.task
+    return {
+        "kernel": task.kernel, "mode": task.mode, "dtype": task.dtype, "m": task.m, "n": task.n,
+        "groups": task.groups, "config": result.config, "source": result.source,
+        "ms": result.ms, "gbps": result.gbps, "gbps_exact": result.gbps_exact,
+        "trials": result.trials,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "versions": versions,
+    }  # fmt: skip
+
+
+def write_result(result: TuneResult, device: torch.device, path: Path) -> None:
+    """Merge one result into the cache file and make new configs take effect in this process."""
+    from kernels import launch
+
+    entry = cache_entry(result, versions())
+    key = cache.entry_key(result.task.kernel, result.task.mode, result.task.dtype, result.task.m, result.task.n)
+    cache.write_entries(path, result.gpu, _gpu_name(device), {key: entry})
+    launch.clear_compiled()
+
+
+def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
+    """Run (or resume) the study of ``task`` on ``device``; measure, return and cache the best config."""
+    start = time.monotonic()
+    gpu = cache.gpu_model(device)
+    result = TuneResult(task=task, gpu=gpu, study=study_name(task, gpu))
+    wl = Workload(task, device, n_sets=options.n_sets, seed=options.seed or 0)
+    result.torch_label = wl.torch_label
+    result.model_bytes = wl.model_bytes()
+    result.heuristic_config = wl.heuristic_config()
+    bound = wl.bound(result.heuristic_config)
+    space = SearchSpace.from_spec(task.mode, task.m, wl.k, bound.config_spec, device.type)
+    study = open_study(task, gpu, space, options)
+    seeds = {
+        "heuristic": result.heuristic_config,
+        "cached": _cached_seed(task, gpu, options),
+        "helion_default": dict(bound.config_spec.default_config().config),
+    }
+    _enqueue_seeds(study, space, seeds)
+    result.run_trials = _run_trials(study, space, wl, options)
+    result.history, result.trials, result.failed = _history(study)
+    _final(wl, result, _best_config(study), options)
+    if result.config is not None and options.cache_path is not None:
+        write_result(result, device, options.cache_path)
+    result.wall_s = time.monotonic() - start
+    return result
