@@ -108,9 +108,19 @@ def choose_config(
 _compiled: dict[tuple, tuple[Callable, int]] = {}
 
 
+def _fit(config: dict, bound: helion.runtime.kernel.BoundKernel) -> helion.Config:
+    """Drop the reduction-loop knob where this specialization has no loop to configure
+    (a row of 1 element, say), so one config dict serves every hidden size."""
+    fitted = dict(config)
+    loops = fitted.get("reduction_loops")
+    if loops is not None:
+        fitted["reduction_loops"] = loops[: len(bound.config_spec.reduction_loops)]
+    return helion.Config(**fitted)
+
+
 def _compile(name: str, args: tuple, config: dict) -> Callable:
     bound = _kernels(False)[name].bind(args)
-    return bound.compile_config(helion.Config(**config))
+    return bound.compile_config(_fit(config, bound))
 
 
 def compiled_for(

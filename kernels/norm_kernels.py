@@ -94,11 +94,15 @@ def norm_fwd(
         rs = 1.0 / torch.sqrt(var + eps)
         rstd_out[tile_m, tile_g] = rs
         if casting == "none":
-            # Statistics in fp32, everything after them in the input dtype.
-            y = xc.to(x.dtype) * rs[:, :, None].to(x.dtype)
+            # Statistics in fp32, everything after them in the input dtype. A product
+            # of two fp16/bf16 values is exact in fp32, so rounding each fp32 product
+            # to the dtype is bit-identical to multiplying in that dtype (and works in
+            # Triton's interpreter, whose bf16 arithmetic is not reliable).
+            y = (xc.to(x.dtype).to(torch.float32) * rs[:, :, None].to(x.dtype).to(torch.float32))
+            y = y.to(x.dtype).to(torch.float32)
             if weight is not None:
-                y = y * (weight[tile_g, :].to(torch.float32) + offset).to(x.dtype)[None, :, :]
-            y = y.to(torch.float32)
+                wl = (weight[tile_g, :].to(torch.float32) + offset).to(x.dtype)
+                y = (y * wl.to(torch.float32)[None, :, :]).to(x.dtype).to(torch.float32)
         else:
             y = xc * rs[:, :, None]
             if casting == "llama":
@@ -143,8 +147,12 @@ def norm_bwd(
     g = hl.specialize(g)
     m_block = hl.register_block_size(m)
     for tile_mo, tile_g in hl.tile([m, g], block_size=[m_block, None]):
-        dw_acc = hl.zeros([tile_g, k], dtype=torch.float32)
-        db_acc = hl.zeros([tile_g, k], dtype=torch.float32)
+        # Accumulators shaped like a partial row (not hl.zeros([tile_g, k])): Helion
+        # 1.4 mis-sizes the latter against the row's reduction dim when k < 16.
+        if dw_part is not None:
+            dw_acc = torch.zeros_like(dw_part[tile_mo.id, tile_g, :])
+        if db_part is not None:
+            db_acc = torch.zeros_like(db_part[tile_mo.id, tile_g, :])
         for tile_m in hl.tile(tile_mo.begin, tile_mo.end):
             xf = x[tile_m, tile_g, :].to(torch.float32)
             dyf = dy[tile_m, tile_g, :].to(torch.float32)

@@ -1,0 +1,398 @@
+"""Forward and every gradient of the norm family against float64 references.
+
+Each case runs on three routes through the same kernels: Helion's eager reference
+mode on CPU ("ref"), the generated Triton code under Triton's interpreter ("triton"),
+and CUDA ("cuda", only with ``-m gpu``). The error bound is relative to what plain
+PyTorch achieves on the same inputs in the same dtype: at most 4x the error of
+``torch.nn.functional`` (or of the float64 result rounded to the dtype, where torch
+has no fused op), with a floor of a few ulps of the output's scale.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+from reference import norm64
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+ULP = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
+
+
+@pytest.fixture(
+    params=["ref", "triton", pytest.param("cuda", marks=pytest.mark.gpu)],
+)
+def device(request):
+    """A device string; on CPU, also selects the route CPU tensors take."""
+    if request.param == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("needs CUDA")
+        yield "cuda"
+        return
+    kernels.set_cpu_backend(request.param)
+    yield "cpu"
+    kernels.set_cpu_backend("ref")
+
+
+def _error(got: torch.Tensor, ref64: torch.Tensor) -> float:
+    return (got.double() - ref64).abs().max().item() if got.numel() else 0.0
+
+
+def assert_close(name: str, got, ref64, peer, dtype, slack: float = 4.0) -> None:
+    """``got`` is within ``slack`` x the peer's error of the float64 reference."""
+    assert got.dtype == peer.dtype, f"{name}: dtype {got.dtype} != {peer.dtype}"
+    assert got.shape == ref64.shape, f"{name}: shape {tuple(got.shape)}"
+    assert torch.isfinite(got).all(), f"{name}: non-finite values"
+    scale = max(ref64.abs().max().item(), 1.0) if ref64.numel() else 1.0
+    bound = max(slack * _error(peer, ref64), slack * ULP[dtype] * scale)
+    err = _error(got, ref64)
+    assert err <= bound, f"{name}: max error {err:.3g} > bound {bound:.3g} (peer {_error(peer, ref64):.3g})"
+
+
+def make(shape, dtype, device, *, mean=0.0, std=1.0, requires_grad=True):
+    t = (torch.randn(shape, dtype=torch.float64) * std + mean).to(dtype).to(device)
+    return t.requires_grad_(requires_grad)
+
+
+def leaf64(t):
+    return None if t is None else t.detach().double().requires_grad_()
+
+
+def grads(out, inputs, dy):
+    live = [t for t in inputs if t is not None]
+    got = torch.autograd.grad(out, live, dy, allow_unused=True)
+    it = iter(got)
+    return [None if t is None else next(it) for t in inputs]
+
+
+def check_fwd_bwd(ours_fn, peer_fn, ref_kwargs, inputs, dtype):
+    """Compare out and the gradients of every input of ours, the peer and float64."""
+    out = ours_fn(*inputs)
+    peer = peer_fn(*[None if t is None else t.detach().requires_grad_() for t in inputs])
+    ref_in = [leaf64(t) for t in inputs]
+    ref, _ = norm64(*ref_in[:3], **ref_kwargs(ref_in))
+    assert_close("out", out, ref, peer.detach(), dtype)
+    dy = torch.randn_like(out)
+    ours_g = grads(out, inputs, dy)
+    peer_in = [None if t is None else t.detach().requires_grad_() for t in inputs]
+    peer_g = grads(peer_fn(*peer_in), peer_in, dy)
+    ref_g = grads(ref, ref_in, dy.double())
+    for i, (g, p, r) in enumerate(zip(ours_g, peer_g, ref_g)):
+        if r is None:
+            continue
+        assert g is not None, f"missing gradient for input {i}"
+        assert_close(f"grad[{i}]", g, r, p, dtype)
+
+
+# ------------------------------------------------------------------------ LayerNorm
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 3, 127, 1000, 5120])
+def test_layer_norm(device, dtype, n):
+    m = 7 if n < 5000 else 3
+    x = make((m, n), dtype, device, mean=0.5, std=2.0)
+    w = make((n,), dtype, device, mean=1.0, std=0.5)
+    b = make((n,), dtype, device, std=0.5)
+    check_fwd_bwd(
+        lambda x, w, b: kernels.layer_norm(x, w, b, 1e-5),
+        lambda x, w, b: F.layer_norm(x, (n,), w, b, 1e-5),
+        lambda r: dict(eps=1e-5, rms=False),
+        [x, w, b],
+        dtype,
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 3, 127, 1000, 5120])
+def test_rms_norm(device, dtype, n):
+    m = 7 if n < 5000 else 3
+    x = make((m, n), dtype, device, std=2.0)
+    w = make((n,), dtype, device, mean=1.0, std=0.5)
+    check_fwd_bwd(
+        lambda x, w, b: kernels.rms_norm(x, w, 1e-6, casting="gemma"),
+        lambda x, w, b: F.rms_norm(x, (n,), w, 1e-6),
+        lambda r: dict(eps=1e-6, rms=True),
+        [x, w, None],
+        dtype,
+    )
+
+
+def test_wide_rows_loop_over_chunks(device):
+    """A row wider than the registers hold (70000 > 32768): the chunked forward path."""
+    n = 70000
+    x = make((2, n), torch.float32, device, mean=3.0, std=2.0)
+    w = make((n,), torch.float32, device, mean=1.0)
+    b = make((n,), torch.float32, device)
+    check_fwd_bwd(
+        lambda x, w, b: kernels.layer_norm(x, w, b),
+        lambda x, w, b: F.layer_norm(x, (n,), w, b),
+        lambda r: dict(eps=1e-5, rms=False),
+        [x, w, b],
+        torch.float32,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_large_mean_tiny_variance(device, dtype):
+    """|mean| ~ 1e3 >> std ~ 1e-2: a one-pass E[x^2] - E[x]^2 variance fails this."""
+    x = make((5, 384), torch.float32, device, mean=1000.0, std=0.01).to(dtype).detach()
+    x.requires_grad_()
+    w = make((384,), dtype, device, mean=1.0, std=0.1)
+    b = make((384,), dtype, device)
+    check_fwd_bwd(
+        lambda x, w, b: kernels.layer_norm(x, w, b),
+        lambda x, w, b: F.layer_norm(x, (384,), w, b),
+        lambda r: dict(eps=1e-5, rms=False),
+        [x, w, b],
+        dtype,
+    )
+
+
+def test_3d_and_non_contiguous(device):
+    base = make((4, 6, 96), torch.float32, device, std=3.0, requires_grad=False)
+    x = base.transpose(0, 1).detach().requires_grad_()  # [6, 4, 96], non-contiguous
+    assert not x.is_contiguous()
+    w = make((96,), torch.float32, device, mean=1.0)
+    b = make((96,), torch.float32, device)
+    check_fwd_bwd(
+        lambda x, w, b: kernels.layer_norm(x, w, b),
+        lambda x, w, b: F.layer_norm(x, (96,), w, b),
+        lambda r: dict(eps=1e-5, rms=False),
+        [x, w, b],
+        torch.float32,
+    )
+    strided = make((5, 200), torch.bfloat16, device, requires_grad=False)[:, ::2]
+    w2 = make((100,), torch.bfloat16, device, mean=1.0)
+    strided.requires_grad_()
+    check_fwd_bwd(
+        lambda x, w, b: kernels.rms_norm(x, w, casting="gemma"),
+        lambda x, w, b: F.rms_norm(x, (100,), w, 1e-6),
+        lambda r: dict(eps=1e-6, rms=True),
+        [strided, w2, None],
+        torch.bfloat16,
+    )
+
+
+def test_single_row_and_no_affine(device):
+    x = make((1, 257), torch.float16, device, mean=-2.0)
+    check_fwd_bwd(
+        lambda x, w, b: kernels.layer_norm(x),
+        lambda x, w, b: F.layer_norm(x, (257,)),
+        lambda r: dict(eps=1e-5, rms=False),
+        [x, None, None],
+        torch.float16,
+    )
+    check_fwd_bwd(
+        lambda x, w, b: kernels.rms_norm(x, casting="gemma"),
+        lambda x, w, b: F.rms_norm(x, (257,), None, 1e-6),
+        lambda r: dict(eps=1e-6, rms=True),
+        [x, None, None],
+        torch.float16,
+    )
+
+
+# ------------------------------------------------------------ Gemma, casting modes
+
+
+def _llama_rms(x, w, eps):
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return w * h.to(x.dtype)
+
+
+def _gemma_rms(x, w, eps):
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return (h * (1.0 + w.float())).to(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_llama_casting(device, dtype):
+    x = make((6, 320), dtype, device, std=2.0)
+    w = make((320,), dtype, device, mean=1.0, std=0.3)
+    check_fwd_bwd(
+        lambda x, w, b: kernels.rms_norm(x, w, 1e-6, casting="llama"),
+        lambda x, w, b: _llama_rms(x, w, 1e-6),
+        lambda r: dict(eps=1e-6, rms=True),
+        [x, w, None],
+        dtype,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gemma_offset(device, dtype):
+    x = make((6, 320), dtype, device, std=2.0)
+    w = make((320,), dtype, device, std=0.3)  # Gemma's weight sits around 0
+    check_fwd_bwd(
+        lambda x, w, b: kernels.rms_norm(x, w, 1e-6, offset=1.0, casting="gemma"),
+        lambda x, w, b: _gemma_rms(x, w, 1e-6),
+        lambda r: dict(eps=1e-6, rms=True, offset=1.0),
+        [x, w, None],
+        dtype,
+    )
+
+
+def test_casting_none_computes_in_input_dtype(device):
+    """"none" rounds x*rstd to the input dtype before the weight: visibly unlike "gemma"."""
+    x = make((8, 512), torch.bfloat16, device, std=2.0, requires_grad=False)
+    w = make((512,), torch.bfloat16, device, mean=1.0, std=0.3, requires_grad=False)
+    got = kernels.rms_norm(x, w, casting="none")
+    h = x.float()
+    rstd = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+    expect = x * rstd.to(x.dtype) * w  # the whole epilogue in bf16
+    assert _error(got, expect.double()) <= 2 * ULP[torch.bfloat16] * expect.abs().max().item()
+
+
+# -------------------------------------------------------------- gated and grouped
+
+
+GATED = [
+    # (rms, norm_before_gate, group_size, with_bias)
+    (True, True, None, False),
+    (True, False, None, False),
+    (True, True, 32, False),
+    (True, False, 32, True),
+    (False, True, None, True),
+    (False, False, 64, True),
+]
+
+
+@pytest.mark.parametrize("rms,before,group,with_bias", GATED)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gated_grouped(device, dtype, rms, before, group, with_bias):
+    n = 128
+    x = make((5, 3, n), dtype, device, mean=0.3, std=1.5)
+    z = make((5, 3, n), dtype, device, std=2.0)
+    w = make((n,), dtype, device, mean=1.0, std=0.3)
+    b = make((n,), dtype, device, std=0.3) if with_bias else None
+    fn = kernels.rms_norm if rms else kernels.layer_norm
+    kw = dict(z=None, norm_before_gate=before, group_size=group)
+
+    def ours(x, w, b, z):
+        return fn(x, w, eps=1e-5, bias=b, **{**kw, "z": z}) if rms else fn(x, w, b, 1e-5, **{**kw, "z": z})
+
+    def peer(x, w, b, z):  # float64 math rounded once: the best any dtype-out kernel can do
+        return norm64(x, w, b, 1e-5, rms=rms, z=z, **{k: v for k, v in kw.items() if k != "z"})[0].to(dtype)
+
+    out = ours(x, w, b, z)
+    ref_in = [leaf64(t) for t in (x, w, b, z)]
+    ref, _ = norm64(*ref_in[:3], 1e-5, rms=rms, z=ref_in[3], norm_before_gate=before, group_size=group)
+    assert_close("out", out, ref, peer(x, w, b, z).detach(), dtype)
+    dy = torch.randn_like(out)
+    got = grads(out, [x, w, b, z], dy)
+    want = grads(ref, ref_in, dy.double())
+    for name, g, r in zip(["dx", "dw", "db", "dz"], got, want):
+        if r is not None:
+            # Gradients have no low-precision peer here: bound by the dtype's rounding
+            # of the exact gradient, with the usual slack.
+            assert_close(name, g, r, r.to(dtype), dtype, slack=8.0)
+
+
+# ------------------------------------------------------------------ residual add
+
+
+@pytest.mark.parametrize("rms", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_add_norm(device, rms, dtype):
+    n = 192
+    x = make((4, 5, n), dtype, device)
+    r = make((4, 5, n), dtype, device, mean=2.0, std=3.0)
+    w = make((n,), dtype, device, mean=1.0, std=0.3)
+    b = None if rms else make((n,), dtype, device, std=0.3)
+    if rms:
+        out, h = kernels.add_rms_norm(x, r, w, 1e-6, casting="gemma")
+    else:
+        out, h = kernels.add_layer_norm(x, r, w, b, 1e-6)
+    inputs = [x, r, w, b]
+    ref_in = [leaf64(t) for t in inputs]
+    ref, ref_h = norm64(ref_in[0], ref_in[2], ref_in[3], 1e-6, rms=rms, residual=ref_in[1])
+    if device == "cpu" and kernels.get_cpu_backend() == "triton" and dtype == torch.bfloat16:
+        # Triton's interpreter truncates fp32 -> bf16 (the GPU rounds to nearest):
+        # there, h may differ from torch's rounding by one ulp, never more.
+        ulp = ULP[dtype] * (x + r).abs().double().clamp_min(1e-30)
+        assert ((h.double() - (x + r).double()).abs() <= ulp * 2).all()
+    else:
+        assert torch.equal(h, x + r), "h must equal the unfused x + residual exactly"
+    assert_close("out", out, ref, ref.to(dtype), dtype)
+    # Both outputs feed the loss, as in a pre-norm block where h continues the stream.
+    dy, dh = torch.randn_like(out), torch.randn_like(h)
+    got = torch.autograd.grad((out, h), [t for t in inputs if t is not None], (dy, dh))
+    want = torch.autograd.grad(
+        (ref, ref_h), [t for t in ref_in if t is not None], (dy.double(), dh.double())
+    )
+    for name, g, w64 in zip(["dx", "dresidual", "dw", "db"], got, want):
+        assert_close(name, g, w64, w64.to(dtype), dtype, slack=8.0)
+
+
+# --------------------------------------------------------------------- edge cases
+
+
+def test_empty_input(device):
+    x = torch.empty((0, 64), device=device, requires_grad=True)
+    w = torch.ones(64, device=device, requires_grad=True)
+    out = kernels.rms_norm(x, w)
+    assert out.shape == (0, 64)
+    out.sum().backward()
+    assert x.grad.shape == (0, 64) and torch.equal(w.grad, torch.zeros(64, device=device))
+    out, h = kernels.add_layer_norm(x, x, w)
+    assert out.shape == h.shape == (0, 64)
+
+
+def test_no_grad_path_matches_autograd_path(device):
+    x = make((9, 130), torch.float32, device)
+    w = make((130,), torch.float32, device, mean=1.0)
+    with_grad = kernels.layer_norm(x, w)
+    with torch.no_grad():
+        without = kernels.layer_norm(x, w)
+    assert torch.equal(with_grad.detach(), without)
+
+
+def test_repeated_calls_are_deterministic(device):
+    x = make((64, 256), torch.float32, device)
+    w = make((256,), torch.float32, device, mean=1.0)
+    results = []
+    for _ in range(2):
+        w.grad = None
+        kernels.rms_norm(x, w).backward(torch.ones(64, 256, device=device))
+        results.append(w.grad.clone())
+    assert torch.equal(results[0], results[1])
+
+
+# --------------------------------------------------------------------- bad input
+
+
+BAD = [
+    (lambda x, w: kernels.layer_norm(x, w[:-1]), ValueError, "weight must have shape"),
+    (lambda x, w: kernels.layer_norm(x, w, w[:5]), ValueError, "bias must have shape"),
+    (lambda x, w: kernels.rms_norm(x.long(), w), TypeError, "x must be float32"),
+    (lambda x, w: kernels.rms_norm(x, w.to(torch.int32)), TypeError, "weight must be float32"),
+    (lambda x, w: kernels.rms_norm(x, w, eps=0.0), ValueError, "eps must be"),
+    (lambda x, w: kernels.rms_norm(x, w, eps=-1e-6), ValueError, "eps must be"),
+    (lambda x, w: kernels.rms_norm(x, w, casting="fp8"), ValueError, "casting must be"),
+    (lambda x, w: kernels.rms_norm(x, w, group_size=7), ValueError, "group_size"),
+    (lambda x, w: kernels.rms_norm(x, w, z=x[:, :8]), ValueError, "z must have the shape"),
+    (lambda x, w: kernels.add_rms_norm(x, x.half(), w), TypeError, "residual must have the dtype"),
+    (lambda x, w: kernels.add_rms_norm(x, x[:1], w), ValueError, "residual must have the shape"),
+    (lambda x, w: kernels.layer_norm(x.sum(), None), ValueError, "at least one dimension"),
+    (lambda x, w: kernels.layer_norm([1.0, 2.0], None), TypeError, "x must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("call,exc,message", BAD)
+def test_bad_input_is_rejected(call, exc, message):
+    x = torch.randn(4, 64)
+    w = torch.randn(64)
+    with pytest.raises(exc, match=message):
+        call(x, w)
+
+
+@pytest.mark.gpu
+def test_mixed_devices_are_rejected():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    x = torch.randn(4, 64, device="cuda")
+    with pytest.raises(ValueError, match="weight is on cpu"):
+        kernels.rms_norm(x, torch.ones(64))
