@@ -160,7 +160,10 @@ def test_rows_wider_than_one_block_are_refused():
 @pytest.mark.parametrize("n_rows", [0, 1, 2, 7, 8, 9, 37, 1000])
 def test_backward_grid_covers_every_row_once(n_rows):
     programs, per_program = unsloth_style.backward_grid(n_rows, torch.device("cpu"))
-    owned = [r for p in range(programs) for r in range(p * per_program, min((p + 1) * per_program, n_rows))]
+    owned = [
+        r for p in range(programs)
+        for r in range(p * per_program, min((p + 1) * per_program, n_rows))
+    ]
     assert owned == list(range(n_rows))
     assert all(p * per_program < n_rows for p in range(programs)), "a program with no rows"
 
@@ -170,7 +173,8 @@ def test_backward_grid_covers_every_row_once(n_rows):
 @pytest.mark.parametrize("shape", [(4096, 4096), (2048, 32768)], ids=str)
 def test_compiled_kernels_at_benchmark_shapes(shape):
     m, n = shape
-    x, w, b = make((m, n), torch.bfloat16, 13), make((n,), torch.bfloat16, 14), make((n,), torch.bfloat16, 15)
+    x = make((m, n), torch.bfloat16, 13)
+    w, b = make((n,), torch.bfloat16, 14), make((n,), torch.bfloat16, 15)
     dy = make((m, n), torch.float32, 16, grad=False)
     y, grads = grads_of(lambda x, w, b: unsloth_layer_norm(x, w, b, 1e-5), [x, w, b], dy)
     y64, grads64 = reference_grads(lambda x, w, b: ref_layer_norm(x, w, b, 1e-5), [x, w, b], dy)
