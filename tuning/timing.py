@@ -31,28 +31,35 @@ class Timing:
 
     warmup_ms: float = 10.0
     rep_ms: float = 40.0
-    cpu_budget_s: float = 0.2
-    cpu_min_calls: int = 3
+    cpu_budget_s: float = 0.1
+    cpu_min_calls: int = 2
     cpu_max_calls: int = 20
 
 
 TRIAL_TIMING = Timing()
-FINAL_TIMING = Timing(warmup_ms=25.0, rep_ms=200.0, cpu_budget_s=0.5, cpu_min_calls=5, cpu_max_calls=50)
+FINAL_TIMING = Timing(warmup_ms=25.0, rep_ms=200.0, cpu_budget_s=0.3, cpu_min_calls=2, cpu_max_calls=50)
 
 
-def time_ms(run: Callable[[int], object], n_sets: int, device: torch.device, timing: Timing = TRIAL_TIMING) -> float:
-    """Median time in ms of ``run(i)``, i cycling over the ``n_sets`` input sets."""
+def time_ms(
+    run: Callable[[int], object], n_sets: int, device: torch.device, timing: Timing = TRIAL_TIMING, *, warm: bool = True
+) -> float:
+    """Median time in ms of ``run(i)``, i cycling over the ``n_sets`` input sets.
+
+    ``warm=False`` skips the CPU warm-up call when the caller has just run ``run`` (the
+    GPU path always warms up: do_bench's own warmup).
+    """
     sets = itertools.cycle(range(n_sets))
     if device.type == "cuda":
         from triton.testing import do_bench
 
         with torch.cuda.device(device):
             return float(do_bench(lambda: run(next(sets)), warmup=timing.warmup_ms, rep=timing.rep_ms, return_mode="median"))
-    return _cpu_time_ms(lambda: run(next(sets)), timing)
+    return _cpu_time_ms(lambda: run(next(sets)), timing, warm)
 
 
-def _cpu_time_ms(call: Callable[[], object], timing: Timing) -> float:
-    call()  # warm: first-call costs (compiles, caches) are not the kernel's speed
+def _cpu_time_ms(call: Callable[[], object], timing: Timing, warm: bool) -> float:
+    if warm:
+        call()  # first-call costs (compiles, caches) are not the kernel's speed
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < timing.cpu_max_calls:

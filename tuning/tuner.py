@@ -218,7 +218,7 @@ def measure(wl: Workload, config: dict, options: TuneOptions, timing_spec: timin
             run = wl.runner(config)
             wl.check(run)
         with timing.device_lock(wl.device), _time_limit(options.trial_timeout_s):
-            ms = timing.time_ms(run, len(wl.sets), wl.device, timing_spec)
+            ms = timing.time_ms(run, len(wl.sets), wl.device, timing_spec, warm=False)  # check() ran it
     except TrialError:
         raise
     except Exception as e:  # out of resources at launch, CUDA errors, ...

@@ -1,0 +1,248 @@
+"""The config cache: round trip, concurrent writers, bad files, nearest-shape lookup, cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import timeit
+from pathlib import Path
+
+import pytest
+import torch
+
+from tuning import cache
+
+CPU = torch.device("cpu")
+GPU = "cpu"  # CPU devices file their configs under the model name "cpu"
+REPO = Path(__file__).resolve().parents[1]
+
+VERSIONS = {"torch": "t", "triton": "tr", "helion": "h", "kernels": "k"}
+
+
+def entry(kernel: str, mode: str, m: int, n: int, ms: float = 1.0, *, dtype: str = "float32",
+          rows: int = 4, date: str = "2026-01-01T00:00:00Z", versions: dict | None = None) -> dict:  # fmt: skip
+    sizes = [rows, 1] if mode == "fwd" else [rows, 1, min(rows, 2)]
+    return {
+        "kernel": kernel, "mode": mode, "dtype": dtype, "m": m, "n": n,
+        "config": {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, "reduction_loops": [None]},
+        "ms": ms, "gbps": 1.0, "trials": 3, "date": date, "versions": versions or VERSIONS,
+    }  # fmt: skip
+
+
+def keyed(*entries: dict) -> dict[str, dict]:
+    return {cache.entry_key(e["kernel"], e["mode"], e["dtype"], e["m"], e["n"]): e for e in entries}
+
+
+@pytest.fixture(autouse=True)
+def clean_cache_state(monkeypatch: pytest.MonkeyPatch):
+    """No user cache from the environment; forget paths and memos after each test."""
+    monkeypatch.delenv(cache.ENV_VAR, raising=False)
+    cache.set_cache_path(None)
+    yield
+    cache.set_cache_path(None)
+
+
+# ----------------------------------------------------------------------- round trip
+
+
+def test_round_trip_and_format(tmp_path: Path) -> None:
+    path = tmp_path / "cpu.json"
+    written = keyed(entry("rms_norm", "fwd", 8, 64), entry("rms_norm", "bwd", 8, 64, rows=8))
+    cache.write_entries(path, GPU, "cpu", written)
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == cache.SCHEMA and doc["version"] == cache.SCHEMA_VERSION and doc["gpu"] == GPU
+    assert doc["entries"] == written
+    assert cache.load_entries(path, GPU) == written
+    cache.set_cache_path(path)
+    assert cache.lookup("rms_norm", "fwd", 8, 64, torch.float32, CPU) == written["rms_norm/fwd/float32/8x64"]["config"]
+    assert cache.lookup("rms_norm", "bwd", 8, 64, torch.float32, CPU)["block_sizes"] == [8, 1, 2]
+    assert not list(tmp_path.glob(".cpu.json.*.tmp")), "no temp file left behind"
+
+
+def test_env_var_file_or_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache.write_entries(tmp_path / "cpu.json", GPU, "cpu", keyed(entry("layer_norm", "fwd", 16, 128)))
+    for value in (tmp_path, tmp_path / "cpu.json"):
+        monkeypatch.setenv(cache.ENV_VAR, str(value))
+        cache.clear_memo()
+        assert cache.lookup("layer_norm", "fwd", 16, 128, torch.float32, CPU) is not None, value
+
+
+def test_cpu_without_a_user_cache_is_a_miss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing ships for CPUs: even a cpu.json beside the shipped caches is not read."""
+    cache.write_entries(tmp_path / "cpu.json", GPU, "cpu", keyed(entry("layer_norm", "fwd", 16, 128)))
+    monkeypatch.setattr(cache, "SHIPPED_DIR", tmp_path)
+    cache.clear_memo()
+    assert cache.lookup("layer_norm", "fwd", 16, 128, torch.float32, CPU) is None
+
+
+def test_gpu_names_normalize() -> None:
+    assert cache.normalize_gpu_name("NVIDIA H200") == "nvidia_h200"
+    assert cache.normalize_gpu_name("NVIDIA H100 80GB HBM3") == "nvidia_h100_80gb_hbm3"
+    assert cache.shipped_path("nvidia_h200").name == "nvidia_h200.json"
+    assert cache.gpu_model(CPU) == "cpu"
+
+
+# ---------------------------------------------------------------------------- merge
+
+
+def test_preferred_entry() -> None:
+    fast, slow = entry("rms_norm", "fwd", 8, 64, ms=1.0), entry("rms_norm", "fwd", 8, 64, ms=2.0, date="2027-01-01T00:00:00Z")
+    assert cache.preferred_entry(fast, slow) is fast, "same software: the faster wins"
+    assert cache.preferred_entry(slow, fast) is fast
+    newer = entry("rms_norm", "fwd", 8, 64, ms=5.0, date="2027-01-01T00:00:00Z", versions={**VERSIONS, "triton": "new"})
+    assert cache.preferred_entry(fast, newer) is newer, "other software: the newer wins"
+    merged = cache.merge_entries(keyed(fast), keyed(entry("rms_norm", "bwd", 8, 64)))
+    assert len(merged) == 2
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from tuning import cache
+    path, tag, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+    while not go.exists():
+        time.sleep(0.001)
+    base = {base!r}
+    for i in range(40):
+        e = dict(base, kernel="k_" + tag, m=i + 1)
+        cache.write_entries(path, "cpu", "cpu", {{cache.entry_key(e["kernel"], "fwd", "float32", i + 1, 64): e}})
+        shared = dict(base, m=1000, ms=float(sys.argv[4]) + i)
+        cache.write_entries(path, "cpu", "cpu", {{cache.entry_key("shared", "fwd", "float32", 1000, 64): shared}})
+    """
+)
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    path, go = tmp_path / "cpu.json", tmp_path / "go"
+    base = entry("shared", "fwd", 1, 64)
+    script = WRITER.format(repo=str(REPO), base=base)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(path), tag, str(go), ms])
+        for tag, ms in (("a", "10"), ("b", "3"))
+    ]
+    time.sleep(0.5)
+    go.touch()
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    entries = json.loads(path.read_text())["entries"]
+    for tag in ("a", "b"):
+        assert {k for k in entries if k.startswith(f"k_{tag}/")} == {f"k_{tag}/fwd/float32/{i + 1}x64" for i in range(40)}
+    assert entries["shared/fwd/float32/1000x64"]["ms"] == 3.0, "the fastest of all writes is kept"
+    assert len(entries) == 81
+
+
+# ------------------------------------------------------------------------ bad files
+
+
+BAD_FILES = {
+    "corrupt": "{not json",
+    "foreign": json.dumps({"hello": "world"}),
+    "other version": json.dumps({"schema": cache.SCHEMA, "version": 99, "gpu": GPU, "entries": {}}),
+    "other gpu": json.dumps({"schema": cache.SCHEMA, "version": 1, "gpu": "nvidia_h200", "entries": {}}),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+def test_bad_file_is_reported_ignored_and_never_overwritten(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "cpu.json"
+    path.write_text(BAD_FILES[kind])
+    before = path.read_bytes()
+    with pytest.warns(cache.CacheFileWarning):
+        assert cache.load_entries(path, GPU) == {}
+    with pytest.raises(cache.CacheFileError):
+        cache.write_entries(path, GPU, "cpu", keyed(entry("rms_norm", "fwd", 8, 64)))
+    cache.set_cache_path(path)
+    with pytest.warns(cache.CacheFileWarning):
+        assert cache.lookup("rms_norm", "fwd", 8, 64, torch.float32, CPU) is None
+    assert path.read_bytes() == before
+
+
+def test_malformed_entry_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "cpu.json"
+    good = entry("rms_norm", "fwd", 8, 64)
+    doc = {"schema": cache.SCHEMA, "version": 1, "gpu": GPU, "entries": {"bad": {"m": "x"}, **keyed(good)}}
+    path.write_text(json.dumps(doc))
+    with pytest.warns(cache.CacheFileWarning, match="malformed"):
+        assert list(cache.load_entries(path, GPU).values()) == [good]
+
+
+def test_sweep_refuses_a_bad_cache_before_tuning(tmp_path: Path) -> None:
+    from tuning import sweep
+
+    path = tmp_path / "cpu.json"
+    path.write_text("{not json")
+    with pytest.raises(SystemExit, match="refusing to overwrite"):
+        sweep.main(["--kernels", "rms_norm", "--shapes", "8x64", "--cache", str(path), "--out", str(tmp_path / "out")])
+    assert path.read_text() == "{not json"
+
+
+# --------------------------------------------------------------------------- lookup
+
+
+@pytest.fixture
+def tuned(tmp_path: Path) -> Path:
+    path = tmp_path / "cpu.json"
+    entries = keyed(
+        entry("rms_norm", "fwd", 4096, 1024, rows=8),
+        entry("rms_norm", "fwd", 4096, 4096, rows=2),
+        entry("rms_norm", "fwd", 8192, 4096, rows=4),
+        entry("rms_norm", "fwd", 2048, 32768, rows=1),
+        entry("rms_norm", "bwd", 4096, 4096, rows=64),
+    )
+    cache.write_entries(path, GPU, "cpu", entries)
+    cache.set_cache_path(path)
+    return path
+
+
+def rows(mode: str, m: int, n: int, dtype: torch.dtype = torch.float32) -> int | None:
+    config = cache.lookup("rms_norm", mode, m, n, dtype, CPU)
+    return None if config is None else config["block_sizes"][0]
+
+
+def test_nearest_shape(tuned: Path) -> None:
+    assert rows("fwd", 4096, 4096) == 2, "exact"
+    assert rows("fwd", 6000, 4096) == 4, "same N, M nearer 8192 than 4096 in log2"
+    assert rows("fwd", 5000, 4096) == 2, "same N, M nearer 4096"
+    assert rows("fwd", 100, 4096) == 2, "same N beats any other N; rows within next_pow2(M)"
+    assert rows("fwd", 3, 4096) == 2, "rows capped at next_pow2(3) = 4"
+    assert rows("fwd", 1, 4096) == 1
+    assert rows("fwd", 4096, 3000) == 4, "N within 2x: 4096's config, rows scaled by 4096/3000 up to a power of two"
+    assert rows("fwd", 4096, 100_000) is None, "no tuned N within 2x: the heuristic decides"
+    assert rows("fwd", 4096, 4096, torch.bfloat16) is None, "other dtype"
+    assert cache.lookup("layer_norm", "fwd", 4096, 4096, torch.float32, CPU) is None, "other kernel"
+    bwd = cache.lookup("rms_norm", "bwd", 16, 4096, torch.float32, CPU)
+    assert bwd["block_sizes"] == [16, 1, 2], "m_block capped at next_pow2(M), inner <= m_block"
+
+
+def test_fit_config() -> None:
+    fwd = {"block_sizes": [4, 1], "reduction_loops": [4096], "num_warps": 8}
+    assert cache.fit_config(fwd, "fwd", 4096, 4096, 8192)["reduction_loops"] == [None], "chunk covers the row"
+    assert cache.fit_config(fwd, "fwd", 4096, 16384, 8192)["reduction_loops"] == [4096]
+    assert cache.fit_config(fwd, "fwd", 4096, 16384, 8192)["block_sizes"] == [2, 1]
+    bwd = {"block_sizes": [256, 1, 8], "num_warps": 8}
+    assert cache.fit_config(bwd, "bwd", 64, 2048, 1024)["block_sizes"] == [64, 1, 4]
+    assert fwd == {"block_sizes": [4, 1], "reduction_loops": [4096], "num_warps": 8}, "input untouched"
+
+
+def test_lookup_is_a_dict_access(tuned: Path) -> None:
+    args = ("rms_norm", "fwd", 4096, 4096, torch.bfloat16, CPU)
+    cache.lookup(*args)
+    per_call = min(timeit.repeat(lambda: cache.lookup(*args), number=20000, repeat=5)) / 20000
+    assert per_call < 2e-6, f"{per_call * 1e6:.2f} us per memoized lookup"
+
+
+def test_runtime_imports_no_optuna() -> None:
+    code = "import sys, kernels, tuning.cache; sys.exit('optuna' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_launch_uses_the_cached_config(tuned: Path) -> None:
+    from kernels import launch
+
+    config = launch.choose_config("rms_norm", "fwd", 4096, 4096, 1, torch.float32, CPU)
+    assert config == cache.lookup("rms_norm", "fwd", 4096, 4096, torch.float32, CPU)
+    assert config["block_sizes"] == [2, 1]

@@ -1,0 +1,136 @@
+"""The search space: every point maps to a config that Helion's own config spec accepts unchanged."""
+
+from __future__ import annotations
+
+import random
+
+import optuna
+import pytest
+import torch
+
+import helion
+from tuning.space import SPACE_KEYS, SearchSpace, canonical
+from tuning.workload import Task, Workload
+
+CPU = torch.device("cpu")
+
+# (kernel, M, N, groups): narrow and wide rows (the latter offer chunked reductions),
+# M below a block size, every flavour of loads (bias, gate, residual, groups).
+PROBLEMS = [
+    ("layer_norm", 8, 64, 1),
+    ("rms_norm", 3, 128, 1),
+    ("rms_norm", 64, 8192, 1),
+    ("gated_rms_norm_grouped", 16, 256, 4),
+    ("add_layer_norm", 32, 4096, 1),
+]
+
+
+@pytest.fixture(scope="module")
+def spaces() -> dict:
+    """(kernel, mode, M, N, device type) -> (space, bound kernel)."""
+    out = {}
+    for kernel, m, n, g in PROBLEMS:
+        for mode in ("fwd", "bwd"):
+            wl = Workload(Task(kernel, mode, m, n, "float32", g), CPU, n_sets=1)
+            bound = wl.bound()
+            for device_type in ("cpu", "cuda"):  # cuda adds persistent pid types
+                space = SearchSpace.from_spec(mode, m, wl.k, bound.config_spec, device_type)
+                out[(kernel, mode, m, n, device_type)] = (space, bound, wl)
+    return out
+
+
+def _normalized(bound, config: dict) -> dict:  # noqa: ANN001
+    c = helion.Config(**config)
+    bound.config_spec.normalize(c)
+    return dict(c.config)
+
+
+def _assert_normalizes_unchanged(bound, config: dict) -> None:  # noqa: ANN001
+    """Helion accepts the config and changes none of the fields the space decides."""
+    normalized = _normalized(bound, config)
+    assert canonical(normalized, SPACE_KEYS) == canonical(config), (config, normalized)
+
+
+def test_every_valid_point_normalizes_unchanged(spaces: dict) -> None:
+    rng = random.Random(0)
+    for key, (space, bound, _) in spaces.items():
+        points = list(space.points())
+        assert points, key
+        for point in rng.sample(points, min(len(points), 60)):
+            _assert_normalizes_unchanged(bound, space.to_config(point))
+
+
+def test_optuna_sampled_points_normalize(spaces: dict) -> None:
+    """What a sampler proposes (valid or not) is a config Helion can normalize."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for key, (space, bound, _) in spaces.items():
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+        valid = 0
+        for _ in range(40):
+            trial = study.ask()
+            point = space.suggest(trial)
+            config = space.to_config(point)
+            _normalized(bound, config)  # must not raise
+            if space.invalid_reason(point) is None:
+                valid += 1
+                _assert_normalizes_unchanged(bound, config)
+            study.tell(trial, 1.0)
+        assert valid > 0, key
+
+
+def test_space_shape_of_parameters(spaces: dict) -> None:
+    fwd_wide = spaces[("rms_norm", "fwd", 64, 8192, "cpu")][0]
+    assert "chunk_log2" in fwd_wide.by_name, "wide rows offer a chunked reduction"
+    assert "chunk_log2" not in spaces[("layer_norm", "fwd", 8, 64, "cpu")][0].by_name
+    assert "pid_type" not in fwd_wide.by_name, "no persistent grid under the CPU interpreter"
+    cuda_space = spaces[("rms_norm", "fwd", 64, 8192, "cuda")][0]
+    assert set(cuda_space.by_name["pid_type"].choices) == {"flat", "persistent_blocked", "persistent_interleaved"}
+    bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
+    assert {"m_block_log2", "inner_log2"} <= set(bwd.by_name)
+    assert "chunk_log2" not in bwd.by_name, "the backward has no reduction loop"
+    # Chunked configs carry the chunk; the top exponent means the whole row.
+    assert fwd_wide.to_config({"rows_log2": 0, "chunk_log2": 11, "warps_log2": 3, "stages": 2})["reduction_loops"] == [2048]
+    assert fwd_wide.to_config({"rows_log2": 0, "chunk_log2": 13, "warps_log2": 3})["reduction_loops"] == [None]
+
+
+def test_invalid_points_are_pruned(spaces: dict) -> None:
+    bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
+    assert "inner" in bwd.invalid_reason({"m_block_log2": 1, "inner_log2": 2, "warps_log2": 0, "stages": 1})
+    assert bwd.invalid_reason({"m_block_log2": 2, "inner_log2": 1, "warps_log2": 0, "stages": 1}) is None
+    assert "outside" in bwd.invalid_reason({"m_block_log2": 9, "inner_log2": 0, "warps_log2": 0, "stages": 1}), "block past M"
+    fwd = spaces[("rms_norm", "fwd", 64, 8192, "cpu")][0]
+    assert "spill" in fwd.invalid_reason({"rows_log2": 2, "chunk_log2": 13, "warps_log2": 0})
+    assert "threads" in spaces[("layer_norm", "fwd", 8, 64, "cpu")][0].invalid_reason({"rows_log2": 0, "warps_log2": 5})
+    for key, (space, _, _) in spaces.items():
+        for point in space.points():
+            if space.mode == "bwd":
+                assert point["inner_log2"] <= point["m_block_log2"], key
+            sizes = space.to_config(point)["block_sizes"]
+            assert sizes[0] <= 1 << (space.m - 1).bit_length(), key
+
+
+def test_heuristic_configs_are_points_of_the_space(spaces: dict) -> None:
+    """The warm start: the built-in heuristic maps to a point and back unchanged."""
+    for key, (space, _, wl) in spaces.items():
+        if key[2] < 8:
+            continue  # a tiny M gets heuristic blocks wider than M, which the space excludes
+        heuristic = wl.heuristic_config()
+        point = space.from_config(heuristic)
+        assert point is not None, (key, heuristic)
+        assert canonical(space.to_config(point)) == canonical(heuristic), key
+
+
+def test_sampled_configs_compile_and_compute_correctly(spaces: dict) -> None:
+    """A few valid points of each mode really run (Triton's interpreter) and pass the reference check."""
+    from kernels import launch
+
+    launch.set_cpu_backend("triton")
+    try:
+        rng = random.Random(2)
+        for key in (("layer_norm", "fwd", 8, 64, "cpu"), ("layer_norm", "bwd", 8, 64, "cpu")):
+            space, _, wl = spaces[key]
+            for point in rng.sample(list(space.points()), 2):
+                run = wl.runner(space.to_config(point))
+                assert wl.check(run) < 1e-4
+    finally:
+        launch.set_cpu_backend("ref")
