@@ -72,6 +72,9 @@ def norm_fwd(
     m, g, k = x.size()
     k = hl.specialize(k)
     g = hl.specialize(g)
+    # Multiply by 1/K rather than divide by K: Triton's fp32 division is approximate
+    # (div.full), and x * (1/1) must stay exactly x.
+    inv_k = 1.0 / k
     for tile_m, tile_g in hl.tile([m, g]):
         xf = x[tile_m, tile_g, :].to(torch.float32)
         if residual is not None:
@@ -86,10 +89,10 @@ def norm_fwd(
         if rms:
             xc = xf
         else:
-            mu = torch.sum(xf, dim=-1) / k
+            mu = torch.sum(xf, dim=-1) * inv_k
             xc = xf - mu[:, :, None]
             mean_out[tile_m, tile_g] = mu
-        var = torch.sum(xc * xc, dim=-1) / k
+        var = torch.sum(xc * xc, dim=-1) * inv_k
         # 1/sqrt rather than rsqrt: rsqrt has no implementation in Triton's interpreter.
         rs = 1.0 / torch.sqrt(var + eps)
         rstd_out[tile_m, tile_g] = rs
@@ -146,6 +149,7 @@ def norm_bwd(
     k = hl.specialize(k)
     g = hl.specialize(g)
     m_block = hl.register_block_size(m)
+    inv_k = 1.0 / k
     for tile_mo, tile_g in hl.tile([m, g], block_size=[m_block, None]):
         # Accumulators shaped like a partial row (not hl.zeros([tile_g, k])): Helion
         # 1.4 mis-sizes the latter against the row's reduction dim when k < 16.
@@ -189,11 +193,11 @@ def norm_bwd(
                 dxhat = dyf * wf
             else:
                 dxhat = dyf
-            c2 = torch.sum(dxhat * xhat, dim=-1) / k
+            c2 = torch.sum(dxhat * xhat, dim=-1) * inv_k
             if rms:
                 du = (dxhat - xhat * c2[:, :, None]) * rs
             else:
-                c1 = torch.sum(dxhat, dim=-1) / k
+                c1 = torch.sum(dxhat, dim=-1) * inv_k
                 du = (dxhat - c1[:, :, None] - xhat * c2[:, :, None]) * rs
             if gate == "before":
                 dsilu_b = sig_b * (1.0 + zb * (1.0 - sig_b))
