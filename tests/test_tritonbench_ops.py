@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -158,6 +159,11 @@ def test_exact_bytes(kind, mode, groups, expected):
     assert byte_model.exact_bytes(kind, mode, 4, 8, 2, groups) == expected
 
 
+def test_inference_forward_saves_no_statistics():
+    # read x, w, b; write y
+    assert byte_model.exact_bytes(byte_model.LAYER_NORM, "fwd", 4, 8, 2, save_stats=False) == 160
+
+
 @pytest.mark.parametrize("kind", sorted(byte_model.KINDS))
 def test_fwd_bwd_is_fwd_plus_bwd(kind):
     k = byte_model.KINDS[kind]
@@ -209,6 +215,40 @@ def test_plot_gbps_writes_a_png(tmp_path):
     path = report.plot_gbps(records, tmp_path / "plot.png", "rms_norm fwd bf16")
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+
+
+DESIGN_RECORD_FIELDS = ("op", "mode", "dtype", "M", "N", "provider", "us", "graph_us", "gbps",
+                        "graph_gbps", "dw")
+
+
+@pytest.mark.parametrize("cudagraph", [False, True])
+def test_results_document_follows_the_design_schema(cudagraph):
+    records = [
+        {"x": (2048, 4096), "provider": "tilenorm", "latency_ms": 0.05, "gbps": 1600.0,
+         "exact_gbps": 1610.0, "pct_roof": 37.9, "accuracy": True, "error": None},
+        {"x": (2048, 4096), "provider": "liger", "latency_ms": None, "gbps": None,
+         "exact_gbps": None, "pct_roof": None, "accuracy": None, "error": "CUDA OOM"},
+        {"x": (2048, 4096), "provider": "wrong", "latency_ms": 0.04, "gbps": 2000.0,
+         "exact_gbps": 2010.0, "pct_roof": 47.3, "accuracy": False, "error": None},
+    ]
+    doc = report.results_document(
+        records, op="rms_norm", mode="fwd_bwd", dtype="bfloat16", cudagraph=cudagraph,
+        gpu="NVIDIA H200", date="2026-11-21", commit="abc1234", versions={"torch": "2.11"},
+        settings={},
+    )
+    assert {"gpu", "date", "commit", "versions", "records"} <= set(doc)
+    ours, failed, wrong = doc["records"]
+    for record in doc["records"]:
+        assert set(DESIGN_RECORD_FIELDS) <= set(record)
+    assert (ours["op"], ours["mode"], ours["dtype"], ours["M"], ours["N"]) == (
+        "rms_norm", "fwd_bwd", "bf16", 2048, 4096)
+    timed, untimed = ("graph_us", "us") if cudagraph else ("us", "graph_us")
+    assert ours[timed] == pytest.approx(50.0) and ours[untimed] is None
+    assert ours["graph_gbps" if cudagraph else "gbps"] == 1600.0
+    # 1600 GB/s for 50 us: 80 MB, the bytes TritonBench's model counts.
+    assert ours["tb_bytes"] == 80_000_000 and ours["dw"] is True
+    assert (ours["ok"], failed["ok"], wrong["ok"]) == (True, False, False)
+    assert failed["error"] == "CUDA OOM"
 
 
 # ------------------------------------------------------------ without TritonBench
@@ -275,6 +315,13 @@ def test_cli_runs_each_operator_and_writes_csv_and_png(tmp_path, op, ours):
     assert proc.returncode == 0, proc.stderr[-4000:]
     (csv_path,) = tmp_path.glob(f"{op}_fwd_bwd_bfloat16_*.csv")
     assert len(list(tmp_path.glob(f"{op}_fwd_bwd_bfloat16_*.png"))) == 1
+    (json_path,) = tmp_path.glob(f"{op}_fwd_bwd_bfloat16_*.json")
+    doc = json.loads(json_path.read_text())
+    providers = {r["provider"] for r in doc["records"]}
+    assert set(ours) <= providers
+    for record in doc["records"]:
+        assert set(DESIGN_RECORD_FIELDS) <= set(record)
+        assert record["ok"] and record["us"] > 0 and record["dw"] is True, record
     with open(csv_path) as f:
         header, *rows = list(csv.reader(f, delimiter=";"))
     rows = [r for r in rows if r[0] != "average"]

@@ -95,12 +95,14 @@ KINDS = {
 
 
 def exact_bytes(
-    kind: NormKind, mode: str, m: int, n: int, elem_bytes: int, groups: int = 1
+    kind: NormKind, mode: str, m: int, n: int, elem_bytes: int, groups: int = 1,
+    save_stats: bool = True,
 ) -> int:
     """Minimum bytes a kernel must move for an [m, n] input (weights in the same dtype).
 
     ``groups``: statistics per group of n / groups channels (grouped norms), one fp32
-    value per row and group.
+    value per row and group. ``save_stats=False``: a forward for inference, which keeps
+    no statistics for a backward.
     """
     _check_mode(mode)
     act = m * n * elem_bytes
@@ -109,7 +111,7 @@ def exact_bytes(
     total = 0
     if mode in ("fwd", "fwd_bwd"):
         act_r, act_w, param_r, stat_w = kind.fwd_counts()
-        total += (act_r + act_w) * act + param_r * param + stat_w * stat
+        total += (act_r + act_w) * act + param_r * param + save_stats * stat_w * stat
     if mode in ("bwd", "fwd_bwd"):
         act_r, act_w, param_r, param_w, stat_r = kind.bwd_counts()
         total += (act_r + act_w) * act + (param_r + param_w) * param + stat_r * stat

@@ -11,8 +11,9 @@ new), then does what TritonBench's ``run.py`` does for one operator: parse its f
 build the operator, run it, print the table. Operators other than ours are passed to
 TritonBench's own loader unchanged.
 
-Per operator and run it writes a CSV (TritonBench's format) and a GB/s-by-shape PNG
-into ``--output-dir`` (default ``bench/results/tritonbench/``).
+Per operator and run it writes into ``--output-dir`` (default
+``bench/results/tritonbench/``): a CSV in TritonBench's format, a JSON in DESIGN.md's
+results schema (``python -m bench.table`` reads it) and a GB/s-by-shape PNG.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import importlib.metadata
 import importlib.util
+import json
 import os
+import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -129,20 +134,71 @@ def _dtype_name(operator) -> str:
     return str(dtype).replace("torch.", "") if dtype is not None else "default"
 
 
+def _git_commit() -> str:
+    """Short commit of the checkout this package runs from; "unknown" outside git."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import triton
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "triton": triton.__version__}
+    for name, dist in (("helion", "helion"), ("liger", "liger-kernel"),
+                       ("tritonbench", "tritonbench"), ("tilenorm", "tilenorm")):
+        try:
+            versions[name] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass  # not installed, or (TritonBench) run from a source tree
+    return versions
+
+
+def _gpu_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return platform.processor() or "cpu"
+
+
+def results_json(operator, records, tb_args) -> dict:
+    """The run in DESIGN.md's results schema, readable by ``python -m bench.table``."""
+    from tritonbench_ops import report
+
+    settings = {"harness": "tritonbench", "warmup_ms": tb_args.warmup, "rep_ms": tb_args.iter,
+                "cudagraph": bool(tb_args.cudagraph), "argv": sys.argv[1:]}
+    return report.results_document(
+        records, op=operator.name, mode=operator.mode.value, dtype=_dtype_name(operator),
+        cudagraph=bool(tb_args.cudagraph), gpu=_gpu_name(str(operator.device)),
+        date=time.strftime("%Y-%m-%d"), commit=_git_commit(), versions=_versions(),
+        settings=settings,
+    )
+
+
 def write_outputs(operator, tb_args, output_dir: Path, plot: bool) -> list[Path]:
-    """CSV (and PNG) for one operator run, plus TritonBench's --output/--output-json."""
+    """CSV, JSON (and PNG) for one operator run, plus TritonBench's --output/--output-json."""
     from tritonbench_ops import report
 
     result = operator.output
+    records = report.records_from_result(result)
     output_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     stem = f"{operator.name}_{operator.mode.value}_{_dtype_name(operator)}_{stamp}"
-    written = [output_dir / f"{stem}.csv"]
+    written = [output_dir / f"{stem}.csv", output_dir / f"{stem}.json"]
     with open(written[0], "w", newline="") as f:
         result.write_csv_to_file(f)
+    with open(written[1], "w") as f:
+        json.dump(results_json(operator, records, tb_args), f, indent=1)
     if plot:
         title = f"{operator.name} {operator.mode.value} {_dtype_name(operator)}"
-        records = report.records_from_result(result)
         # The roof was measured on the H200; on a CPU run it would only flatten the plot.
         roof = report.COPY_ROOF_GBPS if str(operator.device).startswith("cuda") else None
         written.append(report.plot_gbps(records, output_dir / f"{stem}.png", title, roof_gbps=roof))

@@ -198,7 +198,11 @@ class TilenormOperatorMixin:
         kind = byte_model.KINDS[self.name]
         m, n = x.shape[0], x.shape[1]
         groups = self.stat_groups(args)
-        return byte_model.exact_bytes(kind, self._mode_name(), m, n, x.element_size(), groups)
+        # Without grad (inference) a forward saves no statistics for a backward.
+        save_stats = self.mode != Mode.FWD_NO_GRAD
+        return byte_model.exact_bytes(
+            kind, self._mode_name(), m, n, x.element_size(), groups, save_stats
+        )
 
     @staticmethod
     def _latency_ms(metrics) -> float | None:

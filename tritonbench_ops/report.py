@@ -81,3 +81,54 @@ def plot_gbps(
     path = Path(path)
     fig.savefig(path, dpi=120)
     return path
+
+
+# ------------------------------------------------------ DESIGN.md's results schema
+
+DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+def _bytes_moved(rate_gbps: float | None, latency_ms: float | None) -> int | None:
+    if rate_gbps is None or latency_ms is None:
+        return None
+    return round(rate_gbps * latency_ms * 1e6)
+
+
+def design_record(record: dict[str, Any], op: str, mode: str, dtype: str, cudagraph: bool) -> dict:
+    """One TritonBench record in the schema of ``bench/results`` (DESIGN.md).
+
+    A run times either eager launches or CUDA graphs (``--cudagraph``): the other pair
+    of fields stays null. Every provider of these operators computes dW (and dB) in
+    its backward, so ``dw`` is true in backward modes and null in forward ones.
+    """
+    m, n = record["x"] if isinstance(record["x"], (tuple, list)) else (None, None)
+    latency_ms, rate = record.get("latency_ms"), record.get("gbps")
+    us = None if latency_ms is None else latency_ms * 1e3
+    error = record.get("error")
+    return {
+        "op": op, "mode": mode, "dtype": DTYPE_NAMES.get(dtype, dtype), "M": m, "N": n,
+        "provider": record["provider"],
+        "us": None if cudagraph else us, "graph_us": us if cudagraph else None,
+        "gbps": None if cudagraph else rate, "graph_gbps": rate if cudagraph else None,
+        "dw": True if mode in ("bwd", "fwd_bwd") else None,
+        "tb_bytes": _bytes_moved(rate, latency_ms),
+        "exact_bytes": _bytes_moved(record.get("exact_gbps"), latency_ms),
+        "exact_gbps": None if cudagraph else record.get("exact_gbps"),
+        "pct_roof": None if cudagraph else record.get("pct_roof"),
+        "ok": error is None and latency_ms is not None and record.get("accuracy") is not False,
+        "accuracy": record.get("accuracy"),
+        "error": error,
+        "source": "tritonbench",
+    }  # fmt: skip
+
+
+def results_document(
+    records: list[dict[str, Any]], *, op: str, mode: str, dtype: str, cudagraph: bool,
+    gpu: str, date: str, commit: str, versions: dict[str, str], settings: dict[str, Any],
+) -> dict[str, Any]:
+    """``{"gpu", "date", "commit", "versions", "records", "settings"}`` for one run."""
+    return {
+        "gpu": gpu, "date": date, "commit": commit, "versions": versions,
+        "records": [design_record(r, op, mode, dtype, cudagraph) for r in records],
+        "settings": settings,
+    }  # fmt: skip
