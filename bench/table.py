@@ -1,0 +1,242 @@
+"""Render the README results table from results JSON (one run; several are merged).
+
+    python -m bench.table bench/results/X.json [--readme README.md]
+
+Per op, mode and shape: tilenorm's GB/s (eager and CUDA graph), the best peer and its
+GB/s, tilenorm / best peer, tilenorm's share of the copy roof, and a marker where a
+peer beats us; then the host-overhead table. With ``--readme`` the text between
+``<!-- results:start -->`` and ``<!-- results:end -->`` is replaced (nothing else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable instead of bench/
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from bench.byte_model import COPY_ROOF_GBPS, HOST_SUFFIX, base_op, gbps
+from bench.results import load_json
+
+MARK_START = "<!-- results:start -->"
+MARK_END = "<!-- results:end -->"
+OURS = "tilenorm"
+BEHIND = "**behind**"
+BEHIND_GRAPH = "behind (graph)"
+FAILED = "**failed**"
+MODE_NAMES = {"fwd": "fwd", "fwd_bwd": "fwd+bwd", "bwd": "bwd"}
+VERSION_KEYS = ("torch", "triton", "helion", "liger", "cuda", "python")
+
+LEGEND = (
+    "GB/s by TritonBench's byte model (fwd 2x, fwd+bwd 5x the bytes of x) over the median time. "
+    "*eager*: L2 flushed before each call, inputs rotated, launch included; *graph*: CUDA-graph "
+    "replay over inputs rotated past the L2 (kernel only). fwd = inference (no grad); fwd+bwd = "
+    "dx plus dW (and dB). Best peer: the fastest of torch eager, inductor (compiled per shape), "
+    "Liger, Unsloth-style, by eager GB/s; in fwd+bwd only peers that compute dW/dB count. "
+    f"ratio = tilenorm / best peer. % roof: exact bytes moved / eager time vs the {COPY_ROOF_GBPS:.0f} "
+    "GB/s copy roof."
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def group_records(records: list[dict]) -> dict[tuple, dict[str, dict]]:
+    """(op, mode, dtype, M, N) -> {provider: record}, in the order the run met them."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in records:
+        key = (r["op"], r["mode"], r["dtype"], r["M"], r["N"])
+        groups.setdefault(key, {})[r["provider"]] = r
+    return groups
+
+
+def eligible_peers(group: dict[str, dict], mode: str) -> list[dict]:
+    """Peers that ran, matched the reference and (fwd+bwd) computed dW/dB."""
+    return [
+        r
+        for name, r in group.items()
+        if name != OURS
+        and r["ok"]
+        and r["gbps"] is not None
+        and (mode != "fwd_bwd" or r["dw"] is True)
+    ]
+
+
+def best(records: list[dict], key: str) -> dict | None:
+    timed = [r for r in records if r.get(key) is not None]
+    return max(timed, key=lambda r: r[key]) if timed else None
+
+
+def ratio(ours: float | None, theirs: float | None) -> float | None:
+    if ours is None or not theirs:
+        return None
+    return ours / theirs
+
+
+def roof_percent(record: dict) -> float | None:
+    """Exact bytes over the eager time, as a percentage of the copy roof."""
+    rate = gbps(record["exact_bytes"], record["us"]) if record.get("exact_bytes") else None
+    return None if rate is None else 100.0 * rate / COPY_ROOF_GBPS
+
+
+def fmt(value: float | None, spec: str = ".0f", suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def markdown(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ kernel table
+
+
+def marker(eager_ratio: float | None, graph_ratio: float | None) -> str:
+    if eager_ratio is not None and eager_ratio < 1.0:
+        return BEHIND
+    if graph_ratio is not None and graph_ratio < 1.0:
+        return BEHIND_GRAPH
+    return ""
+
+
+def no_dw_note(group: dict[str, dict], ours: dict) -> str:
+    """Peers that skip dW/dB but are faster than us: shown apart, never the best peer."""
+    faster = [
+        r for name, r in group.items()
+        if name != OURS and r["ok"] and r["dw"] is False and r["gbps"] and r["gbps"] > (ours.get("gbps") or 0)
+    ]  # fmt: skip
+    return "; ".join(f"{r['provider']} (no dW) {r['gbps']:.0f}" for r in faster)
+
+
+def kernel_row(key: tuple, group: dict[str, dict], with_dtype: bool) -> list[str]:
+    op, mode, dtype, m, n = key
+    ours = group.get(OURS)
+    peers = eligible_peers(group, mode)
+    peer, graph_peer = best(peers, "gbps"), best(peers, "graph_gbps")
+    row = [op, MODE_NAMES.get(mode, mode)] + ([dtype] if with_dtype else []) + [f"{m}x{n}"]
+    peer_cells = [peer["provider"], fmt(peer["gbps"])] if peer else ["-", "-"]
+    if ours is None or not ours["ok"]:
+        return (
+            row
+            + ["FAILED" if ours else "-", "-"]
+            + peer_cells
+            + ["-", "-", "-", FAILED if ours else ""]
+        )
+    eager_ratio = ratio(ours["gbps"], peer and peer["gbps"])
+    graph_ratio = ratio(ours["graph_gbps"], graph_peer and graph_peer["graph_gbps"])
+    note = "; ".join(filter(None, [marker(eager_ratio, graph_ratio), no_dw_note(group, ours)]))
+    return row + [
+        fmt(ours["gbps"]),
+        fmt(ours["graph_gbps"]),
+        *peer_cells,
+        fmt(eager_ratio, ".2f", "x"),
+        fmt(graph_ratio, ".2f", "x"),
+        fmt(roof_percent(ours), ".0f", "%"),
+        note,
+    ]
+
+
+def kernel_table(records: list[dict]) -> str:
+    kernel = [r for r in records if not r["op"].endswith(HOST_SUFFIX)]
+    if not kernel:
+        return ""
+    with_dtype = len({r["dtype"] for r in kernel}) > 1
+    headers = ["op", "mode"] + (["dtype"] if with_dtype else []) + [
+        "M x N", "tilenorm GB/s", "graph GB/s", "best peer", "peer GB/s", "ratio", "graph ratio", "% roof", "",
+    ]  # fmt: skip
+    rows = [kernel_row(key, group, with_dtype) for key, group in group_records(kernel).items()]
+    return markdown(headers, rows)
+
+
+# -------------------------------------------------------------------------- host table
+
+
+def host_table(records: list[dict]) -> str:
+    host = [r for r in records if r["op"].endswith(HOST_SUFFIX)]
+    if not host:
+        return ""
+    providers = [OURS] + sorted({r["provider"] for r in host} - {OURS})
+    cells: dict[tuple, dict[str, str]] = {}
+    for r in host:
+        value = fmt(r["us"], ".1f") if r["ok"] else "FAILED"
+        cells.setdefault((base_op(r["op"]), r["mode"], r["M"], r["N"]), {})[r["provider"]] = value
+    headers = ["op", "mode", "M x N"] + [f"{p} us" for p in providers]
+    rows = [
+        [op, MODE_NAMES.get(mode, mode), f"{m}x{n}"] + [by_provider.get(p, "-") for p in providers]
+        for (op, mode, m, n), by_provider in cells.items()
+    ]
+    return markdown(headers, rows)
+
+
+# ------------------------------------------------------------------------------ page
+
+
+def header_line(doc: dict) -> str:
+    versions = doc.get("versions", {})
+    parts = [f"{k} {versions[k]}" for k in VERSION_KEYS if versions.get(k)]
+    return f"{doc['gpu']}, {doc['date']}, commit `{doc['commit']}`: " + ", ".join(parts) + "."
+
+
+def run_notes(doc: dict) -> list[str]:
+    settings = doc.get("settings", {})
+    notes = [
+        f"Not run: {name} ({why[:80]})."
+        for name, why in (settings.get("skipped_providers") or {}).items()
+    ]
+    if settings.get("stopped_early"):
+        notes.append(
+            f"Stopped early: {settings.get('units_done')}/{settings.get('units_planned')} units ran."
+        )
+    return notes
+
+
+def render(docs: dict | list[dict]) -> str:
+    """The README block: header, kernel table, host table."""
+    docs = [docs] if isinstance(docs, dict) else docs
+    records = [r for doc in docs for r in doc["records"]]
+    parts = [header_line(doc) for doc in docs] + [""] + [n for doc in docs for n in run_notes(doc)]
+    kernels, host = kernel_table(records), host_table(records)
+    if kernels:
+        parts += ["", LEGEND, "", kernels]
+    if host:
+        parts += ["", "Host time per call (us; eager, back-to-back, no L2 flush):", "", host]
+    return "\n".join(parts).replace("\n\n\n", "\n\n").strip("\n")
+
+
+# ---------------------------------------------------------------------------- README
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the part between the results markers replaced by ``block``."""
+    start, end = text.find(MARK_START), text.find(MARK_END)
+    if start < 0 or end < 0 or end < start:
+        raise ValueError(f"README needs {MARK_START} followed by {MARK_END}")
+    return text[: start + len(MARK_START)] + "\n" + block.strip("\n") + "\n" + text[end:]
+
+
+def update_readme(path: Path, block: str) -> None:
+    path.write_text(replace_block(path.read_text(), block))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.table", description=__doc__.split("\n\n")[0])
+    p.add_argument("results", nargs="+", type=Path, help="results JSON file(s) from bench.run")
+    p.add_argument("--readme", type=Path, default=None, help="README to update between the markers")
+    args = p.parse_args(argv)
+    block = render([load_json(path) for path in args.results])
+    if args.readme is None:
+        print(block)
+        return 0
+    try:
+        update_readme(args.readme, block)
+    except ValueError as e:
+        raise SystemExit(f"{args.readme}: {e}") from None
+    print(f"updated {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
