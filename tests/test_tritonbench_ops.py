@@ -211,6 +211,7 @@ def test_plot_gbps_writes_a_png(tmp_path):
         {"x": (2048, 1024), "provider": "eager", "gbps": 900.0},
         {"x": (2048, 2048), "provider": "tilenorm", "gbps": 2500.0},
         {"x": (2048, 2048), "provider": "eager", "gbps": None},  # a failed provider
+        {"x": [4096, 256], "provider": "eager", "gbps": 700.0},  # some x values are lists
     ]
     path = report.plot_gbps(records, tmp_path / "plot.png", "rms_norm fwd bf16")
     data = path.read_bytes()

@@ -16,6 +16,13 @@ AXIS_LABELS = {
 }
 
 
+def _number(value: Any) -> float | None:
+    """A metric as a float: TritonBench's own metrics may be Latency objects (take p50)."""
+    if hasattr(value, "p50"):
+        value = value.p50
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def records_from_result(result) -> list[dict[str, Any]]:
     """Flatten a TritonBench ``BenchmarkOperatorResult`` into one dict per (shape, provider)."""
     records = []
@@ -26,8 +33,8 @@ def records_from_result(result) -> list[dict[str, Any]]:
                 {
                     "x": x_val,
                     "provider": provider,
-                    "latency_ms": metrics.latency.p50 if metrics.latency is not None else None,
-                    **{name: extra.get(name) for name in RECORD_METRICS},
+                    "latency_ms": _number(metrics.latency),
+                    **{name: _number(extra.get(name)) for name in RECORD_METRICS},
                     "accuracy": metrics.accuracy,
                     "error": metrics.error_msg,
                 }
@@ -59,9 +66,10 @@ def plot_gbps(
     """
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-    shapes = _unique(r["x"] for r in records)
+    # Keyed by label: some operators' x values are lists, which cannot be dict keys.
+    shapes = _unique(shape_label(r["x"]) for r in records)
     providers = _unique(r["provider"] for r in records)
-    value = {(r["x"], r["provider"]): r.get(metric) for r in records}
+    value = {(shape_label(r["x"]), r["provider"]): r.get(metric) for r in records}
 
     fig = Figure(figsize=(max(6.0, 0.7 * len(shapes) + 3.0), 4.5))
     ax = fig.subplots()
@@ -71,7 +79,7 @@ def plot_gbps(
         ax.plot(positions, [math.nan if y is None else y for y in ys], marker="o", label=provider)
     if roof_gbps:
         ax.axhline(roof_gbps, linestyle="--", color="gray", label=f"H200 copy roof {roof_gbps:.0f}")
-    ax.set_xticks(list(positions), [shape_label(s) for s in shapes], rotation=45, ha="right")
+    ax.set_xticks(list(positions), shapes, rotation=45, ha="right")
     ax.set_xlabel("shape (M x N)")
     ax.set_ylabel(AXIS_LABELS.get(metric, metric))
     ax.set_title(title)
