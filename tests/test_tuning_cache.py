@@ -57,7 +57,10 @@ def test_round_trip_and_format(tmp_path: Path) -> None:
     assert doc["entries"] == written
     assert cache.load_entries(path, GPU) == written
     cache.set_cache_path(path)
-    assert cache.lookup("rms_norm", "fwd", 8, 64, torch.float32, CPU) == written["rms_norm/fwd/float32/8x64"]["config"]
+    assert (
+        cache.lookup("rms_norm", "fwd", 8, 64, torch.float32, CPU)
+        == written["rms_norm/fwd/float32/8x64"]["config"]
+    )
     assert cache.lookup("rms_norm", "bwd", 8, 64, torch.float32, CPU)["block_sizes"] == [8, 1, 2]
     assert not list(tmp_path.glob(".cpu.json.*.tmp")), "no temp file left behind"
 
@@ -89,10 +92,15 @@ def test_gpu_names_normalize() -> None:
 
 
 def test_preferred_entry() -> None:
-    fast, slow = entry("rms_norm", "fwd", 8, 64, ms=1.0), entry("rms_norm", "fwd", 8, 64, ms=2.0, date="2027-01-01T00:00:00Z")
+    fast, slow = (
+        entry("rms_norm", "fwd", 8, 64, ms=1.0),
+        entry("rms_norm", "fwd", 8, 64, ms=2.0, date="2027-01-01T00:00:00Z"),
+    )
     assert cache.preferred_entry(fast, slow) is fast, "same software: the faster wins"
     assert cache.preferred_entry(slow, fast) is fast
-    newer = entry("rms_norm", "fwd", 8, 64, ms=5.0, date="2027-01-01T00:00:00Z", versions={**VERSIONS, "triton": "new"})
+    newer = entry(
+        "rms_norm", "fwd", 8, 64, ms=5.0, date="2027-01-01T00:00:00Z", versions={**VERSIONS, "triton": "new"}
+    )
     assert cache.preferred_entry(fast, newer) is newer, "other software: the newer wins"
     merged = cache.merge_entries(keyed(fast), keyed(entry("rms_norm", "bwd", 8, 64)))
     assert len(merged) == 2
@@ -130,7 +138,9 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     assert all(p.wait(timeout=120) == 0 for p in procs)
     entries = json.loads(path.read_text())["entries"]
     for tag in ("a", "b"):
-        assert {k for k in entries if k.startswith(f"k_{tag}/")} == {f"k_{tag}/fwd/float32/{i + 1}x64" for i in range(40)}
+        assert {k for k in entries if k.startswith(f"k_{tag}/")} == {
+            f"k_{tag}/fwd/float32/{i + 1}x64" for i in range(40)
+        }
     assert entries["shared/fwd/float32/1000x64"]["ms"] == 3.0, "the fastest of all writes is kept"
     assert len(entries) == 81
 
@@ -176,7 +186,18 @@ def test_sweep_refuses_a_bad_cache_before_tuning(tmp_path: Path) -> None:
     path = tmp_path / "cpu.json"
     path.write_text("{not json")
     with pytest.raises(SystemExit, match="refusing to overwrite"):
-        sweep.main(["--kernels", "rms_norm", "--shapes", "8x64", "--cache", str(path), "--out", str(tmp_path / "out")])
+        sweep.main(
+            [
+                "--kernels",
+                "rms_norm",
+                "--shapes",
+                "8x64",
+                "--cache",
+                str(path),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
     assert path.read_text() == "{not json"
 
 
@@ -210,7 +231,9 @@ def test_nearest_shape(tuned: Path) -> None:
     assert rows("fwd", 100, 4096) == 2, "same N beats any other N; rows within next_pow2(M)"
     assert rows("fwd", 3, 4096) == 2, "rows capped at next_pow2(3) = 4"
     assert rows("fwd", 1, 4096) == 1
-    assert rows("fwd", 4096, 3000) == 4, "N within 2x: 4096's config, rows scaled by 4096/3000 up to a power of two"
+    assert rows("fwd", 4096, 3000) == 4, (
+        "N within 2x: 4096's config, rows scaled by 4096/3000 up to a power of two"
+    )
     assert rows("fwd", 4096, 100_000) is None, "no tuned N within 2x: the heuristic decides"
     assert rows("fwd", 4096, 4096, torch.bfloat16) is None, "other dtype"
     assert cache.lookup("layer_norm", "fwd", 4096, 4096, torch.float32, CPU) is None, "other kernel"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
+import helion
 import optuna
 import pytest
 import torch
 
-import helion
 from tuning.space import SPACE_KEYS, SearchSpace, canonical
 from tuning.workload import Task, Workload
 
@@ -39,13 +39,13 @@ def spaces() -> dict:
     return out
 
 
-def _normalized(bound, config: dict) -> dict:  # noqa: ANN001
+def _normalized(bound, config: dict) -> dict:
     c = helion.Config(**config)
     bound.config_spec.normalize(c)
     return dict(c.config)
 
 
-def _assert_normalizes_unchanged(bound, config: dict) -> None:  # noqa: ANN001
+def _assert_normalizes_unchanged(bound, config: dict) -> None:
     """Helion accepts the config and changes none of the fields the space decides."""
     normalized = _normalized(bound, config)
     assert canonical(normalized, SPACE_KEYS) == canonical(config), (config, normalized)
@@ -84,23 +84,35 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
     assert "chunk_log2" not in spaces[("layer_norm", "fwd", 8, 64, "cpu")][0].by_name
     assert "pid_type" not in fwd_wide.by_name, "no persistent grid under the CPU interpreter"
     cuda_space = spaces[("rms_norm", "fwd", 64, 8192, "cuda")][0]
-    assert set(cuda_space.by_name["pid_type"].choices) == {"flat", "persistent_blocked", "persistent_interleaved"}
+    assert set(cuda_space.by_name["pid_type"].choices) == {
+        "flat",
+        "persistent_blocked",
+        "persistent_interleaved",
+    }
     bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
     assert {"m_block_log2", "inner_log2"} <= set(bwd.by_name)
     assert "chunk_log2" not in bwd.by_name, "the backward has no reduction loop"
     # Chunked configs carry the chunk; the top exponent means the whole row.
-    assert fwd_wide.to_config({"rows_log2": 0, "chunk_log2": 11, "warps_log2": 3, "stages": 2})["reduction_loops"] == [2048]
-    assert fwd_wide.to_config({"rows_log2": 0, "chunk_log2": 13, "warps_log2": 3})["reduction_loops"] == [None]
+    assert fwd_wide.to_config({"rows_log2": 0, "chunk_log2": 11, "warps_log2": 3, "stages": 2})[
+        "reduction_loops"
+    ] == [2048]
+    assert fwd_wide.to_config({"rows_log2": 0, "chunk_log2": 13, "warps_log2": 3})["reduction_loops"] == [
+        None
+    ]
 
 
 def test_invalid_points_are_pruned(spaces: dict) -> None:
     bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
     assert "inner" in bwd.invalid_reason({"m_block_log2": 1, "inner_log2": 2, "warps_log2": 0, "stages": 1})
     assert bwd.invalid_reason({"m_block_log2": 2, "inner_log2": 1, "warps_log2": 0, "stages": 1}) is None
-    assert "outside" in bwd.invalid_reason({"m_block_log2": 9, "inner_log2": 0, "warps_log2": 0, "stages": 1}), "block past M"
+    assert "outside" in bwd.invalid_reason(
+        {"m_block_log2": 9, "inner_log2": 0, "warps_log2": 0, "stages": 1}
+    ), "block past M"
     fwd = spaces[("rms_norm", "fwd", 64, 8192, "cpu")][0]
     assert "spill" in fwd.invalid_reason({"rows_log2": 2, "chunk_log2": 13, "warps_log2": 0})
-    assert "threads" in spaces[("layer_norm", "fwd", 8, 64, "cpu")][0].invalid_reason({"rows_log2": 0, "warps_log2": 5})
+    assert "threads" in spaces[("layer_norm", "fwd", 8, 64, "cpu")][0].invalid_reason(
+        {"rows_log2": 0, "warps_log2": 5}
+    )
     for key, (space, _, _) in spaces.items():
         for point in space.points():
             if space.mode == "bwd":

@@ -42,7 +42,9 @@ def sweep_env() -> dict:
 
 def run_sweep(out: Path, *extra: str) -> dict[str, dict]:
     """Run a sweep to completion; its results by mode."""
-    proc = subprocess.run(sweep_cmd(out, *extra), cwd=REPO, env=sweep_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        sweep_cmd(out, *extra), cwd=REPO, env=sweep_env(), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "x heur" in proc.stdout, "the final table is printed"
     results = json.loads((out / "results.json").read_text())["results"]
@@ -59,7 +61,9 @@ def evaluated(out: Path, mode: str) -> list[optuna.trial.FrozenTrial]:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return []
-    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("evaluated") and t.state.is_finished()]
+    return [
+        t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("evaluated") and t.state.is_finished()
+    ]
 
 
 @pytest.fixture
@@ -72,14 +76,16 @@ def restore_cache_state():
     launch.set_cpu_backend("ref")
 
 
-def test_sweep_tunes_caches_and_continues(tmp_path: Path, restore_cache_state) -> None:  # noqa: ANN001
+def test_sweep_tunes_caches_and_continues(tmp_path: Path, restore_cache_state) -> None:
     out = tmp_path / "out"
     first = run_sweep(out, "--modes", "fwd", "bwd", "--trials", "2", "--workers", "1")
     for mode, r in first.items():
         assert r["error"] is None, r["error"]
         assert r["trials"] == 2 and r["run_trials"] == 2, mode
         assert r["config"] and r["ms"] > 0 and r["gbps"] > 0 and r["torch_ms"] > 0 and r["heuristic_ms"] > 0
-    assert (out / "gbps_by_shape.png").stat().st_size > 0 and (out / "optimization_history.png").stat().st_size > 0
+    assert (out / "gbps_by_shape.png").stat().st_size > 0 and (
+        out / "optimization_history.png"
+    ).stat().st_size > 0
     assert (out / "optuna.journal").exists()
 
     # Run again with a higher target: the same studies continue, nothing is re-measured.
@@ -95,7 +101,10 @@ def test_sweep_tunes_caches_and_continues(tmp_path: Path, restore_cache_state) -
     from kernels import launch, rms_norm
 
     for mode in ("fwd", "bwd"):
-        assert launch.choose_config("rms_norm", mode, 4, 32, 1, torch.float32, CPU) == entries[f"rms_norm/{mode}/float32/{SHAPE}"]["config"]
+        assert (
+            launch.choose_config("rms_norm", mode, 4, 32, 1, torch.float32, CPU)
+            == entries[f"rms_norm/{mode}/float32/{SHAPE}"]["config"]
+        )
     launch.clear_compiled()
     launch.set_cpu_backend("triton")
     x = torch.randn(4, 32, requires_grad=True)

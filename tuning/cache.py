@@ -152,7 +152,11 @@ def load_entries(path: str | os.PathLike, gpu: str | None = None) -> dict[str, d
         if _valid_entry(entry):
             entries[key] = entry
         else:
-            warnings.warn(f"tilenorm config cache {path}: malformed entry {key!r} skipped", CacheFileWarning, stacklevel=2)
+            warnings.warn(
+                f"tilenorm config cache {path}: malformed entry {key!r} skipped",
+                CacheFileWarning,
+                stacklevel=2,
+            )
     return entries
 
 
@@ -208,7 +212,9 @@ def _atomic_write_json(path: Path, doc: dict) -> None:
         raise
 
 
-def write_entries(path: str | os.PathLike, gpu: str, gpu_name: str, entries: dict[str, dict]) -> dict[str, dict]:
+def write_entries(
+    path: str | os.PathLike, gpu: str, gpu_name: str, entries: dict[str, dict]
+) -> dict[str, dict]:
     """Merge ``entries`` into the cache file at ``path`` under its lock; returns what is on disk.
 
     Raises CacheFileError, leaving the file untouched, if it exists but is not a cache of
@@ -284,9 +290,7 @@ def fit_config(config: dict, mode: str, m: int, n: int, from_n: int) -> dict:
     fitted["block_sizes"] = sizes
     loops = config.get("reduction_loops")
     if isinstance(loops, list):
-        fitted["reduction_loops"] = [
-            None if (c is None or c >= _next_pow2(n)) else c for c in loops
-        ]
+        fitted["reduction_loops"] = [None if (c is None or c >= _next_pow2(n)) else c for c in loops]
     return fitted
 
 

@@ -9,7 +9,19 @@ from .space import describe
 
 COPY_ROOF_GBPS = 4248.0  # H200 device-to-device copy (GPU_HOST.md): a memory-bound norm's roof
 
-COLUMNS = ("kernel", "mode", "dtype", "shape", "config", "GB/s", "% roof", "x heur", "x torch", "trials", "from")
+COLUMNS = (
+    "kernel",
+    "mode",
+    "dtype",
+    "shape",
+    "config",
+    "GB/s",
+    "% roof",
+    "x heur",
+    "x torch",
+    "trials",
+    "from",
+)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -27,9 +39,19 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 def table_rows(results: list[dict], roof_gbps: float | None) -> list[tuple[str, ...]]:
     """One row per study: best config, GB/s (TritonBench bytes), % of the copy roof, speedups."""
     rows = []
-    for r in sorted(results, key=lambda r: (r["task"]["kernel"], r["task"]["mode"], r["task"]["dtype"], r["task"]["m"] * r["task"]["n"])):
+    for r in sorted(
+        results,
+        key=lambda r: (
+            r["task"]["kernel"],
+            r["task"]["mode"],
+            r["task"]["dtype"],
+            r["task"]["m"] * r["task"]["n"],
+        ),
+    ):
         t = r["task"]
-        config = describe(r["config"], t["mode"]) if r.get("config") else f"none ({r.get('error') or 'no result'})"
+        config = (
+            describe(r["config"], t["mode"]) if r.get("config") else f"none ({r.get('error') or 'no result'})"
+        )
         roof = _ratio(r.get("gbps"), roof_gbps)
         torch_x = _ratio(r.get("torch_ms"), r.get("ms"))
         rows.append((
@@ -48,8 +70,10 @@ def format_table(results: list[dict], roof_gbps: float | None) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = [
-        "GB/s: TritonBench byte model (fwd 2x, bwd 3x the bytes of x), L2 flushed; bwd includes the dW/dB partial reduce.",
-        "x heur / x torch: speedup over the built-in heuristic config / torch measured in the same run (* torch composite).",
+        "GB/s: TritonBench byte model (fwd 2x, bwd 3x the bytes of x), L2 flushed;"
+        " bwd includes the dW/dB partial reduce.",
+        "x heur / x torch: speedup over the built-in heuristic config / torch measured in the same run"
+        " (* torch composite).",
         "trials: configs evaluated in the study (all runs) / of them failed.",
     ]
     return "\n".join(lines + [""] + notes)
@@ -60,13 +84,15 @@ def print_table(results: list[dict], roof_gbps: float | None) -> None:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
-        Console = None  # noqa: N806
+        Console = None
     if Console is None or not Console().is_terminal:  # a log file gets the plain table
         print(format_table(results, roof_gbps))
         return
     table = Table(title="tilenorm tuning results")
     for name in COLUMNS:
-        table.add_column(name, justify="right" if name not in ("kernel", "mode", "dtype", "config", "from") else "left")
+        table.add_column(
+            name, justify="right" if name not in ("kernel", "mode", "dtype", "config", "from") else "left"
+        )
     for row in table_rows(results, roof_gbps):
         table.add_row(*row)
     Console().print(table)
@@ -86,7 +112,7 @@ def _groups(results: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
     return groups
 
 
-def _subplots(n: int):  # noqa: ANN202
+def _subplots(n: int):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,7 +133,11 @@ def plot_gbps(results: list[dict], path: Path, roof_gbps: float | None) -> Path 
     for ax, ((kernel, mode, dtype), rs) in zip(axes, sorted(groups.items())):
         labels = [f"{r['task']['m']}x{r['task']['n']}" for r in rs]
         xs = range(len(rs))
-        for key, name, style in (("gbps", "tuned", "o-"), ("heuristic_gbps", "heuristic", "s--"), ("torch_gbps", "torch", "^:")):
+        for key, name, style in (
+            ("gbps", "tuned", "o-"),
+            ("heuristic_gbps", "heuristic", "s--"),
+            ("torch_gbps", "torch", "^:"),
+        ):
             ax.plot(xs, [r.get(key) or float("nan") for r in rs], style, label=name)
         if roof_gbps:
             ax.axhline(roof_gbps, color="gray", lw=0.8, label="copy roof")
@@ -115,7 +145,7 @@ def plot_gbps(results: list[dict], path: Path, roof_gbps: float | None) -> Path 
         ax.set_title(f"{kernel} {mode} {dtype}")
         ax.set_ylabel("GB/s (TritonBench bytes)")
         ax.legend(fontsize=7)
-    for ax in axes[len(groups):]:
+    for ax in axes[len(groups) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -148,7 +178,7 @@ def plot_history(results: list[dict], path: Path) -> Path | None:
         ax.set_xlabel("evaluated trial")
         ax.set_ylabel("GB/s")
         ax.legend(fontsize=6, ncol=2)
-    for ax in axes[len(groups):]:
+    for ax in axes[len(groups) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -163,5 +193,8 @@ def save_plots(results: list[dict], out_dir: Path, roof_gbps: float | None) -> l
     except ImportError:
         print("matplotlib is not installed: no plots (pip install matplotlib)")
         return []
-    made = [plot_gbps(results, out_dir / "gbps_by_shape.png", roof_gbps), plot_history(results, out_dir / "optimization_history.png")]
+    made = [
+        plot_gbps(results, out_dir / "gbps_by_shape.png", roof_gbps),
+        plot_history(results, out_dir / "optimization_history.png"),
+    ]
     return [p for p in made if p is not None]

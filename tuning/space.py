@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 SPACE_VERSION = 1  # part of every study name: change it when parameters change meaning
 
@@ -69,7 +69,7 @@ class IntParam:
     def values(self) -> list:
         return list(range(self.low, self.high + 1))
 
-    def suggest(self, trial) -> int:  # noqa: ANN001 - an optuna.Trial, not imported here
+    def suggest(self, trial) -> int:
         return trial.suggest_int(self.name, self.low, self.high)
 
     def contains(self, value: object) -> bool:
@@ -84,7 +84,7 @@ class ChoiceParam:
     def values(self) -> list:
         return list(self.choices)
 
-    def suggest(self, trial) -> object:  # noqa: ANN001
+    def suggest(self, trial) -> object:
         return trial.suggest_categorical(self.name, list(self.choices))
 
     def contains(self, value: object) -> bool:
@@ -117,7 +117,7 @@ class SearchSpace:
         self.by_name = {p.name: p for p in self.params}
 
     @classmethod
-    def from_spec(cls, mode: str, m: int, k: int, spec, device_type: str) -> SearchSpace:  # noqa: ANN001
+    def from_spec(cls, mode: str, m: int, k: int, spec, device_type: str) -> SearchSpace:
         """The space for a kernel bound to real arguments (``bound.config_spec``)."""
         evictions = tuple(spec.load_eviction_policies.inner.choices)
         pid_types = ("flat",)
@@ -173,7 +173,7 @@ class SearchSpace:
             return point.get("pid_type", "flat") in PERSISTENT
         return True
 
-    def suggest(self, trial) -> dict:  # noqa: ANN001 - an optuna.Trial
+    def suggest(self, trial) -> dict:
         """Sample a point with Optuna's define-by-run API (conditional parameters included)."""
         point: dict = {}
         for param in self.params:
@@ -335,5 +335,7 @@ def describe(config: dict, mode: str) -> str:
     if evictions:
         parts.append(f"ev={evictions[0]}")
     if config.get("pid_type", "flat") != "flat":
-        parts.append(f"{config['pid_type'].replace('persistent_', 'p-')}x{config.get('num_sm_multiplier', 1)}")
+        parts.append(
+            f"{config['pid_type'].replace('persistent_', 'p-')}x{config.get('num_sm_multiplier', 1)}"
+        )
     return " ".join(parts)

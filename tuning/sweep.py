@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 # Nothing here may touch CUDA at import time: worker processes import this module and
@@ -47,7 +48,15 @@ PRESETS = {
     # 16384-token batch.
     "llm": [(m, n) for m in (4096, 16384) for n in (2048, 2560, 3072, 3584, 4096, 5120, 8192)],
     # The table in shared/GPU_HOST.md.
-    "gpu_host": [(4096, 1024), (4096, 4096), (4096, 8192), (4096, 16384), (8192, 4096), (32768, 4096), (2048, 32768)],
+    "gpu_host": [
+        (4096, 1024),
+        (4096, 4096),
+        (4096, 8192),
+        (4096, 16384),
+        (8192, 4096),
+        (32768, 4096),
+        (2048, 32768),
+    ],
 }
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
           "fp32": "float32", "float32": "float32", "float": "float32"}  # fmt: skip
@@ -60,23 +69,48 @@ STARTUP_S = 20.0  # worker start: imports, first compile
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tuning.sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--kernels", nargs="+", default=["layer_norm", "rms_norm"], help="tuning names (kernels.launch.Variant.tuning_name)")
+    p.add_argument(
+        "--kernels",
+        nargs="+",
+        default=["layer_norm", "rms_norm"],
+        help="tuning names (kernels.launch.Variant.tuning_name)",
+    )
     p.add_argument("--modes", nargs="+", default=["fwd", "bwd"], choices=["fwd", "bwd"])
     p.add_argument("--dtypes", nargs="+", default=["bf16"], help="bf16 fp16 fp32")
-    p.add_argument("--shapes", nargs="+", default=["gpu_host"], help=f"presets ({', '.join(PRESETS)}) and/or MxN")
+    p.add_argument(
+        "--shapes", nargs="+", default=["gpu_host"], help=f"presets ({', '.join(PRESETS)}) and/or MxN"
+    )
     p.add_argument("--groups", type=int, default=None, help="groups for *_grouped kernels (default 8)")
     p.add_argument("--trials", type=int, default=20, help="evaluated configs per study, in total over runs")
     p.add_argument("--time-budget", type=float, default=None, help="seconds per study per run")
-    p.add_argument("--wall-budget", type=float, default=None, help="seconds for the whole sweep: sets the per-study budget and a deadline")
+    p.add_argument(
+        "--wall-budget",
+        type=float,
+        default=None,
+        help="seconds for the whole sweep: sets the per-study budget and a deadline",
+    )
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid"])
-    p.add_argument("--storage", default=None, help="Optuna storage URL or journal file (default: OUT/optuna.journal)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: one per visible GPU; 0: in this process)")
+    p.add_argument(
+        "--storage", default=None, help="Optuna storage URL or journal file (default: OUT/optuna.journal)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes (default: one per visible GPU; 0: in this process)",
+    )
     p.add_argument("--cache", type=Path, default=None, help="config cache to merge results into")
     p.add_argument("--out", type=Path, default=Path("tuning_out"), help="output folder")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--trial-timeout", type=float, default=180.0, help="seconds per compile+check or measurement")
-    p.add_argument("--roof-gbps", type=float, default=None, help="copy roof for the %% column (default 4248 on CUDA)")
-    p.add_argument("--sets", type=int, default=None, help="rotating input sets (default: enough to exceed 2x L2)")
+    p.add_argument(
+        "--trial-timeout", type=float, default=180.0, help="seconds per compile+check or measurement"
+    )
+    p.add_argument(
+        "--roof-gbps", type=float, default=None, help="copy roof for the %% column (default 4248 on CUDA)"
+    )
+    p.add_argument(
+        "--sets", type=int, default=None, help="rotating input sets (default: enough to exceed 2x L2)"
+    )
     return p.parse_args(argv)
 
 
@@ -94,7 +128,9 @@ def parse_shapes(tokens: list[str], kernel: str) -> list[tuple[int, int]]:
             try:
                 m, n = (int(v) for v in token.lower().split("x"))
             except ValueError:
-                raise SystemExit(f"--shapes: {token!r} is neither a preset ({', '.join(PRESETS)}) nor MxN") from None
+                raise SystemExit(
+                    f"--shapes: {token!r} is neither a preset ({', '.join(PRESETS)}) nor MxN"
+                ) from None
             shapes.append((m, n))
     return list(dict.fromkeys(shapes))
 
@@ -112,7 +148,9 @@ def make_tasks(args: argparse.Namespace) -> list:
             if dtype not in DTYPES:
                 raise SystemExit(f"--dtypes: unknown {dtype!r} (bf16, fp16, fp32)")
             for m, n in parse_shapes(args.shapes, kernel):
-                groups = args.groups if kernel.endswith("_grouped") and args.groups else default_groups(kernel, n)
+                groups = (
+                    args.groups if kernel.endswith("_grouped") and args.groups else default_groups(kernel, n)
+                )
                 tasks += [Task(kernel, mode, m, n, DTYPES[dtype], groups) for mode in args.modes]
     # Largest first: the long studies start early, the short ones fill the gaps.
     return sorted(tasks, key=lambda t: -t.m * t.n)
@@ -123,7 +161,7 @@ def make_tasks(args: argparse.Namespace) -> list:
 _poisoned = False
 
 
-def _worker_init(gpu_queue, triton_on_cpu: bool) -> None:  # noqa: ANN001
+def _worker_init(gpu_queue, triton_on_cpu: bool) -> None:
     gpu = gpu_queue.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -133,17 +171,17 @@ def _worker_init(gpu_queue, triton_on_cpu: bool) -> None:  # noqa: ANN001
         kernels.set_cpu_backend("triton")
 
 
-def _device():  # noqa: ANN202
+def _device():
     import torch
 
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def run_task(task, options) -> dict:  # noqa: ANN001
+def run_task(task, options) -> dict:
     """Tune one task in this process; an error becomes the result's ``error``."""
     global _poisoned
     if _poisoned:
-        os._exit(3)  # this process's CUDA context is dead: the parent starts a fresh one
+        os._exit(3)  # a pool worker whose CUDA context is dead: the parent starts a fresh one
     from .tuner import FatalDeviceError, TuneResult, study_name, tune
 
     device = _device()
@@ -153,8 +191,9 @@ def run_task(task, options) -> dict:  # noqa: ANN001
         _poisoned = True
         error = str(e)
     except Exception as e:
+        traceback.print_exc()  # the table shows one line; the log keeps the traceback
         error = f"{type(e).__name__}: {e}"
-    from tuning import cache
+    from . import cache
 
     gpu = cache.gpu_model(device)
     return TuneResult(task=task, gpu=gpu, study=study_name(task, gpu), error=error).to_json()
@@ -170,7 +209,7 @@ def _visible_gpus() -> list[str]:
     return ids[: torch.cuda.device_count()] or [str(i) for i in range(torch.cuda.device_count())]
 
 
-def run_pool(tasks: list, options, workers: int, gpus: list[str], on_result) -> list[dict]:  # noqa: ANN001
+def run_pool(tasks: list, options, workers: int, gpus: list[str], on_result) -> list[dict]:
     """Run tasks on ``workers`` spawned processes; a crashed pool is restarted for what is left."""
     ctx = multiprocessing.get_context("spawn")
     pending, results, rounds = list(tasks), [], 0
@@ -180,7 +219,9 @@ def run_pool(tasks: list, options, workers: int, gpus: list[str], on_result) -> 
         for i in range(workers):
             gpu_queue.put(gpus[i % len(gpus)] if gpus else None)
         init_args = (gpu_queue, not gpus)
-        with cf.ProcessPoolExecutor(min(workers, len(pending)), mp_context=ctx, initializer=_worker_init, initargs=init_args) as pool:
+        with cf.ProcessPoolExecutor(
+            min(workers, len(pending)), mp_context=ctx, initializer=_worker_init, initargs=init_args
+        ) as pool:
             futures = {pool.submit(run_task, task, options): task for task in pending}
             for future in cf.as_completed(futures):
                 try:
@@ -224,7 +265,9 @@ class Progress:
     def update(self, result: dict) -> None:
         self.done += 1
         t = result["task"]
-        gbps = f"{result['gbps']:.0f} GB/s" if result.get("gbps") else (result.get("error") or "no result")[:80]
+        gbps = (
+            f"{result['gbps']:.0f} GB/s" if result.get("gbps") else (result.get("error") or "no result")[:80]
+        )
         line = f"{t['kernel']} {t['mode']} {t['dtype']} {t['m']}x{t['n']}: {gbps}"
         if self._rich is not None:
             self._rich.update(self._bar, advance=1, description=line[:60])
@@ -254,7 +297,9 @@ def _prepare_cpu() -> None:
     os.environ["TRITON_INTERPRET"] = "1"
 
 
-def _budgets(args: argparse.Namespace, n_tasks: int, workers: int, start: float) -> tuple[float | None, float | None]:
+def _budgets(
+    args: argparse.Namespace, n_tasks: int, workers: int, start: float
+) -> tuple[float | None, float | None]:
     """(per-study time budget, deadline) from --time-budget and --wall-budget."""
     if args.wall_budget is None:
         return args.time_budget, None
@@ -273,7 +318,9 @@ def _check_cache_writable(path: Path, gpu: str) -> None:
     try:
         cache.read_document(path, gpu)
     except cache.CacheFileError as e:
-        raise SystemExit(f"--cache: {e}; refusing to overwrite it (move it away or pick another path)") from None
+        raise SystemExit(
+            f"--cache: {e}; refusing to overwrite it (move it away or pick another path)"
+        ) from None
 
 
 def _save(results: list[dict], args: argparse.Namespace, gpu: str, roof: float | None, wall_s: float) -> None:
@@ -334,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
             for task in tasks:
                 results.append(run_task(task, options))
                 progress.update(results[-1])
+                if _poisoned:
+                    print("the CUDA context is unusable after a failed config: stopping; run again to resume")
+                    break
         else:
             results = run_pool(tasks, options, workers, gpus, progress.update)
     finally:

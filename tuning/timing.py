@@ -18,9 +18,9 @@ import itertools
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
@@ -41,7 +41,12 @@ FINAL_TIMING = Timing(warmup_ms=25.0, rep_ms=200.0, cpu_budget_s=0.3, cpu_min_ca
 
 
 def time_ms(
-    run: Callable[[int], object], n_sets: int, device: torch.device, timing: Timing = TRIAL_TIMING, *, warm: bool = True
+    run: Callable[[int], object],
+    n_sets: int,
+    device: torch.device,
+    timing: Timing = TRIAL_TIMING,
+    *,
+    warm: bool = True,
 ) -> float:
     """Median time in ms of ``run(i)``, i cycling over the ``n_sets`` input sets.
 
@@ -53,7 +58,11 @@ def time_ms(
         from triton.testing import do_bench
 
         with torch.cuda.device(device):
-            return float(do_bench(lambda: run(next(sets)), warmup=timing.warmup_ms, rep=timing.rep_ms, return_mode="median"))
+            return float(
+                do_bench(
+                    lambda: run(next(sets)), warmup=timing.warmup_ms, rep=timing.rep_ms, return_mode="median"
+                )
+            )
     return _cpu_time_ms(lambda: run(next(sets)), timing, warm)
 
 

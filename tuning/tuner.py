@@ -30,9 +30,9 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 import torch
@@ -45,7 +45,12 @@ from .workload import Task, TrialError, Workload
 # Consecutive proposals that are invalid or already measured before the study is
 # considered exhausted for this run.
 MAX_IDLE_PROPOSALS = 60
-FATAL_CUDA_MARKERS = ("illegal memory access", "unspecified launch failure", "device-side assert", "CUDA error")
+FATAL_CUDA_MARKERS = (
+    "illegal memory access",
+    "unspecified launch failure",
+    "device-side assert",
+    "CUDA error",
+)
 
 
 class TrialTimeout(TrialError):
@@ -70,6 +75,7 @@ class TuneOptions:
     seed: int | None = None
     trial_timeout_s: float = 180.0
     n_sets: int | None = None  # rotating input sets (default: enough to exceed 2x L2)
+    cached_seed: bool = True  # warm-start from the nearest cached config
 
 
 @dataclass
@@ -128,7 +134,9 @@ def make_storage(spec: str | None, out_dir: Path) -> object:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def make_sampler(name: str, space: SearchSpace, n_trials: int, seed: int | None) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str, space: SearchSpace, n_trials: int, seed: int | None
+) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
@@ -184,12 +192,14 @@ def _enqueue_seeds(study: optuna.Study, space: SearchSpace, seeds: dict[str, dic
 @contextlib.contextmanager
 def _time_limit(seconds: float | None) -> Iterator[None]:
     """Raise TrialTimeout in this (main) thread after ``seconds``; a no-op elsewhere."""
-    usable = seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    usable = (
+        seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    )
     if not usable:
         yield
         return
 
-    def on_alarm(signum, frame):  # noqa: ANN001, ARG001
+    def on_alarm(signum, frame):
         raise TrialTimeout(f"timeout: over {seconds:g} s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
@@ -212,12 +222,20 @@ def _raise_if_device_broken(wl: Workload, error: Exception) -> None:
 
 
 def measure(wl: Workload, config: dict, options: TuneOptions, timing_spec: timing.Timing) -> Measurement:
-    """Compile, check and time one config; TrialError if it is unusable."""
+    """Compile, check and time one config; TrialError if it is unusable.
+
+    Compiling (Helion's code generation, and on a GPU Triton's JIT at the first launch)
+    happens outside the device lock, so processes sharing a GPU compile in parallel;
+    the check's kernels and the timing run under it, so nothing else runs on the GPU
+    while a config is timed.
+    """
     try:
         with _time_limit(options.trial_timeout_s):
             run = wl.runner(config)
-            wl.check(run)
+            if wl.device.type == "cuda":
+                _first_launch(wl, run)
         with timing.device_lock(wl.device), _time_limit(options.trial_timeout_s):
+            wl.check(run)
             ms = timing.time_ms(run, len(wl.sets), wl.device, timing_spec, warm=False)  # check() ran it
     except TrialError:
         raise
@@ -226,6 +244,16 @@ def measure(wl: Workload, config: dict, options: TuneOptions, timing_spec: timin
     if not (ms > 0 and math.isfinite(ms)):
         raise TrialError(f"timing: {ms!r} ms")
     return Measurement(ms, wl.model_bytes() / ms / 1e6, wl.exact_bytes(config) / ms / 1e6)
+
+
+def _first_launch(wl: Workload, run) -> None:
+    try:
+        run(0)
+        torch.cuda.synchronize(wl.device)
+    except TrialError:  # a timeout
+        raise
+    except Exception as e:
+        raise TrialError(f"launch: {type(e).__name__}: {e}") from e
 
 
 def _run_trials(study: optuna.Study, space: SearchSpace, wl: Workload, options: TuneOptions) -> int:
@@ -249,7 +277,10 @@ def _run_trials(study: optuna.Study, space: SearchSpace, wl: Workload, options: 
         if key in known:  # re-tell what this config measured, so the sampler learns
             trial.set_user_attr("duplicate", True)
             ms = known[key]
-            study.tell(trial, ms, state=TrialState.COMPLETE if ms is not None else TrialState.FAIL)
+            if ms is None:
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                study.tell(trial, ms)
             idle += 1
             continue
         idle = 0
@@ -368,7 +399,9 @@ def write_result(result: TuneResult, device: torch.device, path: Path) -> None:
     from kernels import launch
 
     entry = cache_entry(result, versions())
-    key = cache.entry_key(result.task.kernel, result.task.mode, result.task.dtype, result.task.m, result.task.n)
+    key = cache.entry_key(
+        result.task.kernel, result.task.mode, result.task.dtype, result.task.m, result.task.n
+    )
     cache.write_entries(path, result.gpu, _gpu_name(device), {key: entry})
     launch.clear_compiled()
 
@@ -387,7 +420,7 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
     study = open_study(task, gpu, space, options)
     seeds = {
         "heuristic": result.heuristic_config,
-        "cached": _cached_seed(task, gpu, options),
+        "cached": _cached_seed(task, gpu, options) if options.cached_seed else None,
         "helion_default": dict(bound.config_spec.default_config().config),
     }
     _enqueue_seeds(study, space, seeds)

@@ -10,13 +10,13 @@ residual and grouped variants) runs on the same inputs.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+import helion
 import torch
 import torch.nn.functional as F
 
-import helion
 from kernels import heuristics, launch
 from kernels.launch import Variant
 
@@ -81,7 +81,9 @@ def variant_for(kernel: str) -> Variant:
 def known_kernels() -> list[str]:
     names = {
         Variant(rms=rms, gate=gate, residual=res, grouped=grp).tuning_name
-        for rms, gate, res, grp in itertools.product((False, True), ("none", "after"), (False, True), (False, True))
+        for rms, gate, res, grp in itertools.product(
+            (False, True), ("none", "after"), (False, True), (False, True)
+        )
     }
     return sorted(names)
 
@@ -95,7 +97,7 @@ def default_groups(kernel: str, n: int) -> int:
 # --------------------------------------------------------------------------- torch math
 
 
-def torch_norm(variant: Variant, x, residual, z, weight, bias, groups: int):  # noqa: ANN001, ANN201
+def torch_norm(variant: Variant, x, residual, z, weight, bias, groups: int):
     """The variant in plain torch ([M, N] tensors, [N] params): reference and baseline."""
     h = x if residual is None else x + residual
     u = h * F.silu(z) if variant.gate == "before" else h
@@ -169,7 +171,12 @@ class Workload:
         return torch.empty((self.m, self.g, self.k), dtype=self.dtype, device=self.device)
 
     def _set_bytes(self) -> int:
-        tensors = 2 + self.variant.residual * 2 + (self.variant.gate != "none") * (1 + (self.task.mode == "bwd"))
+        """Bytes of the [M, N] tensors in one input set."""
+        v, gated = self.variant, self.variant.gate != "none"
+        if self.task.mode == "fwd":
+            tensors = 2 + 2 * v.residual + gated  # x, out (+ residual, h) (+ z)
+        else:
+            tensors = 3 + v.residual + 2 * gated  # dy, x, dx (+ dh) (+ z, dz)
         return tensors * self.m * self.task.n * self.dtype.itemsize
 
     def _make_set(self) -> dict:
@@ -197,7 +204,7 @@ class Workload:
             s["mean"], s["rstd"], EPS, 0.0, v.rms, v.gate, v.casting,
         )  # fmt: skip
 
-    def _bwd_args(self, s: dict, dw_part, db_part) -> tuple:  # noqa: ANN001
+    def _bwd_args(self, s: dict, dw_part, db_part) -> tuple:
         v = self.variant
         return (
             s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"], s["dh"],
@@ -207,11 +214,19 @@ class Workload:
     def partial_rows(self, config: dict) -> int:
         return -(-self.m // int(config["block_sizes"][0]))
 
-    def _partials(self, config: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        shape = (self.partial_rows(config), self.g, self.k)
-        dw = torch.empty(shape, dtype=torch.float32, device=self.device)
-        db = None if self.bias is None else torch.empty(shape, dtype=torch.float32, device=self.device)
+    def _partials(self, config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """dW/dB partial buffers for ``config``; without one, M rows (enough for any m_block), zeroed."""
+        shape = (self.m if config is None else self.partial_rows(config), self.g, self.k)
+        make = torch.zeros if config is None else torch.empty
+        dw = make(shape, dtype=torch.float32, device=self.device)
+        db = None if self.bias is None else make(shape, dtype=torch.float32, device=self.device)
         return dw, db
+
+    def kernel_args(self) -> tuple:
+        """Arguments of the Helion kernel on input set 0 that suit every config (bwd: M partial rows)."""
+        if self.task.mode == "fwd":
+            return self._fwd_args(self.sets[0])
+        return self._bwd_args(self.sets[0], *self._partials())
 
     # ------------------------------------------------------------- configs
 
@@ -233,6 +248,8 @@ class Workload:
         """Compile ``config``; returns run(i) that runs it on input set i (bwd: and reduces dW/dB)."""
         try:
             compiled = self.bound(config).compile_config(helion.Config(**config))
+        except TrialError:  # a timeout
+            raise
         except Exception as e:  # Helion/Triton raise many types for a bad config
             raise TrialError(f"compile: {type(e).__name__}: {e}") from e
         if self.task.mode == "fwd":
@@ -252,7 +269,10 @@ class Workload:
     def _reference(self, s: dict) -> dict[str, torch.Tensor]:
         """float64 results on input set 0."""
         v, n = self.variant, self.task.n
-        flat = lambda t: None if t is None else t.reshape(self.m, n).double()  # noqa: E731
+
+        def flat(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.reshape(self.m, n).double()
+
         w = self.weight.reshape(n).double()
         b = None if self.bias is None else self.bias.reshape(n).double()
         if self.task.mode == "fwd":
@@ -284,6 +304,8 @@ class Workload:
             result = run(0)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
+        except TrialError:  # a timeout
+            raise
         except Exception as e:
             raise TrialError(f"launch: {type(e).__name__}: {e}") from e
         got = {name: s[name] for name in names if s[name] is not None}
@@ -295,7 +317,9 @@ class Workload:
                 raise TrialError(f"wrong: {name} was not computed")
             err = _rel_error(got[name].reshape(want.shape), want)
             if not err <= TOLERANCE[self.dtype]:
-                raise TrialError(f"wrong: {name} off by {err:.3g} of its max (allowed {TOLERANCE[self.dtype]:g})")
+                raise TrialError(
+                    f"wrong: {name} off by {err:.3g} of its max (allowed {TOLERANCE[self.dtype]:g})"
+                )
             worst = max(worst, err)
         return worst
 
@@ -312,7 +336,10 @@ class Workload:
         v, n = self.variant, self.task.n
         w = self.weight.reshape(n)
         b = None if self.bias is None else self.bias.reshape(n)
-        flat = lambda t: None if t is None else t.reshape(self.m, n)  # noqa: E731
+
+        def flat(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.reshape(self.m, n)
+
         if self.task.mode == "fwd":
             ins = [(flat(s["x"]), flat(s["residual"]), flat(s["z"])) for s in self.sets]
             return lambda i: torch_norm(v, *ins[i], w, b, self.g)

@@ -1,0 +1,93 @@
+"""The tuner's trial loop: failures fail one trial only, duplicates are not re-measured, wrong is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from tuning import timing, tuner
+from tuning.space import SearchSpace
+from tuning.workload import Task, TrialError, Workload
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def triton_on_cpu():
+    from kernels import launch
+
+    launch.set_cpu_backend("triton")
+    yield
+    launch.set_cpu_backend("ref")
+
+
+def _study(tmp_path: Path) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        storage=tuner.make_storage(None, tmp_path), study_name="t", direction="minimize"
+    )
+
+
+def test_failing_configs_fail_their_trial_and_the_study_goes_on(tmp_path: Path) -> None:
+    wl = Workload(Task("rms_norm", "fwd", 4, 32, "float32"), CPU)
+    # A CUDA space offers persistent grids, which Helion cannot launch on a CPU device
+    # ("TODO: implement for other devices"): a real failure.
+    space = SearchSpace.from_spec("fwd", 4, 32, wl.bound().config_spec, "cuda")
+    persistent = {"rows_log2": 1, "warps_log2": 0, "eviction": "", "pid_type": "persistent_blocked",
+                  "sm_mult_log2": 0, "stages": 1}  # fmt: skip
+    flat = {"rows_log2": 2, "warps_log2": 0, "eviction": "", "pid_type": "flat"}
+    study = _study(tmp_path)
+    for point in (persistent, persistent, flat):
+        study.enqueue_trial(point, user_attrs={"seed": "test"})
+    options = tuner.TuneOptions(n_trials=2, out_dir=tmp_path)
+    assert tuner._run_trials(study, space, wl, options) == 2
+    t0, t1, t2 = study.get_trials()
+    assert t0.state == TrialState.FAIL and t0.user_attrs["evaluated"] and "TODO" in t0.user_attrs["error"]
+    assert t1.state == TrialState.FAIL and t1.user_attrs.get("duplicate"), (
+        "a known failure is not re-measured"
+    )
+    assert "evaluated" not in t1.user_attrs
+    assert (
+        t2.state == TrialState.COMPLETE and t2.value > 0 and t2.user_attrs["config"]["block_sizes"] == [4, 1]
+    )
+    assert tuner._best_config(study) == t2.user_attrs["config"]
+
+
+def test_a_trial_past_its_timeout_fails(tmp_path: Path) -> None:
+    wl = Workload(Task("rms_norm", "fwd", 4, 32, "float32"), CPU)
+    with pytest.raises(tuner.TrialTimeout):
+        tuner.measure(wl, wl.heuristic_config(), tuner.TuneOptions(trial_timeout_s=1e-3), timing.TRIAL_TIMING)
+    # The alarm is gone afterwards: a normal measurement still works.
+    assert tuner.measure(wl, wl.heuristic_config(), tuner.TuneOptions(), timing.TRIAL_TIMING).ms > 0
+
+
+@pytest.mark.parametrize("mode", ["fwd", "bwd"])
+def test_wrong_outputs_are_rejected(mode: str) -> None:
+    wl = Workload(Task("layer_norm", mode, 4, 32, "float32"), CPU)
+    with pytest.raises(TrialError, match="wrong"):
+        wl.check(lambda i: None if mode == "fwd" else (torch.zeros(32), torch.zeros(32)))  # writes nothing
+    run = wl.runner(wl.heuristic_config())
+    assert wl.check(run) < 1e-4
+
+    def wrong_dw(i: int) -> tuple:
+        dw, db = run(i)
+        return dw * 1.01, db
+
+    if mode == "bwd":
+        with pytest.raises(TrialError, match="dw"):
+            wl.check(wrong_dw)
+
+
+def test_byte_counts() -> None:
+    fwd = Workload(Task("layer_norm", "fwd", 4, 32, "bfloat16"), CPU)
+    assert fwd.model_bytes() == 2 * 4 * 32 * 2
+    # x, y; weight, bias; fp32 mean and rstd per row.
+    assert fwd.exact_bytes(fwd.heuristic_config()) == 2 * 4 * 32 * 2 + 2 * 32 * 2 + 2 * 4 * 4
+    bwd = Workload(Task("rms_norm", "bwd", 8, 32, "bfloat16"), CPU)
+    config = {"block_sizes": [4, 1, 1]}
+    # dy, x, dx; weight; rstd; 2 fp32 partial rows written, read back and reduced to [N].
+    assert bwd.exact_bytes(config) == 3 * 8 * 32 * 2 + 32 * 2 + 8 * 4 + 2 * 32 * 4 + (2 * 32 * 4 + 32 * 4)
