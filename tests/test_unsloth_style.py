@@ -115,7 +115,8 @@ def test_gemma_adds_one_to_the_weight():
 def test_leading_dims_and_strided_input():
     base = make((2, 3, 64), torch.float32, 10, grad=False)
     x = base[:, :, ::2].detach().requires_grad_()  # not contiguous along the row
-    w, b = make((32,), torch.float32, 11), make((32,), torch.float32, 12)
+    w = make((64,), torch.float32, 11, grad=False)[::2].detach().requires_grad_()  # strided
+    b = make((32,), torch.float32, 12)
     y = unsloth_layer_norm(x, w, b, 1e-5)
     assert y.shape == x.shape
     # sum() hands the backward an expanded dy (all strides 0).

@@ -208,6 +208,7 @@ class UnslothLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
         _check(x, weight, bias)
+        weight, bias = weight.contiguous(), bias.contiguous()  # the kernels index them densely
         x2 = _as_rows(x)
         n_rows, n_cols = x2.shape
         block_size, num_warps = calculate_settings(n_cols)
@@ -250,6 +251,7 @@ class UnslothRMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, eps, gemma):
         _check(x, weight)
+        weight = weight.contiguous()  # the kernels index it densely
         x2 = _as_rows(x)
         n_rows, n_cols = x2.shape
         block_size, num_warps = calculate_settings(n_cols)
