@@ -33,11 +33,11 @@ def fwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
             "num_warps": 16,
             "num_stages": 1,
         }
-    rows = _clamp(2048 // kp, 1, 16)
+    rows = _clamp(4096 // kp, 1, 16)
     # Keep at least ~4 programs per SM so that small batches still fill the GPU.
     while rows > 1 and -(-m // rows) * g < 4 * num_sms:
         rows //= 2
-    warps = _clamp(next_pow2(rows * kp // 512), 1, 32 if kp >= 32768 else 16)
+    warps = _clamp(next_pow2(rows * kp // 1024), 4, 32 if kp >= 32768 else 16)
     return {
         "block_sizes": [rows, 1],
         "reduction_loops": [None],
@@ -49,15 +49,15 @@ def fwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
 def bwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
     """Backward: each program walks ``m_block`` rows, keeping dw/db partials in registers.
 
-    ``m_block`` is chosen so that about two programs run per SM: enough to hide
-    latency, few enough that the partial-sum buffer (P x N fp32) stays small.
+    ``m_block`` is chosen so that about one program runs per SM: the partial-sum
+    buffer (P x N fp32, written once and read once by the reduce) stays small next
+    to x. Measured on the H200 (2026-11-21): P ~ 64-128 was best for M = 2048-4096.
     """
     kp = next_pow2(k)
-    inner = _clamp(1024 // kp, 1, 8)
-    programs_wanted = max(1, (2 * num_sms) // g)
-    m_block = max(inner, next_pow2(-(-m // programs_wanted)))
+    inner = _clamp(4096 // kp, 1, 4)
+    m_block = max(inner, next_pow2(-(-m // max(1, num_sms // g))))
     m_block = min(m_block, max(inner, next_pow2(m)))
-    warps = _clamp(next_pow2(inner * kp // 256), 4, 16)
+    warps = _clamp(kp // 256, 4, 32 if kp >= 32768 else 16)
     return {
         "block_sizes": [m_block, 1, inner],
         "num_warps": warps,
@@ -65,10 +65,11 @@ def bwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
     }
 
 
-def reduce_config(p: int, n: int) -> dict:
-    """Partial-sum reduce: wide column tiles, a short loop over the partial rows."""
+def reduce_config(p: int, n: int, num_sms: int) -> dict:
+    """Partial-sum reduce: narrow column tiles (>= 2 programs per SM), a loop over P."""
+    cols = _clamp(next_pow2(-(-n // (2 * num_sms))), 32, 512)
     return {
-        "block_sizes": [_clamp(next_pow2(n), 16, 1024), _clamp(next_pow2(p), 1, 16)],
+        "block_sizes": [cols, _clamp(next_pow2(p), 1, 32)],
         "num_warps": 4,
         "num_stages": 1,
     }

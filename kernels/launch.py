@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import triton
 
 import helion
 
@@ -142,6 +143,66 @@ def clear_compiled() -> None:
     _compiled.clear()
 
 
+# --------------------------------------------------------------------- fast launches
+
+
+class _CachedLaunch:
+    """Helion's ``_launcher`` hook for one specialization of one compiled kernel.
+
+    The first launch goes through Triton's ``JITFunction.run``, which binds the
+    arguments, compiles if needed and returns the compiled kernel. Later launches call
+    that kernel's C launcher directly, skipping Triton's per-call argument binding and
+    specialization (most of the host time of a small launch). This is only sound
+    because the caller keys each ``_CachedLaunch`` by everything Triton specializes
+    on: dtypes, shapes, strides and 16-byte alignment of every tensor it did not
+    allocate itself (see ``_layout``). A launch hook (a profiler) disables the shortcut.
+    """
+
+    __slots__ = ("kernel", "device")
+
+    def __init__(self, device: torch.device) -> None:
+        self.kernel = None
+        self.device = device.index if device.index is not None else torch.cuda.current_device()
+
+    def __call__(self, triton_kernel, grid, *args, num_warps, num_stages, **kwargs):  # noqa: ANN001, ANN204
+        kernel = self.kernel
+        if kernel is None or triton.knobs.runtime.launch_enter_hook is not None:
+            kernel = triton_kernel.run(
+                *args, grid=grid, warmup=False, num_warps=num_warps, num_stages=num_stages, **kwargs
+            )
+            if self.kernel is None and not hasattr(kernel, "result"):
+                self.kernel = kernel
+            return
+        n = len(grid)
+        kernel.run(
+            grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1,
+            torch._C._cuda_getCurrentRawStream(self.device),
+            kernel.function, kernel.packed_metadata, None, None, None, *args,
+        )  # fmt: skip
+
+
+def _layout(t: torch.Tensor | None) -> tuple | None:
+    """What Triton specializes a tensor argument on, beyond its dtype and shape."""
+    if t is None:
+        return None
+    return (t.stride(), t.data_ptr() % 16 == 0)
+
+
+_launchers: dict[tuple, _CachedLaunch] = {}
+
+
+def _run(fn: Callable, args: tuple, key: tuple, user_tensors: tuple, device: torch.device) -> None:
+    """Call a compiled Helion host function through the cached launcher for its layout."""
+    if device.type != "cuda":
+        fn(*args)  # Triton's interpreter: nothing to shortcut
+        return
+    full_key = (key, *[_layout(t) for t in user_tensors])
+    launcher = _launchers.get(full_key)
+    if launcher is None:
+        launcher = _launchers[full_key] = _CachedLaunch(device)
+    fn(*args, _launcher=launcher)
+
+
 # ----------------------------------------------------------------------------- launch
 
 
@@ -173,7 +234,7 @@ def launch_fwd(
         return
     key = ("fwd", variant, x.shape, x.dtype, _dtype(weight), _dtype(bias), x.device)
     fn, _ = compiled_for("fwd", variant, "fwd", args, x, key)
-    fn(*args)
+    _run(fn, args, key, (x, residual, z, weight, bias), x.device)
 
 
 def launch_bwd(
@@ -192,67 +253,84 @@ def launch_bwd(
     want_db: bool,
     offset: float,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Run the backward kernel; returns the reduced (dw, db) in fp32, flattened to [G*K]."""
+    """Run the backward kernel and the partial-sum reduce.
+
+    Returns (dw, db) flattened to [G*K], already in the dtypes of weight and bias.
+    """
     m, g, k = x.shape
-    ref = _uses_ref(x.device)
-    if ref:
-        m_block = max(m, 1)  # the reference mode runs each tile over the whole dimension
-        fn = _kernels(True)["bwd"]
+    n_params = int(want_dw) + int(want_db)
+    key = (
+        "bwd", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias),
+        dh is not None, want_dw, want_db, x.device,
+    )  # fmt: skip
+    if _uses_ref(x.device):
+        fn, m_block = _kernels(True)["bwd"], max(m, 1)  # ref mode: one tile spans all rows
     else:
-        key = (
-            "bwd", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias),
-            dh is not None, want_dw, want_db, x.device,
-        )  # fmt: skip
-        fn, m_block = None, 0
-        hit = _compiled.get(key)
-        if hit is not None:
-            fn, m_block = hit
-    parts = -(-m // m_block) if m_block else 0
-    dw_part = db_part = None
-
-    def alloc() -> None:
-        nonlocal dw_part, db_part
-        if want_dw:
-            dw_part = torch.empty((parts, g, k), dtype=torch.float32, device=x.device)
-        if want_db:
-            db_part = torch.empty((parts, g, k), dtype=torch.float32, device=x.device)
-
-    def bwd_args() -> tuple:
-        return (
-            dy, x, z, weight, bias, mean, rstd, dh, dx, dz, dw_part, db_part,
-            offset, variant.rms, variant.gate,
-        )  # fmt: skip
-
+        fn, m_block = _compiled.get(key, (None, 0))
     if fn is None:
-        # First call for this key: the partial buffers' size depends on the config,
-        # so bind with a placeholder size, then allocate for real.
-        parts = 1
-        alloc()
-        fn, m_block = compiled_for("bwd", variant, "bwd", bwd_args(), x, key)
-        parts = -(-m // m_block)
-    alloc()
-    fn(*bwd_args())
-    return reduce_partials(dw_part), reduce_partials(db_part)
+        # The partial buffer's size depends on the config: bind with one partial row.
+        part = _partials(1, n_params, g, k, x.device)
+        args = _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, dh, dx, dz, part, want_dw, offset)
+        fn, m_block = compiled_for("bwd", variant, "bwd", args, x, key)
+    part = _partials(-(-m // m_block), n_params, g, k, x.device)
+    args = _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, dh, dx, dz, part, want_dw, offset)
+    if _uses_ref(x.device):
+        fn(*args)
+    else:
+        _run(fn, args, key, (dy, x, z, weight, bias, dh), x.device)
+    return _reduce_params(part, weight if want_dw else None, bias if want_db else None)
 
 
-def reduce_partials(part: torch.Tensor | None) -> torch.Tensor | None:
-    """Sum [P, G, K] fp32 partials over P, deterministically, into an fp32 [G*K]."""
-    if part is None:
+def _partials(p: int, n_params: int, g: int, k: int, device: torch.device) -> torch.Tensor | None:
+    """One fp32 buffer [P, n_params, G, K] for the dw and db partials (one reduce for both)."""
+    if n_params == 0:
         return None
-    p = part.shape[0]
-    flat = part.view(p, -1)
+    return torch.empty((p, n_params, g, k), dtype=torch.float32, device=device)
+
+
+def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, dh, dx, dz, part, want_dw, offset):  # noqa: ANN001, ANN202
+    dw_part = db_part = None
+    if part is not None:
+        if want_dw:
+            dw_part = part[:, 0]
+        if part.shape[1] == 2 or not want_dw:
+            db_part = part[:, -1]
+    return (
+        dy, x, z, weight, bias, mean, rstd, dh, dx, dz, dw_part, db_part,
+        offset, variant.rms, variant.gate,
+    )  # fmt: skip
+
+
+def _reduce_params(
+    part: torch.Tensor | None, weight: torch.Tensor | None, bias: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Sum the partials over P into dw/db, written straight in the parameters' dtype."""
+    if part is None:
+        return None, None
+    p, n_params, g, k = part.shape
+    params = [t for t in (weight, bias) if t is not None]
+    same = all(t.dtype == params[0].dtype for t in params)
+    summed = reduce_partials(part.view(p, -1), params[0].dtype if same else torch.float32)
+    grads = iter(summed.view(n_params, g * k).unbind(0))
+    dw = next(grads).to(weight.dtype) if weight is not None else None
+    db = next(grads).to(bias.dtype) if bias is not None else None
+    return dw, db
+
+
+def reduce_partials(part: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Sum [P, N] fp32 partials over P in a fixed order (deterministic) into [N] of ``dtype``."""
+    p, n = part.shape
     if p == 1:
-        return flat[0]
-    out = torch.empty(flat.shape[1], dtype=torch.float32, device=part.device)
-    args = (flat, out)
+        return part[0].to(dtype)
+    out = torch.empty(n, dtype=dtype, device=part.device)
+    args = (part, out)
     if _uses_ref(part.device):
         _kernels(True)["reduce"](*args)
         return out
-    key = ("reduce", flat.shape, part.device)
+    key = ("reduce", part.shape, dtype, part.device)
     hit = _compiled.get(key)
     if hit is None:
-        config = heuristics.reduce_config(p, flat.shape[1])
-        hit = (_compile("reduce", args, config), 0)
-        _compiled[key] = hit
-    hit[0](*args)
+        config = heuristics.reduce_config(p, n, _num_sms(part.device))
+        hit = _compiled[key] = (_compile("reduce", args, config), 0)
+    _run(hit[0], args, key, (), part.device)
     return out
