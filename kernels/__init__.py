@@ -6,6 +6,7 @@ Modules: ``LayerNorm``, ``RMSNorm``, ``GatedRMSNorm``. Compatibility:
 ``unpatch_transformers``.
 """
 
+from . import ops  # registers the tilenorm:: custom ops used under torch.compile
 from .functional import add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from .launch import get_cpu_backend, set_cpu_backend
 from .modules import GatedRMSNorm, LayerNorm, RMSNorm, fast_layernorm, fast_rms_layernorm

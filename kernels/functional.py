@@ -8,7 +8,7 @@ autograd calls the backward kernel.
 
 from __future__ import annotations
 
-import functools
+import itertools
 
 import torch
 
@@ -16,9 +16,19 @@ from .launch import Variant, launch_bwd, launch_fwd
 from .validate import check_casting, check_norm_args, check_offset
 
 
-@functools.cache
+# Every variant built once up front: a plain dict read per call, which torch.compile
+# also traces without complaint (it warns about functools caches).
+_VARIANTS = {
+    (rms, gate, casting, residual, grouped): Variant(rms, gate, casting, residual, grouped)
+    for rms, gate, casting, residual, grouped in itertools.product(
+        (True, False), ("none", "after", "before"), ("llama", "gemma", "none"),
+        (True, False), (True, False),
+    )
+}  # fmt: skip
+
+
 def _variant(rms: bool, gate: str, casting: str, residual: bool, grouped: bool) -> Variant:
-    return Variant(rms=rms, gate=gate, casting=casting, residual=residual, grouped=grouped)
+    return _VARIANTS[rms, gate, casting, residual, grouped]
 
 
 def _gate(z: torch.Tensor | None, norm_before_gate: bool) -> str:
@@ -160,6 +170,11 @@ def _norm(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     if x.numel() == 0:
         return _empty_result(x, residual, z, weight, bias)
+    if torch.compiler.is_compiling():
+        # Dynamo can't trace a Helion launch: hand it opaque custom ops instead.
+        from .ops import norm_via_ops
+
+        return norm_via_ops(variant, x, residual, z, weight, bias, eps, offset, groups)
     if _needs_grad(x, residual, z, weight, bias):
         out, second = NormFunction.apply(x, residual, z, weight, bias, variant, eps, offset, groups)
         return out, (second if residual is not None else None)

@@ -1,0 +1,164 @@
+"""The norm family as ``torch.library`` custom ops, for ``torch.compile``.
+
+Dynamo cannot trace into a Helion launch, so under ``torch.compile`` the functional
+API routes through two opaque ops, ``tilenorm::norm_fwd`` and ``tilenorm::norm_bwd``,
+with fake (meta) implementations for shape propagation and an autograd formula that
+calls the backward op: the compiled graph keeps the norm as one node per call, with
+no graph break. Eager calls skip this layer (the dispatcher costs host time) and use
+``functional.NormFunction`` directly; both paths run the same kernels.
+
+Custom ops cannot return None, so absent outputs (h without a residual, mean for
+RMSNorm, dz without a gate, dw/db without weight/bias) are empty tensors here and
+become None again at the boundary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import functional
+from .launch import Variant
+
+_EMPTY_SHAPE = (0,)
+
+
+def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return like.new_empty(_EMPTY_SHAPE, dtype=dtype or like.dtype)
+
+
+def _or_empty(t: torch.Tensor | None, like: torch.Tensor, dtype=None) -> torch.Tensor:  # noqa: ANN001
+    return _empty(like, dtype) if t is None else t
+
+
+def _none_if_empty(t: torch.Tensor) -> torch.Tensor | None:
+    return None if t.numel() == 0 and t.dim() == 1 and t.shape[0] == 0 else t
+
+
+@torch.library.custom_op("tilenorm::norm_fwd", mutates_args=())
+def norm_fwd(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    rms: bool,
+    gate: str,
+    casting: str,
+    groups: int,
+    eps: float,
+    offset: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, h, mean, rstd); h and mean are empty when absent. x has numel > 0."""
+    variant = Variant(rms, gate, casting, residual is not None, groups > 1)
+    out, h, mean, rstd, _ = functional._forward(
+        variant, x, residual, z, weight, bias, eps, offset, groups
+    )
+    return out, _or_empty(h, x), _or_empty(mean, rstd), rstd
+
+
+@norm_fwd.register_fake
+def _(x, residual, z, weight, bias, rms, gate, casting, groups, eps, offset):  # noqa: ANN001, ANN202
+    m = x.numel() // x.shape[-1]
+    rstd = x.new_empty((m, groups), dtype=torch.float32)
+    h = torch.empty_like(x) if residual is not None else _empty(x)
+    mean = _empty(rstd) if rms else torch.empty_like(rstd)
+    return torch.empty_like(x), h, mean, rstd
+
+
+@torch.library.custom_op("tilenorm::norm_bwd", mutates_args=())
+def norm_bwd(
+    dout: torch.Tensor,
+    dh: torch.Tensor | None,
+    xs: torch.Tensor,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    mean: torch.Tensor | None,
+    rstd: torch.Tensor,
+    rms: bool,
+    gate: str,
+    casting: str,
+    groups: int,
+    offset: float,
+    want_dw: bool,
+    want_db: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dz, dw, db) shaped like x, z, weight, bias; empty where not wanted."""
+    variant = Variant(rms, gate, casting, dh is not None, groups > 1)
+    n = xs.shape[-1]
+    k = n // groups
+    m = xs.numel() // n
+    view = functional._view3
+    w2 = None if weight is None else weight.reshape(groups, k)
+    b2 = None if bias is None else bias.reshape(groups, k)
+    dx, dz, dw, db = functional._backward(
+        variant, dout, dh, view(xs, m, groups, k), view(z, m, groups, k), w2, b2,
+        mean, rstd, offset, want_dw, want_db,
+    )  # fmt: skip
+    if dw is not None and db is not None:
+        db = db.clone()  # both are views of one reduce output; op outputs may not alias
+    return (
+        dx.view(xs.shape),
+        _empty(xs) if dz is None else dz.view(xs.shape),
+        _empty(xs) if dw is None else dw.view(weight.shape).to(weight.dtype),
+        _empty(xs) if db is None else db.view(bias.shape).to(bias.dtype),
+    )
+
+
+@norm_bwd.register_fake
+def _(dout, dh, xs, z, weight, bias, mean, rstd, rms, gate, casting, groups, offset, want_dw, want_db):  # noqa: ANN001, ANN202
+    return (
+        torch.empty_like(xs),
+        torch.empty_like(xs) if z is not None else _empty(xs),
+        torch.empty_like(weight) if want_dw else _empty(xs),
+        torch.empty_like(bias) if want_db else _empty(xs),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    x, residual, z, weight, bias, rms, gate, casting, groups, eps, offset = inputs
+    _, h, mean, rstd = output
+    xs = h if residual is not None else x
+    ctx.save_for_backward(xs, z, weight, bias, mean, rstd)
+    ctx.flags = (rms, gate, casting, groups, offset, residual is not None)
+
+
+def _backward(ctx, dout, dh, dmean, drstd):  # noqa: ANN001, ANN202
+    xs, z, weight, bias, mean, rstd = ctx.saved_tensors
+    rms, gate, casting, groups, offset, has_residual = ctx.flags
+    needs = ctx.needs_input_grad
+    dx, dz, dw, db = norm_bwd(
+        dout, dh if has_residual else None, xs, z, weight, bias,
+        None if rms else mean, rstd, rms, gate, casting, groups, offset,
+        bool(needs[3]), bool(needs[4]),
+    )  # fmt: skip
+    return (
+        dx,
+        dx if has_residual and needs[1] else None,
+        dz if z is not None else None,
+        dw if needs[3] else None,
+        db if needs[4] else None,
+        None, None, None, None, None, None,
+    )  # fmt: skip
+
+
+norm_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def norm_via_ops(
+    variant: Variant,
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    offset: float,
+    groups: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The functional entry under torch.compile: (out, h or None)."""
+    out, h, _, _ = norm_fwd(
+        x, residual, z, weight, bias, variant.rms, variant.gate, variant.casting,
+        groups, eps, offset,
+    )  # fmt: skip
+    return out, (h if residual is not None else None)
