@@ -261,7 +261,10 @@ def _run_trials(study: optuna.Study, space: SearchSpace, wl: Workload, options: 
     known = _measured(study)
     stop = time.monotonic() + (options.time_budget_s if options.time_budget_s is not None else math.inf)
     evaluated = idle = 0
-    while len(known) < options.n_trials and idle < MAX_IDLE_PROPOSALS:
+    while idle < MAX_IDLE_PROPOSALS:
+        known.update(_measured(study))  # other processes may share this study
+        if len(known) >= options.n_trials:
+            break
         if time.monotonic() >= stop or (options.deadline is not None and time.time() >= options.deadline):
             break
         trial = study.ask()

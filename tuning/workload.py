@@ -204,29 +204,33 @@ class Workload:
             s["mean"], s["rstd"], EPS, 0.0, v.rms, v.gate, v.casting,
         )  # fmt: skip
 
-    def _bwd_args(self, s: dict, dw_part, db_part) -> tuple:
-        v = self.variant
-        return (
-            s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"], s["dh"],
-            s["dx"], s["dz"], dw_part, db_part, 0.0, v.rms, v.gate,
+    def _bwd_args(self, s: dict, part: torch.Tensor | None) -> tuple:
+        # kernels.launch's own helper: the tuner times the partial-buffer layout the runtime uses.
+        return launch._bwd_args(
+            self.variant, s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"],
+            s["dh"], s["dx"], s["dz"], part, True, 0.0,
         )  # fmt: skip
+
+    @property
+    def n_params(self) -> int:
+        """Parameters with a gradient: weight (always here), bias (LayerNorm)."""
+        return 1 + (self.bias is not None)
 
     def partial_rows(self, config: dict) -> int:
         return -(-self.m // int(config["block_sizes"][0]))
 
-    def _partials(self, config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """dW/dB partial buffers for ``config``; without one, M rows (enough for any m_block), zeroed."""
-        shape = (self.m if config is None else self.partial_rows(config), self.g, self.k)
-        make = torch.zeros if config is None else torch.empty
-        dw = make(shape, dtype=torch.float32, device=self.device)
-        db = None if self.bias is None else make(shape, dtype=torch.float32, device=self.device)
-        return dw, db
+    def _partials(self, config: dict | None = None) -> torch.Tensor:
+        """The [P, n_params, G, K] fp32 dW/dB partials for ``config`` (kernels.launch's layout);
+        without a config M rows, enough for any m_block, zeroed."""
+        rows = self.m if config is None else self.partial_rows(config)
+        part = launch._partials(rows, self.n_params, self.g, self.k, self.device)
+        return part.zero_() if config is None else part
 
     def kernel_args(self) -> tuple:
         """Arguments of the Helion kernel on input set 0 that suit every config (bwd: M partial rows)."""
         if self.task.mode == "fwd":
             return self._fwd_args(self.sets[0])
-        return self._bwd_args(self.sets[0], *self._partials())
+        return self._bwd_args(self.sets[0], self._partials())
 
     # ------------------------------------------------------------- configs
 
@@ -242,7 +246,7 @@ class Workload:
         s = self.sets[0]
         if self.task.mode == "fwd":
             return kernel.bind(self._fwd_args(s))
-        return kernel.bind(self._bwd_args(s, *self._partials(config or self.heuristic_config())))
+        return kernel.bind(self._bwd_args(s, self._partials(config or self.heuristic_config())))
 
     def runner(self, config: dict) -> Callable[[int], object]:
         """Compile ``config``; returns run(i) that runs it on input set i (bwd: and reduces dW/dB)."""
@@ -255,12 +259,12 @@ class Workload:
         if self.task.mode == "fwd":
             args = [self._fwd_args(s) for s in self.sets]
             return lambda i: compiled(*args[i])
-        dw_part, db_part = self._partials(config)
-        args = [self._bwd_args(s, dw_part, db_part) for s in self.sets]
+        part = self._partials(config)
+        args = [self._bwd_args(s, part) for s in self.sets]
 
         def run_bwd(i: int) -> tuple:
             compiled(*args[i])
-            return launch.reduce_partials(dw_part), launch.reduce_partials(db_part)
+            return launch._reduce_params(part, self.weight, self.bias)
 
         return run_bwd
 
@@ -376,9 +380,11 @@ class Workload:
             return mn * es * (2 + 2 * v.residual + gated) + params + stats
         tensors = 3 + 2 * gated + v.residual  # dy, x, dx (+ z, dz) (+ dh)
         rows = self.partial_rows(config)
-        partial = rows * self.task.n * 4
-        n_partials = 1 + (self.bias is not None)
-        # The bwd kernel writes the fp32 partials; with more than one row they are read
-        # back and reduced to [N] (with one row the partial row is the result).
-        reduce = n_partials * (partial + self.task.n * 4) if rows > 1 else 0
-        return mn * es * tensors + params + stats + n_partials * partial + reduce
+        partials = rows * self.n_params * self.task.n * 4
+        # The bwd kernel writes the fp32 partials; the reduce reads them and writes dW/dB
+        # in the parameters' dtype (one row: only a cast, none at all for fp32).
+        if rows > 1 or es != 4:
+            reduce = self.n_params * self.task.n * (4 * rows + es)
+        else:
+            reduce = 0
+        return mn * es * tensors + params + stats + partials + reduce
