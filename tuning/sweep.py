@@ -4,8 +4,8 @@ Examples::
 
     # the GPU host's table, bf16, both norms, fwd and bwd, ~6 minutes on one H200
     python -m tuning.sweep --kernels layer_norm rms_norm --modes fwd bwd --dtypes bf16 \\
-        --shapes gpu_host --trials 24 --wall-budget 330 --workers 4 \\
-        --cache tuning/configs/nvidia_h200.json --out tuning_out/h200
+        --shapes gpu_host --trials 30 --wall-budget 330 --workers 4 \\
+        --cache tuning/configs/ --out tuning_out/h200
 
     # explicit shapes, resumable: run it again to continue the same studies
     python -m tuning.sweep --kernels rms_norm --shapes 4096x4096 8192x4096 --trials 40
@@ -99,7 +99,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="processes (default: one per visible GPU; 0: in this process)",
     )
-    p.add_argument("--cache", type=Path, default=None, help="config cache to merge results into")
+    p.add_argument(
+        "--cache", type=Path, default=None,
+        help="config cache to merge results into: a .json file, or a folder (its <gpu>.json)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("tuning_out"), help="output folder")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument(
@@ -265,10 +268,11 @@ class Progress:
     def update(self, result: dict) -> None:
         self.done += 1
         t = result["task"]
-        gbps = (
-            f"{result['gbps']:.0f} GB/s" if result.get("gbps") else (result.get("error") or "no result")[:80]
-        )
-        line = f"{t['kernel']} {t['mode']} {t['dtype']} {t['m']}x{t['n']}: {gbps}"
+        if result.get("gbps"):
+            outcome = f"{result['gbps']:.4g} GB/s, {result['trials']} trials, {result['source']} config"
+        else:
+            outcome = (result.get("error") or "no result")[:80]
+        line = f"{t['kernel']} {t['mode']} {t['dtype']} {t['m']}x{t['n']}: {outcome}"
         if self._rich is not None:
             self._rich.update(self._bar, advance=1, description=line[:60])
             self._rich.console.print(f"[{self.done}/{self.total}] {line}")
@@ -361,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu = cache.gpu_model(device)
     if args.cache is None:
         args.cache = cache.user_cache_path(gpu) or args.out / f"{gpu}.json"
+    elif args.cache.is_dir() or args.cache.suffix != ".json":
+        args.cache = args.cache / f"{gpu}.json"  # a folder of caches: this GPU model's file
     _check_cache_writable(args.cache, gpu)
     time_budget, deadline = _budgets(args, len(tasks), workers, start)
     options = TuneOptions(
