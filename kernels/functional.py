@@ -48,7 +48,7 @@ def _view3(t: torch.Tensor | None, m: int, g: int, k: int) -> torch.Tensor | Non
 
 
 def _view2(t: torch.Tensor | None, g: int, k: int) -> torch.Tensor | None:
-    return None if t is None else t.reshape(g, k)
+    return None if t is None else t.view(g, k) if t.is_contiguous() else t.reshape(g, k)
 
 
 def _forward(
@@ -61,8 +61,10 @@ def _forward(
     eps: float,
     offset: float,
     groups: int,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor, tuple]:
-    """(out, h, mean, rstd, views) with out/h shaped like x; mean/rstd are [M, G] fp32."""
+    save_stats: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, tuple]:
+    """(out, h, mean, rstd, views) with out/h shaped like x; mean/rstd are [M, G] fp32
+    (None without ``save_stats``: inference needs no statistics)."""
     n = x.shape[-1]
     k = n // groups
     m = x.numel() // n
@@ -70,8 +72,10 @@ def _forward(
     w2, b2 = _view2(weight, groups, k), _view2(bias, groups, k)
     out = torch.empty((m, groups, k), dtype=x.dtype, device=x.device)
     h = torch.empty_like(out) if residual is not None else None
-    rstd = torch.empty((m, groups), dtype=torch.float32, device=x.device)
-    mean = None if variant.rms else torch.empty_like(rstd)
+    rstd = mean = None
+    if save_stats:
+        rstd = torch.empty((m, groups), dtype=torch.float32, device=x.device)
+        mean = None if variant.rms else torch.empty_like(rstd)
     launch_fwd(variant, x3, r3, z3, w2, b2, out, h, mean, rstd, eps, offset)
     h_out = None if h is None else h.view(x.shape)
     return out.view(x.shape), h_out, mean, rstd, (x3 if h is None else h, z3, w2, b2)
@@ -178,7 +182,7 @@ def _norm(
     if _needs_grad(x, residual, z, weight, bias):
         out, second = NormFunction.apply(x, residual, z, weight, bias, variant, eps, offset, groups)
         return out, (second if residual is not None else None)
-    out, h, *_ = _forward(variant, x, residual, z, weight, bias, eps, offset, groups)
+    out, h, *_ = _forward(variant, x, residual, z, weight, bias, eps, offset, groups, False)
     return out, h
 
 

@@ -166,18 +166,22 @@ class _CachedLaunch:
 
     def __call__(self, triton_kernel, grid, *args, num_warps, num_stages, **kwargs):  # noqa: ANN001, ANN204
         kernel = self.kernel
-        if kernel is None or triton.knobs.runtime.launch_enter_hook is not None:
+        if kernel is None:
             kernel = triton_kernel.run(
                 *args, grid=grid, warmup=False, num_warps=num_warps, num_stages=num_stages, **kwargs
             )
-            if self.kernel is None and not hasattr(kernel, "result"):
+            if not hasattr(kernel, "result"):  # a finished CompiledKernel, not a future
                 self.kernel = kernel
             return
         n = len(grid)
+        stream = torch._C._cuda_getCurrentRawStream(self.device)
+        hooks = triton.knobs.runtime
+        enter, leave = hooks.launch_enter_hook, hooks.launch_exit_hook
+        # Launch metadata only matters to hooks (profilers); building it costs time.
+        metadata = kernel.launch_metadata(grid, stream, *args) if enter is not None else None
         kernel.run(
-            grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1,
-            torch._C._cuda_getCurrentRawStream(self.device),
-            kernel.function, kernel.packed_metadata, None, None, None, *args,
+            grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, stream,
+            kernel.function, kernel.packed_metadata, metadata, enter, leave, *args,
         )  # fmt: skip
 
 
@@ -220,7 +224,7 @@ def launch_fwd(
     out: torch.Tensor,
     h_out: torch.Tensor | None,
     mean_out: torch.Tensor | None,
-    rstd_out: torch.Tensor,
+    rstd_out: torch.Tensor | None,
     eps: float,
     offset: float,
 ) -> None:
@@ -232,7 +236,9 @@ def launch_fwd(
     if _uses_ref(x.device):
         _kernels(True)["fwd"](*args)
         return
-    key = ("fwd", variant, x.shape, x.dtype, _dtype(weight), _dtype(bias), x.device)
+    key = (
+        "fwd", variant, x.shape, x.dtype, _dtype(weight), _dtype(bias), rstd_out is None, x.device,
+    )  # fmt: skip
     fn, _ = compiled_for("fwd", variant, "fwd", args, x, key)
     _run(fn, args, key, (x, residual, z, weight, bias), x.device)
 

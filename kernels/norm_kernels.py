@@ -61,14 +61,15 @@ def norm_fwd(
     out: torch.Tensor,
     h_out: torch.Tensor | None,
     mean_out: torch.Tensor | None,
-    rstd_out: torch.Tensor,
+    rstd_out: torch.Tensor | None,
     eps: float,
     offset: float,
     rms: hl.constexpr,
     gate: hl.constexpr,
     casting: hl.constexpr,
 ) -> torch.Tensor:
-    """Normalize ``x`` [M, G, K] over K into ``out``; save mean (LayerNorm) and rstd."""
+    """Normalize ``x`` [M, G, K] over K into ``out``; save mean (LayerNorm) and rstd
+    for the backward when given buffers for them (inference passes None)."""
     m, g, k = x.size()
     k = hl.specialize(k)
     g = hl.specialize(g)
@@ -91,11 +92,13 @@ def norm_fwd(
         else:
             mu = torch.sum(xf, dim=-1) * inv_k
             xc = xf - mu[:, :, None]
-            mean_out[tile_m, tile_g] = mu
+            if mean_out is not None:
+                mean_out[tile_m, tile_g] = mu
         var = torch.sum(xc * xc, dim=-1) * inv_k
         # 1/sqrt rather than rsqrt: rsqrt has no implementation in Triton's interpreter.
         rs = 1.0 / torch.sqrt(var + eps)
-        rstd_out[tile_m, tile_g] = rs
+        if rstd_out is not None:
+            rstd_out[tile_m, tile_g] = rs
         if casting == "none":
             # Statistics in fp32, everything after them in the input dtype. A product
             # of two fp16/bf16 values is exact in fp32, so rounding each fp32 product
