@@ -136,6 +136,7 @@ def test_sampled_configs_compile_and_compute_correctly(spaces: dict) -> None:
     """A few valid points of each mode really run (Triton's interpreter) and pass the reference check."""
     from kernels import launch
 
+    previous = launch.get_cpu_backend()
     launch.set_cpu_backend("triton")
     try:
         rng = random.Random(2)
@@ -145,4 +146,4 @@ def test_sampled_configs_compile_and_compute_correctly(spaces: dict) -> None:
                 run = wl.runner(space.to_config(point))
                 assert wl.check(run) < 1e-4
     finally:
-        launch.set_cpu_backend("ref")
+        launch.set_cpu_backend(previous)

@@ -68,12 +68,13 @@ def evaluated(out: Path, mode: str) -> list[optuna.trial.FrozenTrial]:
 
 @pytest.fixture
 def restore_cache_state():
-    yield
-    cache.set_cache_path(None)
     from kernels import launch
 
+    previous = launch.get_cpu_backend()
+    yield
+    cache.set_cache_path(None)
     launch.clear_compiled()
-    launch.set_cpu_backend("ref")
+    launch.set_cpu_backend(previous)
 
 
 def test_sweep_tunes_caches_and_continues(tmp_path: Path, restore_cache_state) -> None:

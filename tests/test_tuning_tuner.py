@@ -20,9 +20,10 @@ CPU = torch.device("cpu")
 def triton_on_cpu():
     from kernels import launch
 
+    previous = launch.get_cpu_backend()
     launch.set_cpu_backend("triton")
     yield
-    launch.set_cpu_backend("ref")
+    launch.set_cpu_backend(previous)
 
 
 def _study(tmp_path: Path) -> optuna.Study:
