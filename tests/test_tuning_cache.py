@@ -24,7 +24,8 @@ VERSIONS = {"torch": "t", "triton": "tr", "helion": "h", "kernels": "k"}
 
 def entry(kernel: str, mode: str, m: int, n: int, ms: float = 1.0, *, dtype: str = "float32",
           rows: int = 4, date: str = "2026-01-01T00:00:00Z", versions: dict | None = None) -> dict:  # fmt: skip
-    sizes = [rows, 1] if mode == "fwd" else [rows, 1, min(rows, 2)]
+    # bwd: [m_block, group tile, channel tile (the whole row: fused), inner rows]
+    sizes = [rows, 1] if mode == "fwd" else [rows, 1, 1 << (n - 1).bit_length(), min(rows, 2)]
     return {
         "kernel": kernel, "mode": mode, "dtype": dtype, "m": m, "n": n,
         "config": {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, "reduction_loops": [None]},
@@ -61,7 +62,7 @@ def test_round_trip_and_format(tmp_path: Path) -> None:
         cache.lookup("rms_norm", "fwd", 8, 64, torch.float32, CPU)
         == written["rms_norm/fwd/float32/8x64"]["config"]
     )
-    assert cache.lookup("rms_norm", "bwd", 8, 64, torch.float32, CPU)["block_sizes"] == [8, 1, 2]
+    assert cache.lookup("rms_norm", "bwd", 8, 64, torch.float32, CPU)["block_sizes"] == [8, 1, 64, 2]
     assert not list(tmp_path.glob(".cpu.json.*.tmp")), "no temp file left behind"
 
 
@@ -238,7 +239,9 @@ def test_nearest_shape(tuned: Path) -> None:
     assert rows("fwd", 4096, 4096, torch.bfloat16) is None, "other dtype"
     assert cache.lookup("layer_norm", "fwd", 4096, 4096, torch.float32, CPU) is None, "other kernel"
     bwd = cache.lookup("rms_norm", "bwd", 16, 4096, torch.float32, CPU)
-    assert bwd["block_sizes"] == [16, 1, 2], "m_block capped at next_pow2(M), inner <= m_block"
+    assert bwd["block_sizes"] == [16, 1, 4096, 2], "m_block capped at next_pow2(M), inner <= m_block"
+    bwd = cache.lookup("rms_norm", "bwd", 4096, 2048, torch.float32, CPU)
+    assert bwd["block_sizes"] == [64, 1, 2048, 4], "a whole-row tile stays whole (fused); inner scaled"
 
 
 def test_fit_config() -> None:
@@ -246,8 +249,17 @@ def test_fit_config() -> None:
     assert cache.fit_config(fwd, "fwd", 4096, 4096, 8192)["reduction_loops"] == [None], "chunk covers the row"
     assert cache.fit_config(fwd, "fwd", 4096, 16384, 8192)["reduction_loops"] == [4096]
     assert cache.fit_config(fwd, "fwd", 4096, 16384, 8192)["block_sizes"] == [2, 1]
-    bwd = {"block_sizes": [256, 1, 8], "num_warps": 8}
-    assert cache.fit_config(bwd, "bwd", 64, 2048, 1024)["block_sizes"] == [64, 1, 4]
+    bwd = {"block_sizes": [256, 1, 1024, 8], "num_warps": 8}
+    assert cache.fit_config(bwd, "bwd", 64, 2048, 1024)["block_sizes"] == [64, 1, 2048, 4], (
+        "fused stays fused"
+    )
+    split = {"block_sizes": [32, 1, 4096, 1], "num_warps": 8}
+    assert cache.fit_config(split, "bwd", 2048, 16384, 32768)["block_sizes"] == [32, 1, 4096, 1], (
+        "split stays split"
+    )
+    assert cache.fit_config(split, "bwd", 2048, 4000, 8192)["block_sizes"] == [32, 1, 4096, 1], (
+        "tile capped at the row"
+    )
     assert fwd == {"block_sizes": [4, 1], "reduction_loops": [4096], "num_warps": 8}, "input untouched"
 
 

@@ -92,6 +92,12 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
     bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
     assert {"m_block_log2", "inner_log2"} <= set(bwd.by_name)
     assert "chunk_log2" not in bwd.by_name, "the backward has no reduction loop"
+    assert "tile_k_log2" not in bwd.by_name, "narrow rows: fused backward only"
+    point = {"m_block_log2": 3, "inner_log2": 1, "warps_log2": 1, "stages": 1}
+    assert bwd.to_config(point)["block_sizes"] == [8, 1, 64, 2], "[m_block, group, whole row, inner]"
+    wide = spaces[("rms_norm", "bwd", 64, 8192, "cpu")][0]
+    assert wide.to_config({**point, "tile_k_log2": 11})["block_sizes"] == [8, 1, 2048, 2], "split"
+    assert wide.to_config({**point, "tile_k_log2": 13})["block_sizes"] == [8, 1, 8192, 2], "fused"
     # Chunked configs carry the chunk; the top exponent means the whole row.
     assert fwd_wide.to_config({"rows_log2": 0, "chunk_log2": 11, "warps_log2": 3, "stages": 2})[
         "reduction_loops"
@@ -145,5 +151,11 @@ def test_sampled_configs_compile_and_compute_correctly(spaces: dict) -> None:
             for point in rng.sample(list(space.points()), 2):
                 run = wl.runner(space.to_config(point))
                 assert wl.check(run) < 1e-4
+        # The split backward (channel tiles narrower than the row) runs norm_bwd_coef first.
+        space, _, wl = spaces[("rms_norm", "bwd", 64, 8192, "cpu")]
+        split = {"m_block_log2": 5, "tile_k_log2": 12, "inner_log2": 2, "warps_log2": 3, "stages": 1}
+        config = space.to_config(split)
+        assert wl.is_split(config) and space.invalid_reason(split) is None
+        assert wl.check(wl.runner(config)) < 1e-4
     finally:
         launch.set_cpu_backend(previous)

@@ -89,6 +89,6 @@ def test_byte_counts() -> None:
     # x, y; weight, bias; fp32 mean and rstd per row.
     assert fwd.exact_bytes(fwd.heuristic_config()) == 2 * 4 * 32 * 2 + 2 * 32 * 2 + 2 * 4 * 4
     bwd = Workload(Task("rms_norm", "bwd", 8, 32, "bfloat16"), CPU)
-    config = {"block_sizes": [4, 1, 1]}
+    config = {"block_sizes": [4, 1, 32, 1]}
     # dy, x, dx; weight; rstd; 2 fp32 partial rows written, read back and reduced to a bf16 [N].
     assert bwd.exact_bytes(config) == 3 * 8 * 32 * 2 + 32 * 2 + 8 * 4 + 2 * 32 * 4 + (2 * 32 * 4 + 32 * 2)

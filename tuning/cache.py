@@ -275,16 +275,24 @@ def fit_config(config: dict, mode: str, m: int, n: int, from_n: int) -> dict:
     """A config tuned at width ``from_n`` adapted to an (M, N) problem.
 
     Rows per program are scaled by from_n/n so a program keeps about as many values in
-    registers, and capped at next_pow2(M); bwd inner rows stay <= m_block; a reduction
-    chunk that covers the whole new row becomes None (whole row in registers).
+    registers, and capped at next_pow2(M); a reduction chunk that covers the whole new
+    row becomes None (whole row in registers). Backward ([m_block, group, channel tile,
+    inner]): a whole-row channel tile stays whole-row (the fused schedule) with inner
+    rows scaled, a narrower one (the split schedule) stays as it is, capped at the row;
+    inner stays <= m_block.
     """
     fitted = dict(config)
     sizes = list(config["block_sizes"])
     width_factor = from_n / n
     rows_cap = _next_pow2(m)
-    if mode == "bwd" and len(sizes) == 3:
+    if mode == "bwd" and len(sizes) >= 3:
+        # [m_block, group tile, (channel tile,) inner]: inner is last.
+        if len(sizes) == 4:
+            whole_row = sizes[2] >= _next_pow2(from_n)
+            sizes[2] = _next_pow2(n) if whole_row else min(sizes[2], _next_pow2(n))
+            width_factor = _next_pow2(from_n) / _next_pow2(n) if whole_row else 1.0
         sizes[0] = min(sizes[0], rows_cap)
-        sizes[2] = min(_scale_pow2(sizes[2], width_factor), sizes[0])
+        sizes[-1] = min(_scale_pow2(sizes[-1], width_factor), sizes[0])
     elif sizes:
         sizes[0] = min(_scale_pow2(sizes[0], width_factor), rows_cap)
     fitted["block_sizes"] = sizes

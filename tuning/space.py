@@ -14,11 +14,14 @@ Forward (``norm_fwd``, block_sizes = [rows, group tile]):
   pid_type       flat or persistent (CUDA only: the persistent grid needs the SM count)
   sm_mult_log2   num_sm_multiplier of a persistent grid
 
-Backward (``norm_bwd``, block_sizes = [m_block, group tile, inner]):
+Backward (``norm_bwd``, block_sizes = [m_block, group tile, channel tile, inner]; the
+positions are read from the config spec: the inner block is the one bounded by m_block):
   m_block_log2   rows per program; P = ceil(M / m_block) fp32 partial rows of dW/dB
+  tile_k_log2    channels per program; the top value is the whole row (the fused
+                 schedule), below it the split schedule (``norm_bwd_coef`` first, a
+                 second read of x and dy). Offered only for wide rows.
   inner_log2     rows per step of the program's loop over its m_block rows
-  warps_log2, stages, eviction, pid_type, sm_mult_log2 as above. No reduction loop:
-  the backward keeps whole rows in registers.
+  warps_log2, stages, eviction, pid_type, sm_mult_log2 as above. No reduction loop.
 
 The group tile (block_sizes[1]) stays 1. Points that cannot be good are pruned before
 any compile (:meth:`SearchSpace.invalid_reason`): inner > m_block, tiles past
@@ -44,6 +47,8 @@ MAX_VALUES_PER_THREAD = 128
 # Rows narrower than this never gain from walking the row in chunks.
 MIN_LOOP_WIDTH = 4096
 MAX_CHUNK_STEPS_LOG2 = 4  # chunks as small as 1/16 of the row
+# Rows narrower than this keep their dW/dB accumulators in registers: no split backward.
+MIN_SPLIT_WIDTH = 8192
 MAX_PARTIAL_ROWS = 2048
 MAX_WARPS_LOG2 = 5
 STAGES = (1, 2, 3)
@@ -105,6 +110,8 @@ class SearchSpace:
         n_loads: int,
         evictions: tuple[str, ...],
         pid_types: tuple[str, ...],
+        inner_index: int | None = None,
+        tile_index: int | None = None,
     ) -> None:
         if mode not in ("fwd", "bwd"):
             raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
@@ -113,23 +120,35 @@ class SearchSpace:
         self.n_block_sizes = n_block_sizes
         self.n_reduction_loops = n_reduction_loops
         self.n_loads = n_loads
+        # Backward block positions (see from_spec); the fwd uses block 0 only.
+        self.inner_index = n_block_sizes - 1 if inner_index is None else inner_index
+        self.tile_index = tile_index
         self.params = self._params(evictions, pid_types)
         self.by_name = {p.name: p for p in self.params}
 
     @classmethod
-    def from_spec(cls, mode: str, m: int, k: int, spec, device_type: str) -> SearchSpace:
-        """The space for a kernel bound to real arguments (``bound.config_spec``)."""
+    def from_spec(
+        cls, mode: str, m: int, k: int, spec, device_type: str, n_loads: int | None = None
+    ) -> SearchSpace:
+        """The space for a kernel bound to real arguments (``bound.config_spec``).
+
+        ``n_loads``: the length of the eviction-policy list when it must cover another
+        binding too (the split backward loads more); Helion ignores surplus entries.
+        """
         evictions = tuple(spec.load_eviction_policies.inner.choices)
         pid_types = ("flat",)
         if device_type == "cuda":
             pid_types += tuple(p for p in PERSISTENT if p in spec.allowed_pid_types)
+        inner_index, tile_index = _bwd_block_positions(spec) if mode == "bwd" else (None, None)
         return cls(
             mode, m, k,
             n_block_sizes=len(spec.block_sizes),
             n_reduction_loops=len(spec.reduction_loops),
-            n_loads=spec.load_eviction_policies.length,
+            n_loads=max(spec.load_eviction_policies.length, n_loads or 0),
             evictions=evictions,
             pid_types=pid_types,
+            inner_index=inner_index,
+            tile_index=tile_index,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ parameters
@@ -143,10 +162,11 @@ class SearchSpace:
                 params.append(IntParam("chunk_log2", max(0, top - MAX_CHUNK_STEPS_LOG2), top))
         else:
             fewest = log2i(next_pow2(-(-self.m // MAX_PARTIAL_ROWS)))
-            params = [
-                IntParam("m_block_log2", min(fewest, rows_cap), rows_cap),
-                IntParam("inner_log2", 0, min(rows_cap, log2i(MAX_INNER_BWD))),
-            ]
+            params = [IntParam("m_block_log2", min(fewest, rows_cap), rows_cap)]
+            if self.can_split:
+                top = log2i(self.kp)
+                params.append(IntParam("tile_k_log2", max(0, top - MAX_CHUNK_STEPS_LOG2), top))
+            params.append(IntParam("inner_log2", 0, min(rows_cap, log2i(MAX_INNER_BWD))))
         params.append(IntParam("warps_log2", 0, MAX_WARPS_LOG2))
         if self.n_loads and len(evictions) > 1:
             params.append(ChoiceParam("eviction", evictions))
@@ -160,6 +180,13 @@ class SearchSpace:
     @property
     def can_loop(self) -> bool:
         return self.mode == "fwd" and self.n_reduction_loops > 0 and self.kp >= MIN_LOOP_WIDTH
+
+    @property
+    def can_split(self) -> bool:
+        return self.mode == "bwd" and self.tile_index is not None and self.kp >= MIN_SPLIT_WIDTH
+
+    def _channel_tile(self, point: dict) -> int:
+        return 1 << point.get("tile_k_log2", log2i(self.kp))
 
     def _stages_matter(self, point: dict) -> bool:
         """num_stages only pipelines loops: the bwd row loop, a chunked row, a persistent grid."""
@@ -205,7 +232,7 @@ class SearchSpace:
             if self.can_loop:
                 width = 1 << point.get("chunk_log2", log2i(self.kp))
             return 1 << point["rows_log2"], width
-        return 1 << point["inner_log2"], self.kp
+        return 1 << point["inner_log2"], self._channel_tile(point)
 
     def invalid_reason(self, point: dict) -> str | None:
         """Why a sampled point is not worth compiling, or None if it is."""
@@ -219,7 +246,7 @@ class SearchSpace:
         if self.mode == "bwd":
             if point["inner_log2"] > point["m_block_log2"]:
                 return "inner rows exceed m_block"
-            if values > max(self.kp, MAX_TILE_VALUES_BWD):
+            if values > max(width, MAX_TILE_VALUES_BWD):
                 return f"{values} values per tile exceed {MAX_TILE_VALUES_BWD}"
         elif values > MAX_TILE_VALUES_FWD:
             return f"{values} values per tile exceed {MAX_TILE_VALUES_FWD}"
@@ -233,11 +260,14 @@ class SearchSpace:
 
     def to_config(self, point: dict) -> dict:
         """The Helion config (``helion.Config(**d)``) of a point."""
+        sizes = [1] * self.n_block_sizes
         if self.mode == "fwd":
-            sizes = [1 << point["rows_log2"]]
+            sizes[0] = 1 << point["rows_log2"]
         else:
-            sizes = [1 << point["m_block_log2"], 1, 1 << point["inner_log2"]]
-        sizes += [1] * (self.n_block_sizes - len(sizes))
+            sizes[0] = 1 << point["m_block_log2"]
+            sizes[self.inner_index] = 1 << point["inner_log2"]
+            if self.tile_index is not None:
+                sizes[self.tile_index] = self._channel_tile(point)
         config: dict = {"block_sizes": sizes}
         if self.mode == "fwd" and self.n_reduction_loops:
             chunk = None
@@ -280,7 +310,9 @@ class SearchSpace:
             point["chunk_log2"] = log2i(self.kp) if loops[0] is None else _exact_log2(loops[0])
         else:
             point["m_block_log2"] = _exact_log2(sizes[0])
-            point["inner_log2"] = _exact_log2(sizes[2])
+            point["inner_log2"] = _exact_log2(sizes[self.inner_index])
+            if self.tile_index is not None:
+                point["tile_k_log2"] = min(_exact_log2(sizes[self.tile_index]), log2i(self.kp))
         point["warps_log2"] = _exact_log2(config.get("num_warps", 4))
         point["stages"] = config.get("num_stages", 1)
         evictions = set(config.get("load_eviction_policies") or [""])
@@ -290,6 +322,19 @@ class SearchSpace:
         point["pid_type"] = config.get("pid_type", "flat")
         point["sm_mult_log2"] = _exact_log2(config.get("num_sm_multiplier", 1))
         return point
+
+
+def _bwd_block_positions(spec) -> tuple[int, int | None]:  # noqa: ANN001
+    """(inner rows, channel tile) indices in the backward's block_sizes.
+
+    The inner block is the one bounded by block 0 (``hl.tile(tile_mo.begin, tile_mo.end)``);
+    a channel tile, if the kernel has one, is any other block after the group tile.
+    """
+    blocks = list(spec.block_sizes)
+    outer = blocks[0].block_ids[0]
+    inner = next(i for i, b in enumerate(blocks) if b.bounded_by_block_id == outer)
+    tiles = [i for i in range(2, len(blocks)) if i != inner]
+    return inner, (tiles[0] if tiles else None)
 
 
 def _exact_log2(n: int) -> int:
@@ -329,7 +374,7 @@ def describe(config: dict, mode: str) -> str:
         loop = (config.get("reduction_loops") or [None])[0]
         parts = [f"rows={sizes[0]}", f"loop={loop or '-'}"]
     else:
-        parts = [f"mb={sizes[0]}", f"in={sizes[2] if len(sizes) > 2 else '?'}"]
+        parts = [f"mb={sizes[0]}"] + ([f"tile={sizes[2]}"] if len(sizes) > 3 else []) + [f"in={sizes[-1]}"]
     parts += [f"w={config.get('num_warps', 4)}", f"s={config.get('num_stages', 1)}"]
     evictions = [e for e in config.get("load_eviction_policies") or [] if e]
     if evictions:

@@ -419,7 +419,7 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
     result.model_bytes = wl.model_bytes()
     result.heuristic_config = wl.heuristic_config()
     bound = wl.bound(result.heuristic_config)
-    space = SearchSpace.from_spec(task.mode, task.m, wl.k, bound.config_spec, device.type)
+    space = SearchSpace.from_spec(task.mode, task.m, wl.k, bound.config_spec, device.type, wl.split_loads())
     study = open_study(task, gpu, space, options)
     seeds = {
         "heuristic": result.heuristic_config,

@@ -204,12 +204,21 @@ class Workload:
             s["mean"], s["rstd"], EPS, 0.0, v.rms, v.gate, v.casting,
         )  # fmt: skip
 
-    def _bwd_args(self, s: dict, part: torch.Tensor | None) -> tuple:
-        # kernels.launch's own helper: the tuner times the partial-buffer layout the runtime uses.
+    def _bwd_args(self, s: dict, part: torch.Tensor | None, coef: torch.Tensor | None) -> tuple:
+        # kernels.launch's own helper: the tuner times the buffer layout the runtime uses.
         return launch._bwd_args(
             self.variant, s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"],
-            s["dh"], s["dx"], s["dz"], part, True, 0.0,
+            coef, s["dh"], s["dx"], s["dz"], part, True, 0.0,
         )  # fmt: skip
+
+    def is_split(self, config: dict) -> bool:
+        """A backward config whose channel tile is narrower than the row: the split schedule
+        (``norm_bwd_coef`` computes the row coefficients first), as kernels.launch decides."""
+        sizes = config["block_sizes"]
+        return self.task.mode == "bwd" and len(sizes) == 4 and sizes[2] < self.k
+
+    def _coef(self, config: dict) -> torch.Tensor | None:
+        return launch._coef(self.is_split(config), self.m, self.g, self.device)
 
     @property
     def n_params(self) -> int:
@@ -230,7 +239,7 @@ class Workload:
         """Arguments of the Helion kernel on input set 0 that suit every config (bwd: M partial rows)."""
         if self.task.mode == "fwd":
             return self._fwd_args(self.sets[0])
-        return self._bwd_args(self.sets[0], self._partials())
+        return self._bwd_args(self.sets[0], self._partials(), None)
 
     # ------------------------------------------------------------- configs
 
@@ -238,7 +247,7 @@ class Workload:
         sms = launch._num_sms(self.device)
         if self.task.mode == "fwd":
             return heuristics.fwd_config(self.m, self.k, self.g, sms)
-        return heuristics.bwd_config(self.m, self.k, self.g, sms)
+        return heuristics.bwd_config(self.m, self.k, self.g, sms, rms=self.variant.rms)
 
     def bound(self, config: dict | None = None) -> helion.runtime.kernel.BoundKernel:
         """The Helion kernel bound to this workload's arguments (its config_spec is the space's source)."""
@@ -246,7 +255,17 @@ class Workload:
         s = self.sets[0]
         if self.task.mode == "fwd":
             return kernel.bind(self._fwd_args(s))
-        return kernel.bind(self._bwd_args(s, self._partials(config or self.heuristic_config())))
+        config = config or self.heuristic_config()
+        return kernel.bind(self._bwd_args(s, self._partials(config), self._coef(config)))
+
+    def split_loads(self) -> int:
+        """Loads of the split backward's binding (more than the fused one's: the coefficients)."""
+        if self.task.mode != "bwd":
+            return 0
+        kernel = launch._kernels(False)["bwd"]
+        coef = launch._coef(True, self.m, self.g, self.device)
+        bound = kernel.bind(self._bwd_args(self.sets[0], self._partials(self.heuristic_config()), coef))
+        return bound.config_spec.load_eviction_policies.length
 
     def runner(self, config: dict) -> Callable[[int], object]:
         """Compile ``config``; returns run(i) that runs it on input set i (bwd: and reduces dW/dB)."""
@@ -259,10 +278,16 @@ class Workload:
         if self.task.mode == "fwd":
             args = [self._fwd_args(s) for s in self.sets]
             return lambda i: compiled(*args[i])
-        part = self._partials(config)
-        args = [self._bwd_args(s, part) for s in self.sets]
+        part, coef = self._partials(config), self._coef(config)
+        args = [self._bwd_args(s, part, coef) for s in self.sets]
+        v = self.variant
 
         def run_bwd(i: int) -> tuple:
+            if coef is not None:
+                s = self.sets[i]
+                launch._launch_coef(
+                    v, s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"], coef, 0.0
+                )
             compiled(*args[i])
             return launch._reduce_params(part, self.weight, self.bias)
 
@@ -387,4 +412,6 @@ class Workload:
             reduce = self.n_params * self.task.n * (4 * rows + es)
         else:
             reduce = 0
+        if self.is_split(config):  # norm_bwd_coef reads x, dy (, z) again; writes 2 fp32 per row
+            reduce += mn * es * (2 + gated) + 2 * 2 * self.m * self.g * 4
         return mn * es * tensors + params + stats + partials + reduce
