@@ -36,7 +36,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-SPACE_VERSION = 1  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 2  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
