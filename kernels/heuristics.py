@@ -13,6 +13,8 @@ from __future__ import annotations
 # registers and loops over chunks (65536 would spill on every current GPU).
 MAX_ROW_IN_REGISTERS = 32768
 ROW_CHUNK = 8192
+# Channel tile of the split backward (rows too wide for register-resident dw/db).
+SPLIT_TILE = 4096
 
 
 def next_pow2(n: int) -> int:
@@ -46,23 +48,35 @@ def fwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
     }
 
 
-def bwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
-    """Backward: each program walks ``m_block`` rows, keeping dw/db partials in registers.
+def bwd_config(m: int, k: int, g: int, num_sms: int, rms: bool = True) -> dict:
+    """Backward: each program walks ``m_block`` rows of one channel tile, keeping the
+    dw/db partials of that tile in registers.
 
-    ``m_block`` is chosen so that about one program runs per SM: the partial-sum
-    buffer (P x N fp32, written once and read once by the reduce) stays small next
-    to x. Measured on the H200 (2026-11-21): P ~ 64-128 was best for M = 2048-4096.
+    ``m_block`` is chosen so that about one program runs per SM and channel tile:
+    the partial-sum buffer (P x N fp32, written once and read once by the reduce)
+    stays small next to x; measured on the H200 (2026-11-21), P ~ 64-128 was best
+    for M = 2048-4096. The channel tile spans the whole row (the fused schedule)
+    unless the row's accumulators would spill: LayerNorm (dw and db) from 16384
+    channels, RMSNorm from 32768; then 4096-channel tiles (the split schedule).
     """
     kp = next_pow2(k)
-    inner = _clamp(4096 // kp, 1, 4)
-    m_block = max(inner, next_pow2(-(-m // max(1, num_sms // g))))
+    split = kp >= (32768 if rms else 16384)
+    tile_k = SPLIT_TILE if split else kp
+    inner = _clamp(4096 // tile_k, 1, 4)
+    programs = max(1, num_sms // (g * (kp // tile_k)))
+    m_block = max(inner, next_pow2(-(-m // programs)))
     m_block = min(m_block, max(inner, next_pow2(m)))
-    warps = _clamp(kp // 256, 4, 32 if kp >= 32768 else 16)
+    warps = _clamp(tile_k // 256, 4, 32 if tile_k >= 32768 else 16)
     return {
-        "block_sizes": [m_block, 1, inner],
+        "block_sizes": [m_block, 1, tile_k, inner],
         "num_warps": warps,
         "num_stages": 1,
     }
+
+
+def coef_config(m: int, k: int, g: int, num_sms: int) -> dict:
+    """Row coefficients of the split backward: a row reduction like the forward."""
+    return fwd_config(m, k, g, num_sms)
 
 
 def reduce_config(p: int, n: int, num_sms: int) -> dict:

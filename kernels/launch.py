@@ -100,10 +100,17 @@ def choose_config(
 ) -> dict:
     """Tuned cache entry for this shape if there is one, else the built-in heuristic."""
     tuned = config_cache.lookup(kernel, mode, m, k * g, dtype, device)
-    if tuned is not None:
+    if tuned is not None and _fits_kernel(mode, tuned):
         return tuned
-    heuristic = heuristics.fwd_config if mode == "fwd" else heuristics.bwd_config
-    return heuristic(m, k, g, _num_sms(device))
+    if mode == "fwd":
+        return heuristics.fwd_config(m, k, g, _num_sms(device))
+    return heuristics.bwd_config(m, k, g, _num_sms(device), rms="rms_norm" in kernel)
+
+
+def _fits_kernel(mode: str, config: dict) -> bool:
+    """A cached config written for another layout of the kernel's tiles is ignored."""
+    want = 2 if mode == "fwd" else 4
+    return len(config.get("block_sizes", ())) == want
 
 
 _compiled: dict[tuple, tuple[Callable, int]] = {}
@@ -269,22 +276,49 @@ def launch_bwd(
         "bwd", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias),
         dh is not None, want_dw, want_db, x.device,
     )  # fmt: skip
-    if _uses_ref(x.device):
-        fn, m_block = _kernels(True)["bwd"], max(m, 1)  # ref mode: one tile spans all rows
+    ref = _uses_ref(x.device)
+    if ref:
+        fn, m_block, split = _kernels(True)["bwd"], max(m, 1), False  # one tile spans all rows
     else:
-        fn, m_block = _compiled.get(key, (None, 0))
+        fn, (m_block, split) = _compiled.get(key, (None, (0, False)))
+    coef = None
     if fn is None:
-        # The partial buffer's size depends on the config: bind with one partial row.
+        # The partial buffer's size depends on the config: bind with one partial row,
+        # and with a coefficient buffer if the config turns out to split the rows.
+        config = choose_config(variant.tuning_name, "bwd", m, k, g, x.dtype, x.device)
+        split = config["block_sizes"][2] < k
+        coef = _coef(split, m, g, x.device)
         part = _partials(1, n_params, g, k, x.device)
-        args = _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, dh, dx, dz, part, want_dw, offset)
-        fn, m_block = compiled_for("bwd", variant, "bwd", args, x, key)
+        args = _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, part, want_dw, offset)
+        fn = _compile("bwd", args, config)
+        m_block = int(config["block_sizes"][0])
+        _compiled[key] = (fn, (m_block, split))
+    if split:
+        coef = _coef(True, m, g, x.device)
+        _launch_coef(variant, dy, x, z, weight, bias, mean, rstd, coef, offset)
     part = _partials(-(-m // m_block), n_params, g, k, x.device)
-    args = _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, dh, dx, dz, part, want_dw, offset)
-    if _uses_ref(x.device):
+    args = _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, part, want_dw, offset)
+    if ref:
         fn(*args)
     else:
         _run(fn, args, key, (dy, x, z, weight, bias, dh), x.device)
     return _reduce_params(part, weight if want_dw else None, bias if want_db else None)
+
+
+def _coef(split: bool, m: int, g: int, device: torch.device) -> torch.Tensor | None:
+    """[2, M, G] fp32 row coefficients for the split backward."""
+    return torch.empty((2, m, g), dtype=torch.float32, device=device) if split else None
+
+
+def _launch_coef(variant, dy, x, z, weight, bias, mean, rstd, coef, offset) -> None:  # noqa: ANN001
+    args = (dy, x, z, weight, bias, mean, rstd, coef, offset, variant.rms, variant.gate)
+    key = ("bwd_coef", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias), x.device)
+    hit = _compiled.get(key)
+    if hit is None:
+        m, g, k = x.shape
+        config = heuristics.coef_config(m, k, g, _num_sms(x.device))
+        hit = _compiled[key] = (_compile("bwd_coef", args, config), 0)
+    _run(hit[0], args, key, (dy, x, z, weight, bias), x.device)
 
 
 def _partials(p: int, n_params: int, g: int, k: int, device: torch.device) -> torch.Tensor | None:
@@ -294,7 +328,7 @@ def _partials(p: int, n_params: int, g: int, k: int, device: torch.device) -> to
     return torch.empty((p, n_params, g, k), dtype=torch.float32, device=device)
 
 
-def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, dh, dx, dz, part, want_dw, offset):  # noqa: ANN001, ANN202
+def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, part, want_dw, offset):  # noqa: ANN001, ANN202
     dw_part = db_part = None
     if part is not None:
         if want_dw:
@@ -302,7 +336,7 @@ def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, dh, dx, dz, part, wan
         if part.shape[1] == 2 or not want_dw:
             db_part = part[:, -1]
     return (
-        dy, x, z, weight, bias, mean, rstd, dh, dx, dz, dw_part, db_part,
+        dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part,
         offset, variant.rms, variant.gate,
     )  # fmt: skip
 

@@ -17,8 +17,8 @@ Forward, per row r and group g, with u the normalized input:
     n     = xhat * (w + offset) + b
     y     = n * silu(z)                     (gate "after"; otherwise y = n)
 
-The variance is two-pass over values held in registers (or re-read per chunk for very
-wide rows), so |mean| >> std stays accurate. Statistics and all arithmetic are fp32
+The variance is two-pass (with the corrected-mean step) over values held in registers
+(or re-read per chunk for very wide rows), so |mean| >> std stays accurate. Statistics and all arithmetic are fp32
 except where ``casting`` asks for the input dtype.
 
 Backward, with dn = dy * silu(z) (gate "after") or dy, and dxhat = dn * (w + offset):
@@ -92,6 +92,12 @@ def norm_fwd(
         else:
             mu = torch.sum(xf, dim=-1) * inv_k
             xc = xf - mu[:, :, None]
+            # Corrected two-pass: the rounding error of the first mean is the mean of
+            # the (exactly representable) deviations; removing it keeps |mean| >> std
+            # rows accurate to fp32 of the std, not of the mean.
+            shift = torch.sum(xc, dim=-1) * inv_k
+            mu = mu + shift
+            xc = xc - shift[:, :, None]
             if mean_out is not None:
                 mean_out[tile_m, tile_g] = mu
         var = torch.sum(xc * xc, dim=-1) * inv_k
@@ -125,6 +131,12 @@ def norm_fwd(
     return out
 
 
+def _silu_and_slope(zf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """silu(z) = z * sigmoid(z) and its derivative sigmoid(z) * (1 + z * (1 - sigmoid(z)))."""
+    sig = torch.sigmoid(zf)
+    return zf * sig, sig * (1.0 + zf * (1.0 - sig))
+
+
 def norm_bwd(
     dy: torch.Tensor,
     x: torch.Tensor,
@@ -133,6 +145,7 @@ def norm_bwd(
     bias: torch.Tensor | None,
     mean: torch.Tensor | None,
     rstd: torch.Tensor,
+    coef: torch.Tensor | None,
     dh: torch.Tensor | None,
     dx: torch.Tensor,
     dz: torch.Tensor | None,
@@ -145,75 +158,131 @@ def norm_bwd(
     """dx (and dz) for every row; per-program fp32 partial sums of dw and db.
 
     ``x`` is the tensor that was normalized before gating: the residual sum h when
-    the forward fused a residual add. ``dw_part``/``db_part`` are [P, G, K] with
-    P = ceil(M / m_block), m_block being this config's first block size.
+    the forward fused a residual add. Each program owns ``m_block`` rows (the first
+    block size) and one tile of ``tile_k`` channels; ``dw_part``/``db_part`` are
+    [P, G, K] with P = ceil(M / m_block).
+
+    Two schedules, one body. Fused (``coef`` None): the channel tile spans the whole
+    row and the row coefficients mean(dxhat), mean(dxhat * xhat) are reduced in
+    registers, so x and dy are read once. Split (``coef`` [2, M, G] from
+    ``norm_bwd_coef``): rows too wide for a register-resident dw accumulator are cut
+    into channel tiles, at the price of that second read of x and dy.
     """
     m, g, k = x.size()
     k = hl.specialize(k)
     g = hl.specialize(g)
     m_block = hl.register_block_size(m)
     inv_k = 1.0 / k
-    for tile_mo, tile_g in hl.tile([m, g], block_size=[m_block, None]):
-        # Accumulators shaped like a partial row (not hl.zeros([tile_g, k])): Helion
-        # 1.4 mis-sizes the latter against the row's reduction dim when k < 16.
+    for tile_mo, tile_g, tile_k in hl.tile([m, g, k], block_size=[m_block, None, None]):
+        # Accumulators shaped like a partial row (not hl.zeros([tile_g, tile_k])):
+        # Helion 1.4 mis-sizes the latter against the row's dim when k < 16.
         if dw_part is not None:
-            dw_acc = torch.zeros_like(dw_part[tile_mo.id, tile_g, :])
+            dw_acc = torch.zeros_like(dw_part[tile_mo.id, tile_g, tile_k])
         if db_part is not None:
-            db_acc = torch.zeros_like(db_part[tile_mo.id, tile_g, :])
+            db_acc = torch.zeros_like(db_part[tile_mo.id, tile_g, tile_k])
+        if weight is not None:
+            wf = weight[tile_g, tile_k].to(torch.float32)[None, :, :] + offset
+        if bias is not None:
+            bf = bias[tile_g, tile_k].to(torch.float32)[None, :, :]
         for tile_m in hl.tile(tile_mo.begin, tile_mo.end):
-            xf = x[tile_m, tile_g, :].to(torch.float32)
-            dyf = dy[tile_m, tile_g, :].to(torch.float32)
+            xf = x[tile_m, tile_g, tile_k].to(torch.float32)
+            dyf = dy[tile_m, tile_g, tile_k].to(torch.float32)
             rs = rstd[tile_m, tile_g][:, :, None]
+            if gate != "none":
+                silu_z, slope = _silu_and_slope(z[tile_m, tile_g, tile_k].to(torch.float32))
             if gate == "before":
-                zb = z[tile_m, tile_g, :].to(torch.float32)
-                sig_b = torch.sigmoid(zb)
-                u = xf * zb * sig_b
+                u = xf * silu_z
             else:
                 u = xf
             if rms:
                 xhat = u * rs
             else:
                 xhat = (u - mean[tile_m, tile_g][:, :, None]) * rs
-            if weight is not None:
-                wf = weight[tile_g, :].to(torch.float32)[None, :, :] + offset
             if gate == "after":
-                za = z[tile_m, tile_g, :].to(torch.float32)
-                sig_a = torch.sigmoid(za)
+                n = xhat
                 if weight is not None:
-                    n = xhat * wf
-                else:
-                    n = xhat
+                    n = n * wf
                 if bias is not None:
-                    n = n + bias[tile_g, :].to(torch.float32)[None, :, :]
-                dsilu_a = sig_a * (1.0 + za * (1.0 - sig_a))
-                dz[tile_m, tile_g, :] = (dyf * n * dsilu_a).to(dz.dtype)
-                dyf = dyf * za * sig_a
+                    n = n + bf
+                dz[tile_m, tile_g, tile_k] = (dyf * n * slope).to(dz.dtype)
+                dyf = dyf * silu_z
             if db_part is not None:
                 db_acc = db_acc + torch.sum(dyf, dim=0)
             if dw_part is not None:
                 dw_acc = dw_acc + torch.sum(dyf * xhat, dim=0)
+            dxhat = dyf
             if weight is not None:
                 dxhat = dyf * wf
+            if coef is None:
+                c2 = torch.sum(dxhat * xhat, dim=-1) * inv_k
             else:
-                dxhat = dyf
-            c2 = torch.sum(dxhat * xhat, dim=-1) * inv_k
-            if rms:
-                du = (dxhat - xhat * c2[:, :, None]) * rs
-            else:
-                c1 = torch.sum(dxhat, dim=-1) * inv_k
-                du = (dxhat - c1[:, :, None] - xhat * c2[:, :, None]) * rs
+                c2 = coef[1, tile_m, tile_g]
+            du = dxhat - xhat * c2[:, :, None]
+            if not rms:
+                if coef is None:
+                    c1 = torch.sum(dxhat, dim=-1) * inv_k
+                else:
+                    c1 = coef[0, tile_m, tile_g]
+                du = du - c1[:, :, None]
+            du = du * rs
             if gate == "before":
-                dsilu_b = sig_b * (1.0 + zb * (1.0 - sig_b))
-                dz[tile_m, tile_g, :] = (du * xf * dsilu_b).to(dz.dtype)
-                du = du * zb * sig_b
+                dz[tile_m, tile_g, tile_k] = (du * xf * slope).to(dz.dtype)
+                du = du * silu_z
             if dh is not None:
-                du = du + dh[tile_m, tile_g, :].to(torch.float32)
-            dx[tile_m, tile_g, :] = du.to(dx.dtype)
+                du = du + dh[tile_m, tile_g, tile_k].to(torch.float32)
+            dx[tile_m, tile_g, tile_k] = du.to(dx.dtype)
         if dw_part is not None:
-            dw_part[tile_mo.id, tile_g, :] = dw_acc
+            dw_part[tile_mo.id, tile_g, tile_k] = dw_acc
         if db_part is not None:
-            db_part[tile_mo.id, tile_g, :] = db_acc
+            db_part[tile_mo.id, tile_g, tile_k] = db_acc
     return dx
+
+
+def norm_bwd_coef(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    mean: torch.Tensor | None,
+    rstd: torch.Tensor,
+    coef: torch.Tensor,
+    offset: float,
+    rms: hl.constexpr,
+    gate: hl.constexpr,
+) -> torch.Tensor:
+    """Row coefficients for the split backward: coef[0] = mean(dxhat) (LayerNorm),
+    coef[1] = mean(dxhat * xhat), per row and group; wide rows loop over chunks."""
+    m, g, k = x.size()
+    k = hl.specialize(k)
+    g = hl.specialize(g)
+    inv_k = 1.0 / k
+    for tile_m, tile_g in hl.tile([m, g]):
+        xf = x[tile_m, tile_g, :].to(torch.float32)
+        dyf = dy[tile_m, tile_g, :].to(torch.float32)
+        rs = rstd[tile_m, tile_g][:, :, None]
+        if gate != "none":
+            silu_z, _ = _silu_and_slope(z[tile_m, tile_g, :].to(torch.float32))
+        if gate == "before":
+            u = xf * silu_z
+        else:
+            u = xf
+        if rms:
+            xhat = u * rs
+        else:
+            xhat = (u - mean[tile_m, tile_g][:, :, None]) * rs
+        if weight is not None:
+            wf = weight[tile_g, :].to(torch.float32)[None, :, :] + offset
+        if gate == "after":
+            # Only the gate's factor on dy matters here; dz is left to norm_bwd.
+            dyf = dyf * silu_z
+        dxhat = dyf
+        if weight is not None:
+            dxhat = dyf * wf
+        coef[1, tile_m, tile_g] = torch.sum(dxhat * xhat, dim=-1) * inv_k
+        if not rms:
+            coef[0, tile_m, tile_g] = torch.sum(dxhat, dim=-1) * inv_k
+    return coef
 
 
 def reduce_partials(part: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -231,7 +300,7 @@ _SETTINGS = dict(static_shapes=False, autotune_effort="none")
 
 
 def make_kernels(ref: bool) -> dict[str, helion.Kernel]:
-    """The three kernels, compiled to Triton (ref=False) or run eagerly (ref=True)."""
+    """The kernels, compiled to Triton (ref=False) or run eagerly (ref=True)."""
     settings: dict = dict(_SETTINGS)
     if ref:
         from helion.runtime.ref_mode import RefMode
@@ -240,5 +309,6 @@ def make_kernels(ref: bool) -> dict[str, helion.Kernel]:
     return {
         "fwd": helion.kernel(norm_fwd, **settings),
         "bwd": helion.kernel(norm_bwd, **settings),
+        "bwd_coef": helion.kernel(norm_bwd_coef, **settings),
         "reduce": helion.kernel(reduce_partials, **settings),
     }

@@ -252,7 +252,11 @@ def test_casting_none_computes_in_input_dtype(device):
     h = x.float()
     rstd = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
     expect = x * rstd.to(x.dtype) * w  # the whole epilogue in bf16
-    assert _error(got, expect.double()) <= 2 * ULP[torch.bfloat16] * expect.abs().max().item()
+    # Three roundings to bf16; Triton's interpreter truncates each (the GPU rounds
+    # to nearest), so it gets a looser bound there.
+    interp = device == "cpu" and kernels.get_cpu_backend() == "triton"
+    ulps = 6 if interp else 2
+    assert _error(got, expect.double()) <= ulps * ULP[torch.bfloat16] * expect.abs().max().item()
 
 
 # -------------------------------------------------------------- gated and grouped
