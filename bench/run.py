@@ -293,7 +293,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the JSON")
     p.add_argument("--commit", default=None, help="commit to record (default: git of the repo)")
-    p.add_argument("--device", default="cuda", help="cuda (or cpu for a smoke run)")
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cuda (default when present) or cpu (a smoke run of the same pipeline)",
+    )
     p.add_argument("--warmup-ms", type=float, default=None)
     p.add_argument("--rep-ms", type=float, default=None)
     p.add_argument("--rotate-mb", type=float, default=ROTATE_MB)
