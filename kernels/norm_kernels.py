@@ -180,11 +180,14 @@ def norm_bwd(
             dw_acc = torch.zeros_like(dw_part[tile_mo.id, tile_g, tile_k])
         if db_part is not None:
             db_acc = torch.zeros_like(db_part[tile_mo.id, tile_g, tile_k])
-        if weight is not None:
-            wf = weight[tile_g, tile_k].to(torch.float32)[None, :, :] + offset
-        if bias is not None:
-            bf = bias[tile_g, tile_k].to(torch.float32)[None, :, :]
         for tile_m in hl.tile(tile_mo.begin, tile_mo.end):
+            # w and b are re-read per row (cache hits) rather than hoisted out of the
+            # loop: hoisted, they stay live in registers and a 16384-wide row spills
+            # (H200: 3553 -> 2733 GB/s at 4096x16384).
+            if weight is not None:
+                wf = weight[tile_g, tile_k].to(torch.float32)[None, :, :] + offset
+            if bias is not None:
+                bf = bias[tile_g, tile_k].to(torch.float32)[None, :, :]
             xf = x[tile_m, tile_g, tile_k].to(torch.float32)
             dyf = dy[tile_m, tile_g, tile_k].to(torch.float32)
             rs = rstd[tile_m, tile_g][:, :, None]
