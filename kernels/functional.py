@@ -62,23 +62,24 @@ def _forward(
     offset: float,
     groups: int,
     save_stats: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, tuple]:
-    """(out, h, mean, rstd, views) with out/h shaped like x; mean/rstd are [M, G] fp32
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(out, h, mean, rstd) with out/h shaped like x; mean/rstd are [M, G] fp32
     (None without ``save_stats``: inference needs no statistics)."""
     n = x.shape[-1]
     k = n // groups
     m = x.numel() // n
-    x3, r3, z3 = _view3(x, m, groups, k), _view3(residual, m, groups, k), _view3(z, m, groups, k)
-    w2, b2 = _view2(weight, groups, k), _view2(bias, groups, k)
     out = torch.empty((m, groups, k), dtype=x.dtype, device=x.device)
     h = torch.empty_like(out) if residual is not None else None
     rstd = mean = None
     if save_stats:
         rstd = torch.empty((m, groups), dtype=torch.float32, device=x.device)
         mean = None if variant.rms else torch.empty_like(rstd)
-    launch_fwd(variant, x3, r3, z3, w2, b2, out, h, mean, rstd, eps, offset)
-    h_out = None if h is None else h.view(x.shape)
-    return out.view(x.shape), h_out, mean, rstd, (x3 if h is None else h, z3, w2, b2)
+    launch_fwd(
+        variant, _view3(x, m, groups, k), _view3(residual, m, groups, k),
+        _view3(z, m, groups, k), _view2(weight, groups, k), _view2(bias, groups, k),
+        out, h, mean, rstd, eps, offset,
+    )  # fmt: skip
+    return out.view(x.shape), None if h is None else h.view(x.shape), mean, rstd
 
 
 def _backward(
@@ -86,31 +87,38 @@ def _backward(
     dout: torch.Tensor | None,
     dh: torch.Tensor | None,
     xs: torch.Tensor,
-    z3: torch.Tensor | None,
-    w2: torch.Tensor | None,
-    b2: torch.Tensor | None,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
     mean: torch.Tensor | None,
     rstd: torch.Tensor,
+    groups: int,
     offset: float,
     want_dw: bool,
     want_db: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """(dx, dz, dw, db) in [M, G, K] / [G*K] layouts; dw/db are fp32."""
-    m, g, k = xs.shape
-    dy3 = torch.zeros_like(xs) if dout is None else _view3(dout, m, g, k)
-    dx = torch.empty((m, g, k), dtype=xs.dtype, device=xs.device)
-    dz = None if z3 is None else torch.empty((m, g, k), dtype=z3.dtype, device=xs.device)
+    """(dx, dz, dw, db) shaped like xs, z, weight and bias (None where not wanted).
+
+    ``xs`` is what the forward normalized: x, or the residual sum h.
+    """
+    n = xs.shape[-1]
+    k = n // groups
+    m = xs.numel() // n
+    x3 = _view3(xs, m, groups, k)
+    dy3 = torch.zeros_like(x3) if dout is None else _view3(dout, m, groups, k)
+    dx = torch.empty((m, groups, k), dtype=xs.dtype, device=xs.device)
+    dz = None if z is None else torch.empty((m, groups, k), dtype=z.dtype, device=xs.device)
     dw, db = launch_bwd(
-        variant, dy3, xs, z3, w2, b2, mean, rstd, _view3(dh, m, g, k), dx, dz,
+        variant, dy3, x3, _view3(z, m, groups, k), _view2(weight, groups, k),
+        _view2(bias, groups, k), mean, rstd, _view3(dh, m, groups, k), dx, dz,
         want_dw, want_db, offset,
     )  # fmt: skip
-    return dx, dz, dw, db
-
-
-def _cast(grad: torch.Tensor | None, like: torch.Tensor | None) -> torch.Tensor | None:
-    if grad is None or like is None:
-        return None
-    return grad.view(like.shape).to(like.dtype)
+    return (
+        dx.view(xs.shape),
+        None if dz is None else dz.view(xs.shape),
+        None if dw is None else dw.view(weight.shape),
+        None if db is None else db.view(bias.shape),
+    )
 
 
 class NormFunction(torch.autograd.Function):
@@ -118,12 +126,9 @@ class NormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, residual, z, weight, bias, variant, eps, offset, groups):  # noqa: ANN001
-        out, h, mean, rstd, (xs, z3, w2, b2) = _forward(
-            variant, x, residual, z, weight, bias, eps, offset, groups
-        )
-        ctx.save_for_backward(xs, z3, w2, b2, mean, rstd, weight, bias)
-        ctx.variant, ctx.offset, ctx.shape = variant, offset, x.shape
-        ctx.has_residual = residual is not None
+        out, h, mean, rstd = _forward(variant, x, residual, z, weight, bias, eps, offset, groups)
+        ctx.save_for_backward(x if h is None else h, z, weight, bias, mean, rstd)
+        ctx.variant, ctx.offset, ctx.groups = variant, offset, groups
         if h is None:
             ctx.mark_non_differentiable(rstd)  # placeholder second output
             return out, rstd
@@ -131,17 +136,15 @@ class NormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dh):  # noqa: ANN001
-        xs, z3, w2, b2, mean, rstd, weight, bias = ctx.saved_tensors
+        xs, z, weight, bias, mean, rstd = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        if not ctx.has_residual:
-            dh = None
+        residual = ctx.variant.residual
         dx, dz, dw, db = _backward(
-            ctx.variant, dout, dh, xs, z3, w2, b2, mean, rstd, ctx.offset, needs[3], needs[4]
-        )
-        dx = dx.view(ctx.shape)
-        dres = dx if ctx.has_residual and needs[1] else None
-        dz = None if dz is None else dz.view(ctx.shape)
-        return dx, dres, dz, _cast(dw, weight), _cast(db, bias), None, None, None, None
+            ctx.variant, dout, dh if residual else None, xs, z, weight, bias, mean, rstd,
+            ctx.groups, ctx.offset, needs[3], needs[4],
+        )  # fmt: skip
+        dres = dx if residual and needs[1] else None
+        return dx, dres, dz, dw, db, None, None, None, None
 
 
 def _needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -161,7 +164,6 @@ def _empty_result(x, residual, z, weight, bias):  # noqa: ANN001
 
 
 def _norm(
-    fn: str,
     variant: Variant,
     x: torch.Tensor,
     residual: torch.Tensor | None,
@@ -182,7 +184,7 @@ def _norm(
     if _needs_grad(x, residual, z, weight, bias):
         out, second = NormFunction.apply(x, residual, z, weight, bias, variant, eps, offset, groups)
         return out, (second if residual is not None else None)
-    out, h, *_ = _forward(variant, x, residual, z, weight, bias, eps, offset, groups, False)
+    out, h, _, _ = _forward(variant, x, residual, z, weight, bias, eps, offset, groups, False)
     return out, h
 
 
@@ -207,7 +209,7 @@ def layer_norm(
     """
     eps, groups = check_norm_args("layer_norm", x, weight, bias, z, None, eps, group_size)
     variant = _variant(False, _gate(z, norm_before_gate), "gemma", False, groups > 1)
-    return _norm("layer_norm", variant, x, None, z, weight, bias, eps, 0.0, groups)[0]
+    return _norm(variant, x, None, z, weight, bias, eps, 0.0, groups)[0]
 
 
 def rms_norm(
@@ -233,7 +235,7 @@ def rms_norm(
     casting = check_casting("rms_norm", casting)
     offset = check_offset("rms_norm", offset)
     variant = _variant(True, _gate(z, norm_before_gate), casting, False, groups > 1)
-    return _norm("rms_norm", variant, x, None, z, weight, bias, eps, offset, groups)[0]
+    return _norm(variant, x, None, z, weight, bias, eps, offset, groups)[0]
 
 
 def add_layer_norm(
@@ -248,7 +250,7 @@ def add_layer_norm(
         raise TypeError("add_layer_norm: residual must be a torch.Tensor, got None")
     eps, groups = check_norm_args("add_layer_norm", x, weight, bias, None, residual, eps, None)
     variant = _variant(False, "none", "gemma", True, False)
-    return _norm("add_layer_norm", variant, x, residual, None, weight, bias, eps, 0.0, groups)
+    return _norm(variant, x, residual, None, weight, bias, eps, 0.0, groups)
 
 
 def add_rms_norm(
@@ -267,4 +269,4 @@ def add_rms_norm(
     casting = check_casting("add_rms_norm", casting)
     offset = check_offset("add_rms_norm", offset)
     variant = _variant(True, "none", casting, True, False)
-    return _norm("add_rms_norm", variant, x, residual, None, weight, None, eps, offset, groups)
+    return _norm(variant, x, residual, None, weight, None, eps, offset, groups)

@@ -28,9 +28,6 @@ from . import heuristics
 from .norm_kernels import make_kernels
 from tuning import cache as config_cache
 
-_INT32_LIMIT = 2**31 - 1
-
-
 @dataclass(frozen=True)
 class Variant:
     """The compile-time shape of one norm: which flags the kernels are built with."""
@@ -113,7 +110,7 @@ def _fits_kernel(mode: str, config: dict) -> bool:
     return len(config.get("block_sizes", ())) == want
 
 
-_compiled: dict[tuple, tuple[Callable, int]] = {}
+_compiled: dict[tuple, tuple[Callable, dict]] = {}
 
 
 def _fit(config: dict, bound: helion.runtime.kernel.BoundKernel) -> helion.Config:
@@ -126,22 +123,14 @@ def _fit(config: dict, bound: helion.runtime.kernel.BoundKernel) -> helion.Confi
     return helion.Config(**fitted)
 
 
-def _compile(name: str, args: tuple, config: dict) -> Callable:
+def _compile(key: tuple, name: str, args: tuple, config: dict) -> tuple[Callable, dict]:
+    """Bind kernel ``name`` to ``args``, compile it with ``config`` and memoize under ``key``.
+
+    Callers look ``key`` up in ``_compiled`` first, so a repeated call pays one dict
+    lookup and never builds the config.
+    """
     bound = _kernels(False)[name].bind(args)
-    return bound.compile_config(_fit(config, bound))
-
-
-def compiled_for(
-    name: str, variant: Variant, mode: str, args: tuple, x: torch.Tensor, key: tuple
-) -> tuple[Callable, int]:
-    """(launcher, m_block) for ``key``; compiles on first use."""
-    hit = _compiled.get(key)
-    if hit is not None:
-        return hit
-    m, g, k = x.shape
-    config = choose_config(variant.tuning_name, mode, m, k, g, x.dtype, x.device)
-    hit = (_compile(name, args, config), int(config["block_sizes"][0]))
-    _compiled[key] = hit
+    hit = _compiled[key] = (bound.compile_config(_fit(config, bound)), config)
     return hit
 
 
@@ -162,7 +151,7 @@ class _CachedLaunch:
     specialization (most of the host time of a small launch). This is only sound
     because the caller keys each ``_CachedLaunch`` by everything Triton specializes
     on: dtypes, shapes, strides and 16-byte alignment of every tensor it did not
-    allocate itself (see ``_layout``). A launch hook (a profiler) disables the shortcut.
+    allocate itself (see ``_layout``). Launch hooks (profilers) are still called.
     """
 
     __slots__ = ("kernel", "device")
@@ -246,8 +235,13 @@ def launch_fwd(
     key = (
         "fwd", variant, x.shape, x.dtype, _dtype(weight), _dtype(bias), rstd_out is None, x.device,
     )  # fmt: skip
-    fn, _ = compiled_for("fwd", variant, "fwd", args, x, key)
+    fn, _ = _compiled.get(key) or _compile(key, "fwd", args, _fwd_config(variant, x))
     _run(fn, args, key, (x, residual, z, weight, bias), x.device)
+
+
+def _fwd_config(variant: Variant, x: torch.Tensor) -> dict:
+    m, g, k = x.shape
+    return choose_config(variant.tuning_name, "fwd", m, k, g, x.dtype, x.device)
 
 
 def launch_bwd(
@@ -280,19 +274,20 @@ def launch_bwd(
     if ref:
         fn, m_block, split = _kernels(True)["bwd"], max(m, 1), False  # one tile spans all rows
     else:
-        fn, (m_block, split) = _compiled.get(key, (None, (0, False)))
+        hit = _compiled.get(key)
+        if hit is None:
+            # The buffers the kernel binds with depend on the config: choose it first,
+            # then bind with one partial row (and row coefficients if it splits rows).
+            config = choose_config(variant.tuning_name, "bwd", m, k, g, x.dtype, x.device)
+            args = _bwd_args(
+                variant, dy, x, z, weight, bias, mean, rstd,
+                _coef(_splits(config, k), m, g, x.device), dh, dx, dz,
+                _partials(1, n_params, g, k, x.device), want_dw, offset,
+            )  # fmt: skip
+            hit = _compile(key, "bwd", args, config)
+        fn, config = hit
+        m_block, split = config["block_sizes"][0], _splits(config, k)
     coef = None
-    if fn is None:
-        # The partial buffer's size depends on the config: bind with one partial row,
-        # and with a coefficient buffer if the config turns out to split the rows.
-        config = choose_config(variant.tuning_name, "bwd", m, k, g, x.dtype, x.device)
-        split = config["block_sizes"][2] < k
-        coef = _coef(split, m, g, x.device)
-        part = _partials(1, n_params, g, k, x.device)
-        args = _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, part, want_dw, offset)
-        fn = _compile("bwd", args, config)
-        m_block = int(config["block_sizes"][0])
-        _compiled[key] = (fn, (m_block, split))
     if split:
         coef = _coef(True, m, g, x.device)
         _launch_coef(variant, dy, x, z, weight, bias, mean, rstd, coef, offset)
@@ -305,6 +300,11 @@ def launch_bwd(
     return _reduce_params(part, weight if want_dw else None, bias if want_db else None)
 
 
+def _splits(config: dict, k: int) -> bool:
+    """A backward config whose channel tile is narrower than the row splits the rows."""
+    return config["block_sizes"][2] < k
+
+
 def _coef(split: bool, m: int, g: int, device: torch.device) -> torch.Tensor | None:
     """[2, M, G] fp32 row coefficients for the split backward."""
     return torch.empty((2, m, g), dtype=torch.float32, device=device) if split else None
@@ -313,12 +313,11 @@ def _coef(split: bool, m: int, g: int, device: torch.device) -> torch.Tensor | N
 def _launch_coef(variant, dy, x, z, weight, bias, mean, rstd, coef, offset) -> None:  # noqa: ANN001
     args = (dy, x, z, weight, bias, mean, rstd, coef, offset, variant.rms, variant.gate)
     key = ("bwd_coef", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias), x.device)
-    hit = _compiled.get(key)
-    if hit is None:
-        m, g, k = x.shape
-        config = heuristics.coef_config(m, k, g, _num_sms(x.device))
-        hit = _compiled[key] = (_compile("bwd_coef", args, config), 0)
-    _run(hit[0], args, key, (dy, x, z, weight, bias), x.device)
+    m, g, k = x.shape
+    fn, _ = _compiled.get(key) or _compile(
+        key, "bwd_coef", args, heuristics.coef_config(m, k, g, _num_sms(x.device))
+    )
+    _run(fn, args, key, (dy, x, z, weight, bias), x.device)
 
 
 def _partials(p: int, n_params: int, g: int, k: int, device: torch.device) -> torch.Tensor | None:
@@ -368,9 +367,8 @@ def reduce_partials(part: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         _kernels(True)["reduce"](*args)
         return out
     key = ("reduce", part.shape, dtype, part.device)
-    hit = _compiled.get(key)
-    if hit is None:
-        config = heuristics.reduce_config(p, n, _num_sms(part.device))
-        hit = _compiled[key] = (_compile("reduce", args, config), 0)
-    _run(hit[0], args, key, (), part.device)
+    fn, _ = _compiled.get(key) or _compile(
+        key, "reduce", args, heuristics.reduce_config(p, n, _num_sms(part.device))
+    )
+    _run(fn, args, key, (), part.device)
     return out

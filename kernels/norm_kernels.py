@@ -255,7 +255,12 @@ def norm_bwd_coef(
     gate: hl.constexpr,
 ) -> torch.Tensor:
     """Row coefficients for the split backward: coef[0] = mean(dxhat) (LayerNorm),
-    coef[1] = mean(dxhat * xhat), per row and group; wide rows loop over chunks."""
+    coef[1] = mean(dxhat * xhat), per row and group; wide rows loop over chunks.
+
+    The xhat/dxhat recompute mirrors ``norm_bwd``'s: Helion 1.4 cannot carry the
+    optional tensors (z, mean, w) into a shared helper as None placeholders, so the
+    few lines stand in both bodies.
+    """
     m, g, k = x.size()
     k = hl.specialize(k)
     g = hl.specialize(g)

@@ -22,16 +22,12 @@ from .launch import Variant
 _EMPTY_SHAPE = (0,)
 
 
-def _empty(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    return like.new_empty(_EMPTY_SHAPE, dtype=dtype or like.dtype)
+def _empty(like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(_EMPTY_SHAPE)
 
 
-def _or_empty(t: torch.Tensor | None, like: torch.Tensor, dtype=None) -> torch.Tensor:  # noqa: ANN001
-    return _empty(like, dtype) if t is None else t
-
-
-def _none_if_empty(t: torch.Tensor) -> torch.Tensor | None:
-    return None if t.numel() == 0 and t.dim() == 1 and t.shape[0] == 0 else t
+def _or_empty(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return _empty(like) if t is None else t
 
 
 @torch.library.custom_op("tilenorm::norm_fwd", mutates_args=())
@@ -49,8 +45,8 @@ def norm_fwd(
     offset: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(out, h, mean, rstd); h and mean are empty when absent. x has numel > 0."""
-    variant = Variant(rms, gate, casting, residual is not None, groups > 1)
-    out, h, mean, rstd, _ = functional._forward(
+    variant = functional._variant(rms, gate, casting, residual is not None, groups > 1)
+    out, h, mean, rstd = functional._forward(
         variant, x, residual, z, weight, bias, eps, offset, groups
     )
     return out, _or_empty(h, x), _or_empty(mean, rstd), rstd
@@ -84,25 +80,13 @@ def norm_bwd(
     want_db: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dz, dw, db) shaped like x, z, weight, bias; empty where not wanted."""
-    variant = Variant(rms, gate, casting, dh is not None, groups > 1)
-    n = xs.shape[-1]
-    k = n // groups
-    m = xs.numel() // n
-    view = functional._view3
-    w2 = None if weight is None else weight.reshape(groups, k)
-    b2 = None if bias is None else bias.reshape(groups, k)
+    variant = functional._variant(rms, gate, casting, dh is not None, groups > 1)
     dx, dz, dw, db = functional._backward(
-        variant, dout, dh, view(xs, m, groups, k), view(z, m, groups, k), w2, b2,
-        mean, rstd, offset, want_dw, want_db,
-    )  # fmt: skip
+        variant, dout, dh, xs, z, weight, bias, mean, rstd, groups, offset, want_dw, want_db
+    )
     if dw is not None and db is not None:
         db = db.clone()  # both are views of one reduce output; op outputs may not alias
-    return (
-        dx.view(xs.shape),
-        _empty(xs) if dz is None else dz.view(xs.shape),
-        _empty(xs) if dw is None else dw.view(weight.shape).to(weight.dtype),
-        _empty(xs) if db is None else db.view(bias.shape).to(bias.dtype),
-    )
+    return dx, _or_empty(dz, xs), _or_empty(dw, xs), _or_empty(db, xs)
 
 
 @norm_bwd.register_fake

@@ -7,43 +7,26 @@ everyone alike.
 
 from __future__ import annotations
 
-import re
 
 import torch
 import torch.nn.functional as F
 
-# TritonBench's rms_norm inputs: M = 2048 rows, hidden sizes 2**10 .. 2**15.
-RMS_M = 2048
-RMS_HIDDEN = tuple(2**i for i in range(10, 16))
-# TritonBench's layer_norm inputs: M = 4096 rows, N = 1024 .. 15872 in steps of 512.
-LAYER_M = 4096
-LAYER_HIDDEN = tuple(512 * i for i in range(2, 32))
+from tuning.shapes import TRITONBENCH_LAYER_NORM, TRITONBENCH_RMS_NORM
+from tuning.shapes import parse_shape
 
 DEFAULT_SHAPES = {
-    "layer_norm": tuple((LAYER_M, n) for n in LAYER_HIDDEN),
-    "rms_norm": tuple((RMS_M, n) for n in RMS_HIDDEN),
-    "gated_rms_norm": tuple((RMS_M, n) for n in RMS_HIDDEN),
-    "add_rms_norm": tuple((RMS_M, n) for n in RMS_HIDDEN),
+    "layer_norm": TRITONBENCH_LAYER_NORM,
+    "rms_norm": TRITONBENCH_RMS_NORM,
+    "gated_rms_norm": TRITONBENCH_RMS_NORM,
+    "add_rms_norm": TRITONBENCH_RMS_NORM,
 }
 
 LAYER_EPS = 1e-5
 RMS_EPS = 1e-6
 
-_SHAPE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
-
-
 def parse_shapes(text: str) -> list[tuple[int, int]]:
-    """'4096x1024,8192x4096' -> [(4096, 1024), (8192, 4096)]."""
-    shapes = []
-    for item in text.split(","):
-        match = _SHAPE.match(item)
-        if match is None:
-            raise ValueError(f"bad shape {item!r} in {text!r}: expected MxN, e.g. 4096x1024")
-        m, n = int(match.group(1)), int(match.group(2))
-        if m < 1 or n < 1:
-            raise ValueError(f"shape {item!r} must have M >= 1 and N >= 1")
-        shapes.append((m, n))
-    return shapes
+    """'4096x1024,8192x4096' -> [(4096, 1024), (8192, 4096)]; an empty item is an error."""
+    return [parse_shape(item) for item in text.split(",")]
 
 
 def _leaf(t: torch.Tensor) -> torch.Tensor:

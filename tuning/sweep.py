@@ -34,29 +34,15 @@ import time
 import traceback
 from pathlib import Path
 
+from . import shapes
+
 # Nothing here may touch CUDA at import time: worker processes import this module and
 # only then get their CUDA_VISIBLE_DEVICES.
 
 PRESETS = {
-    # TritonBench's default inputs: layer_norm M=4096, N=1024..15872 step 512;
-    # rms_norm M=2048, H=1024..32768 in powers of two.
-    "tritonbench": {
-        "layer_norm": [(4096, n) for n in range(1024, 15873, 512)],
-        "rms_norm": [(2048, 1 << i) for i in range(10, 16)],
-    },
-    # Hidden sizes of common LLMs (Llama/Qwen/Mistral/Gemma 1B-70B), at a 4096- and a
-    # 16384-token batch.
-    "llm": [(m, n) for m in (4096, 16384) for n in (2048, 2560, 3072, 3584, 4096, 5120, 8192)],
-    # The table in shared/GPU_HOST.md.
-    "gpu_host": [
-        (4096, 1024),
-        (4096, 4096),
-        (4096, 8192),
-        (4096, 16384),
-        (8192, 4096),
-        (32768, 4096),
-        (2048, 32768),
-    ],
+    "tritonbench": {"layer_norm": shapes.TRITONBENCH_LAYER_NORM, "rms_norm": shapes.TRITONBENCH_RMS_NORM},
+    "llm": shapes.LLM,
+    "gpu_host": shapes.GPU_HOST,
 }
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
           "fp32": "float32", "float32": "float32", "float": "float32"}  # fmt: skip
@@ -119,23 +105,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def parse_shapes(tokens: list[str], kernel: str) -> list[tuple[int, int]]:
     """Presets and MxN tokens (comma- or space-separated) -> (M, N) list, in order, unique."""
-    shapes: list[tuple[int, int]] = []
+    found: list[tuple[int, int]] = []
     for token in (t for arg in tokens for t in arg.split(",") if t):
         preset = PRESETS.get(token)
         if isinstance(preset, dict):
             family = "rms_norm" if "rms_norm" in kernel else "layer_norm"
-            shapes += preset[family]
+            found += preset[family]
         elif preset is not None:
-            shapes += preset
+            found += preset
         else:
             try:
-                m, n = (int(v) for v in token.lower().split("x"))
+                found.append(shapes.parse_shape(token))
             except ValueError:
                 raise SystemExit(
                     f"--shapes: {token!r} is neither a preset ({', '.join(PRESETS)}) nor MxN"
                 ) from None
-            shapes.append((m, n))
-    return list(dict.fromkeys(shapes))
+    return list(dict.fromkeys(found))
 
 
 def make_tasks(args: argparse.Namespace) -> list:
