@@ -1,9 +1,9 @@
 """The functional API: argument checks, views, autograd, and the no-grad fast path.
 
-Every public function lands in ``_norm``, which turns the arguments into [M, G, K]
-views and either runs the forward kernel directly (no input needs a gradient: the
-inference path, one launch and two allocations) or through ``NormFunction`` so that
-autograd calls the backward kernel.
+Every public function checks its arguments and lands in ``_norm``, which either runs
+the forward directly (no input needs a gradient: the inference path, no statistics
+saved) or through ``NormFunction`` so that autograd calls the backward.
+``kernels.launch`` does the rest (views, configs, compiled and replayed launches).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import itertools
 
 import torch
 
-from .launch import Variant, launch_bwd, launch_fwd
+from . import launch
+from .launch import Variant
 from .validate import check_casting, check_norm_args, check_offset
 
 
@@ -37,120 +38,44 @@ def _gate(z: torch.Tensor | None, norm_before_gate: bool) -> str:
     return "after" if norm_before_gate else "before"
 
 
-def _view3(t: torch.Tensor | None, m: int, g: int, k: int) -> torch.Tensor | None:
-    """[..., G*K] -> [M, G, K]: a view when the strides allow, else a copy."""
-    if t is None:
-        return None
-    try:
-        return t.view(m, g, k)
-    except RuntimeError:
-        return t.reshape(m, g, k)
-
-
-def _view2(t: torch.Tensor | None, g: int, k: int) -> torch.Tensor | None:
-    return None if t is None else t.view(g, k) if t.is_contiguous() else t.reshape(g, k)
-
-
-def _forward(
-    variant: Variant,
-    x: torch.Tensor,
-    residual: torch.Tensor | None,
-    z: torch.Tensor | None,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    eps: float,
-    offset: float,
-    groups: int,
-    save_stats: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """(out, h, mean, rstd) with out/h shaped like x; mean/rstd are [M, G] fp32
-    (None without ``save_stats``: inference needs no statistics)."""
-    n = x.shape[-1]
-    k = n // groups
-    m = x.numel() // n
-    out = torch.empty((m, groups, k), dtype=x.dtype, device=x.device)
-    h = torch.empty_like(out) if residual is not None else None
-    rstd = mean = None
-    if save_stats:
-        rstd = torch.empty((m, groups), dtype=torch.float32, device=x.device)
-        mean = None if variant.rms else torch.empty_like(rstd)
-    launch_fwd(
-        variant, _view3(x, m, groups, k), _view3(residual, m, groups, k),
-        _view3(z, m, groups, k), _view2(weight, groups, k), _view2(bias, groups, k),
-        out, h, mean, rstd, eps, offset,
-    )  # fmt: skip
-    return out.view(x.shape), None if h is None else h.view(x.shape), mean, rstd
-
-
-def _backward(
-    variant: Variant,
-    dout: torch.Tensor | None,
-    dh: torch.Tensor | None,
-    xs: torch.Tensor,
-    z: torch.Tensor | None,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    mean: torch.Tensor | None,
-    rstd: torch.Tensor,
-    groups: int,
-    offset: float,
-    want_dw: bool,
-    want_db: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """(dx, dz, dw, db) shaped like xs, z, weight and bias (None where not wanted).
-
-    ``xs`` is what the forward normalized: x, or the residual sum h.
-    """
-    n = xs.shape[-1]
-    k = n // groups
-    m = xs.numel() // n
-    x3 = _view3(xs, m, groups, k)
-    dy3 = torch.zeros_like(x3) if dout is None else _view3(dout, m, groups, k)
-    dx = torch.empty((m, groups, k), dtype=xs.dtype, device=xs.device)
-    dz = None if z is None else torch.empty((m, groups, k), dtype=z.dtype, device=xs.device)
-    dw, db = launch_bwd(
-        variant, dy3, x3, _view3(z, m, groups, k), _view2(weight, groups, k),
-        _view2(bias, groups, k), mean, rstd, _view3(dh, m, groups, k), dx, dz,
-        want_dw, want_db, offset,
-    )  # fmt: skip
-    return (
-        dx.view(xs.shape),
-        None if dz is None else dz.view(xs.shape),
-        None if dw is None else dw.view(weight.shape),
-        None if db is None else db.view(bias.shape),
-    )
-
-
 class NormFunction(torch.autograd.Function):
-    """Autograd for every variant: saves the normalized input and fp32 mean/rstd."""
+    """Autograd for every variant: saves the normalized input and the fp32 statistics.
+
+    Returns ``out``, or ``(out, h)`` with a residual. Gradients are not materialized:
+    an output that got none arrives as None and costs no zero-filled tensor.
+    """
 
     @staticmethod
     def forward(ctx, x, residual, z, weight, bias, variant, eps, offset, groups):  # noqa: ANN001
-        out, h, mean, rstd = _forward(variant, x, residual, z, weight, bias, eps, offset, groups)
-        ctx.save_for_backward(x if h is None else h, z, weight, bias, mean, rstd)
+        ctx.set_materialize_grads(False)
+        out, h, stats = launch.forward(
+            variant, x, residual, z, weight, bias, eps, offset, groups, True
+        )
+        ctx.save_for_backward(x if h is None else h, z, weight, bias, stats)
         ctx.variant, ctx.offset, ctx.groups = variant, offset, groups
-        if h is None:
-            ctx.mark_non_differentiable(rstd)  # placeholder second output
-            return out, rstd
-        return out, h
+        return out if h is None else (out, h)
 
     @staticmethod
-    def backward(ctx, dout, dh):  # noqa: ANN001
-        xs, z, weight, bias, mean, rstd = ctx.saved_tensors
+    def backward(ctx, dout, dh=None):  # noqa: ANN001
+        xs, z, weight, bias, stats = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        residual = ctx.variant.residual
-        dx, dz, dw, db = _backward(
-            ctx.variant, dout, dh if residual else None, xs, z, weight, bias, mean, rstd,
-            ctx.groups, ctx.offset, needs[3], needs[4],
+        if dout is None and dh is None:
+            return None, None, None, None, None, None, None, None, None
+        dx, dz, dw, db = launch.backward(
+            ctx.variant, dout, dh, xs, z, weight, bias, stats, ctx.groups, ctx.offset,
+            needs[3], needs[4],
         )  # fmt: skip
-        dres = dx if residual and needs[1] else None
+        dres = dx if ctx.variant.residual and needs[1] else None
         return dx, dres, dz, dw, db, None, None, None, None
 
 
-def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+def _needs_grad(x, residual, z, weight, bias) -> bool:  # noqa: ANN001
     if not torch.is_grad_enabled():
         return False
-    return any(t is not None and t.requires_grad for t in tensors)
+    for t in (x, residual, z, weight, bias):
+        if t is not None and t.requires_grad:
+            return True
+    return False
 
 
 def _empty_result(x, residual, z, weight, bias):  # noqa: ANN001
@@ -182,9 +107,9 @@ def _norm(
 
         return norm_via_ops(variant, x, residual, z, weight, bias, eps, offset, groups)
     if _needs_grad(x, residual, z, weight, bias):
-        out, second = NormFunction.apply(x, residual, z, weight, bias, variant, eps, offset, groups)
-        return out, (second if residual is not None else None)
-    out, h, _, _ = _forward(variant, x, residual, z, weight, bias, eps, offset, groups, False)
+        result = NormFunction.apply(x, residual, z, weight, bias, variant, eps, offset, groups)
+        return result if residual is not None else (result, None)
+    out, h, _ = launch.forward(variant, x, residual, z, weight, bias, eps, offset, groups, False)
     return out, h
 
 

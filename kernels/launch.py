@@ -1,10 +1,11 @@
 """From a call to a launch: pick the config, compile once, then call the compiled code.
 
 The call path is the cost a model pays on every norm, so everything that can be done
-once per (variant, shape, dtypes, device) is done once and memoized: the config
-lookup (tuned cache entry, else the built-in heuristic), Helion's binding and code
-generation, and the choice between compiled Triton and the eager reference. A
-repeated call costs one tuple, one dict lookup and the launch itself.
+once is done once and memoized: per (variant, shape, dtypes, device) the config
+lookup (tuned cache entry, else the built-in heuristic) and Helion's binding and
+code generation; per call signature (adding strides, alignment, eps) the recorded
+launches (``replay.py``). A repeated CUDA call costs a key, one dict lookup, its
+output allocations and one C launch per kernel.
 
 CPU tensors run the same kernels in Helion's eager reference mode; with
 ``set_cpu_backend("triton")`` (and ``TRITON_INTERPRET=1`` in the environment before
@@ -17,15 +18,15 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
-import triton
 
 import helion
 
 from . import heuristics
 from .norm_kernels import make_kernels
+from .replay import Recorder, Replay, ptr
 from tuning import cache as config_cache
 
 @dataclass(frozen=True)
@@ -135,72 +136,270 @@ def _compile(key: tuple, name: str, args: tuple, config: dict) -> tuple[Callable
 
 
 def clear_compiled() -> None:
-    """Forget every memoized config and compiled launcher (after changing the cache)."""
+    """Forget every memoized config, compiled kernel and replay plan (after changing the cache)."""
     _compiled.clear()
+    _plans.clear()
 
 
-# --------------------------------------------------------------------- fast launches
+# ------------------------------------------------------------------------ entry points
+#
+# ``forward`` and ``backward`` take user-shaped tensors ([..., N], weight [N]). The
+# first call of a signature takes the general route: [M, G, K] views, Helion's host
+# code, Triton's binder; on CUDA it records its launches. When the recorded launches
+# can be replayed from the user tensors' own data pointers (the views did not copy),
+# the signature gets a plan and every later call is allocations plus replays.
+
+_MISSING = object()
+_plans: dict[tuple, object] = {}  # signature -> _FwdPlan | _BwdPlan, or None: never replayable
 
 
-class _CachedLaunch:
-    """Helion's ``_launcher`` hook for one specialization of one compiled kernel.
-
-    The first launch goes through Triton's ``JITFunction.run``, which binds the
-    arguments, compiles if needed and returns the compiled kernel. Later launches call
-    that kernel's C launcher directly, skipping Triton's per-call argument binding and
-    specialization (most of the host time of a small launch). This is only sound
-    because the caller keys each ``_CachedLaunch`` by everything Triton specializes
-    on: dtypes, shapes, strides and 16-byte alignment of every tensor it did not
-    allocate itself (see ``_layout``). Launch hooks (profilers) are still called.
-    """
-
-    __slots__ = ("kernel", "device")
-
-    def __init__(self, device: torch.device) -> None:
-        self.kernel = None
-        self.device = device.index if device.index is not None else torch.cuda.current_device()
-
-    def __call__(self, triton_kernel, grid, *args, num_warps, num_stages, **kwargs):  # noqa: ANN001, ANN204
-        kernel = self.kernel
-        if kernel is None:
-            kernel = triton_kernel.run(
-                *args, grid=grid, warmup=False, num_warps=num_warps, num_stages=num_stages, **kwargs
-            )
-            if not hasattr(kernel, "result"):  # a finished CompiledKernel, not a future
-                self.kernel = kernel
-            return
-        n = len(grid)
-        stream = torch._C._cuda_getCurrentRawStream(self.device)
-        hooks = triton.knobs.runtime
-        enter, leave = hooks.launch_enter_hook, hooks.launch_exit_hook
-        # Launch metadata only matters to hooks (profilers); building it costs time.
-        metadata = kernel.launch_metadata(grid, stream, *args) if enter is not None else None
-        kernel.run(
-            grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, stream,
-            kernel.function, kernel.packed_metadata, metadata, enter, leave, *args,
-        )  # fmt: skip
+def _meta(t: torch.Tensor | None) -> tuple | None:
+    """Everything about one tensor that a replay is specialized on."""
+    return None if t is None else (t.shape, t.stride(), t.dtype, t.device, t.data_ptr() % 16)
 
 
-def _layout(t: torch.Tensor | None) -> tuple | None:
-    """What Triton specializes a tensor argument on, beyond its dtype and shape."""
+def _like(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous output shaped like ``t``: always viewable as [M, G, K]."""
+    return torch.empty_like(t, memory_format=torch.contiguous_format)
+
+
+def _view3(t: torch.Tensor | None, m: int, g: int, k: int) -> torch.Tensor | None:
+    """[..., G*K] -> [M, G, K]: a view when the strides allow, else a copy."""
     if t is None:
         return None
-    return (t.stride(), t.data_ptr() % 16 == 0)
+    try:
+        return t.view(m, g, k)
+    except RuntimeError:
+        return t.reshape(m, g, k)
 
 
-_launchers: dict[tuple, _CachedLaunch] = {}
+def _view2(t: torch.Tensor | None, g: int, k: int) -> torch.Tensor | None:
+    return None if t is None else t.view(g, k) if t.is_contiguous() else t.reshape(g, k)
 
 
-def _run(fn: Callable, args: tuple, key: tuple, user_tensors: tuple, device: torch.device) -> None:
-    """Call a compiled Helion host function through the cached launcher for its layout."""
-    if device.type != "cuda":
-        fn(*args)  # Triton's interpreter: nothing to shortcut
-        return
-    full_key = (key, *[_layout(t) for t in user_tensors])
-    launcher = _launchers.get(full_key)
-    if launcher is None:
-        launcher = _launchers[full_key] = _CachedLaunch(device)
-    fn(*args, _launcher=launcher)
+def _split_stats(stats: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(mean, rstd) views of the [2, M, G] (LayerNorm) or [1, M, G] (RMSNorm) fp32 statistics."""
+    if stats is None:
+        return None, None
+    return (None, stats[0]) if stats.shape[0] == 1 else (stats[0], stats[1])
+
+
+def _stats_ptrs(stats: torch.Tensor | None) -> tuple[int, int]:
+    """The data pointers of ``_split_stats``' views."""
+    if stats is None:
+        return 0, 0
+    base = stats.data_ptr()
+    return (0, base) if stats.shape[0] == 1 else (base, base + 4 * stats.stride(0))
+
+
+def forward(
+    variant: Variant,
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    offset: float,
+    groups: int,
+    save_stats: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(out, h, stats): out and h shaped like x, stats the fp32 [1 or 2, M, G] statistics
+    the backward needs (rstd, preceded by mean for LayerNorm); None unless ``save_stats``."""
+    args = (variant, x, residual, z, weight, bias, eps, offset, groups, save_stats)
+    if x.device.type != "cuda":
+        return _forward_views(*args, False)[0]
+    key = (
+        "fwd", variant, groups, eps, offset, save_stats,
+        _meta(x), _meta(residual), _meta(z), _meta(weight), _meta(bias),
+    )  # fmt: skip
+    plan = _plans.get(key, _MISSING)
+    if plan is _MISSING:
+        outputs, replay = _forward_views(*args, True)
+        ptrs = _fwd_ptrs(x, residual, z, weight, bias, *outputs)
+        ok = replay is not None and replay.matches(ptrs)
+        _plans[key] = _FwdPlan(replay, outputs[2]) if ok else None
+        return outputs
+    if plan is None:
+        return _forward_views(*args, False)[0]
+    return plan(x, residual, z, weight, bias)
+
+
+class _FwdPlan:
+    """A forward signature's repeated call: allocate the outputs, replay the launch."""
+
+    __slots__ = ("replay", "stats_shape")
+
+    def __init__(self, replay: Replay, stats: torch.Tensor | None) -> None:
+        self.replay = replay
+        self.stats_shape = None if stats is None else stats.shape
+
+    def __call__(self, x, residual, z, weight, bias):  # noqa: ANN001, ANN204
+        out = _like(x)
+        h = None if residual is None else _like(x)
+        stats = None
+        if self.stats_shape is not None:
+            stats = x.new_empty(self.stats_shape, dtype=torch.float32)
+        self.replay(_fwd_ptrs(x, residual, z, weight, bias, out, h, stats))
+        return out, h, stats
+
+
+def _fwd_ptrs(x, residual, z, weight, bias, out, h, stats) -> tuple:  # noqa: ANN001
+    """Data pointers in ``norm_fwd``'s argument order."""
+    mean, rstd = _stats_ptrs(stats)
+    return (
+        x.data_ptr(), ptr(residual), ptr(z), ptr(weight), ptr(bias), out.data_ptr(), ptr(h),
+        mean, rstd,
+    )  # fmt: skip
+
+
+def _forward_views(variant, x, residual, z, weight, bias, eps, offset, groups, save_stats, record):  # noqa: ANN001, ANN202
+    """The general forward route; returns ((out, h, stats), the recorded replay or None)."""
+    n = x.shape[-1]
+    k = n // groups
+    m = x.numel() // n
+    out = _like(x)
+    h = None if residual is None else _like(x)
+    stats = None
+    if save_stats:
+        stats = x.new_empty((1 if variant.rms else 2, m, groups), dtype=torch.float32)
+    mean, rstd = _split_stats(stats)
+    replay = launch_fwd(
+        variant, _view3(x, m, groups, k), _view3(residual, m, groups, k), _view3(z, m, groups, k),
+        _view2(weight, groups, k), _view2(bias, groups, k), out.view(m, groups, k),
+        None if h is None else h.view(m, groups, k), mean, rstd, eps, offset, record,
+    )  # fmt: skip
+    return (out, h, stats), replay
+
+
+def backward(
+    variant: Variant,
+    dout: torch.Tensor | None,
+    dh: torch.Tensor | None,
+    xs: torch.Tensor,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    stats: torch.Tensor,
+    groups: int,
+    offset: float,
+    want_dw: bool,
+    want_db: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(dx, dz, dw, db) shaped like xs, z, weight and bias (None where not wanted).
+
+    ``xs`` is what the forward normalized (x, or the residual sum h); ``dout`` None
+    means the output got no gradient, ``dh`` None that h got none (or has no residual).
+    """
+    if dout is None:
+        dout = torch.zeros_like(xs)
+    args = (variant, dout, dh, xs, z, weight, bias, stats, groups, offset, want_dw, want_db)
+    if xs.device.type != "cuda":
+        return _backward_views(*args, False)[0]
+    key = (
+        "bwd", variant, groups, offset, want_dw, want_db,
+        _meta(dout), _meta(dh), _meta(xs), _meta(z), _meta(weight), _meta(bias),
+    )  # fmt: skip
+    plan = _plans.get(key, _MISSING)
+    if plan is _MISSING:
+        grads, recorded = _backward_views(*args, True)
+        _plans[key] = _BwdPlan.check(recorded, dout, dh, xs, z, weight, bias, stats)
+        return grads
+    if plan is None:
+        return _backward_views(*args, False)[0]
+    return plan(dout, dh, xs, z, weight, bias, stats, groups, want_dw, want_db)
+
+
+class _BwdBuffers(NamedTuple):
+    dx: torch.Tensor
+    dz: torch.Tensor | None
+    part: torch.Tensor | None  # [P, n_params, G, K] fp32 dW/dB partials
+    coef: torch.Tensor | None  # [2, M, G] fp32 row coefficients (split schedule)
+    dw: torch.Tensor | None
+    db: torch.Tensor | None
+
+
+def _bwd_buffers(xs, z, weight, bias, groups, rows, split, want_dw, want_db) -> _BwdBuffers:  # noqa: ANN001
+    n = xs.shape[-1]
+    m = xs.numel() // n
+    n_params = int(want_dw) + int(want_db)
+    return _BwdBuffers(
+        _like(xs),
+        None if z is None else _like(z),
+        _partials(rows, n_params, groups, n // groups, xs.device),
+        _coef(split, m, groups, xs.device),
+        _like(weight) if want_dw else None,
+        _like(bias) if want_db else None,
+    )
+
+
+def _bwd_ptrs(dout, dh, xs, z, weight, bias, stats, b: _BwdBuffers) -> tuple[tuple, tuple, tuple]:  # noqa: ANN001
+    """Data pointers in the argument order of ``norm_bwd_coef``, ``norm_bwd`` and
+    ``reduce_partials`` (the views ``_bwd_args`` and ``_reduce_into`` take)."""
+    mean, rstd = _stats_ptrs(stats)
+    shared = (
+        dout.data_ptr(), xs.data_ptr(), ptr(z), ptr(weight), ptr(bias), mean, rstd, ptr(b.coef),
+    )  # fmt: skip
+    part = ptr(b.part)
+    dw_part = part if b.dw is not None else 0
+    db_part = 0
+    if b.db is not None:
+        db_part = part if b.dw is None else part + 4 * b.part.stride(1)
+    main = (*shared, ptr(dh), b.dx.data_ptr(), ptr(b.dz), dw_part, db_part)
+    first, second = (b.dw, b.db) if b.dw is not None else (b.db, None)
+    return shared, main, (part, ptr(first), ptr(second))
+
+
+class _BwdPlan:
+    """A backward signature's repeated call: allocate, replay coef (split), main, reduce."""
+
+    __slots__ = ("coef", "main", "reduce", "rows", "split")
+
+    def __init__(self, coef, main, reduce, rows: int, split: bool) -> None:  # noqa: ANN001
+        self.coef, self.main, self.reduce, self.rows, self.split = coef, main, reduce, rows, split
+
+    @classmethod
+    def check(cls, recorded: tuple, dout, dh, xs, z, weight, bias, stats) -> _BwdPlan | None:  # noqa: ANN001
+        """A plan from the general route's recorded launches, if they all replay."""
+        (coef, main, reduce), rows, split, buffers = recorded
+        ptrs = _bwd_ptrs(dout, dh, xs, z, weight, bias, stats, buffers)
+        for replay, p, needed in zip((coef, main, reduce), ptrs, (split, True, buffers.part is not None)):
+            if needed and (replay is None or not replay.matches(p)):
+                return None
+        return cls(coef, main, reduce, rows, split)
+
+    def __call__(self, dout, dh, xs, z, weight, bias, stats, groups, want_dw, want_db):  # noqa: ANN001, ANN204
+        b = _bwd_buffers(xs, z, weight, bias, groups, self.rows, self.split, want_dw, want_db)
+        coef, main, reduce = _bwd_ptrs(dout, dh, xs, z, weight, bias, stats, b)
+        if self.coef is not None:
+            self.coef(coef)
+        self.main(main)
+        if self.reduce is not None:
+            self.reduce(reduce)
+        return b.dx, b.dz, b.dw, b.db
+
+
+def _backward_views(variant, dout, dh, xs, z, weight, bias, stats, groups, offset, want_dw, want_db, record):  # noqa: ANN001, ANN202
+    """The general backward route; returns (grads, (replays, partial rows, split, buffers))."""
+    n = xs.shape[-1]
+    k = n // groups
+    m = xs.numel() // n
+    x3, dy3 = _view3(xs, m, groups, k), _view3(dout, m, groups, k)
+    z3, dh3 = _view3(z, m, groups, k), _view3(dh, m, groups, k)
+    w2, b2 = _view2(weight, groups, k), _view2(bias, groups, k)
+    mean, rstd = _split_stats(stats)
+    fn, rows, split = _bwd_kernel(variant, dy3, x3, z3, w2, b2, mean, rstd, dh3, want_dw, want_db, offset)
+    b = _bwd_buffers(xs, z, weight, bias, groups, rows, split, want_dw, want_db)
+    coef = None
+    if split:
+        coef = _launch_coef(variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, offset, record)
+    args = _bwd_args(
+        variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, dh3, b.dx.view(m, groups, k),
+        _view3(b.dz, m, groups, k), b.part, want_dw, offset,
+    )  # fmt: skip
+    main = _call(fn, args, xs.device, record)
+    reduce = _reduce_into(b.part, b.dw, b.db, record)
+    return (b.dx, b.dz, b.dw, b.db), ((coef, main, reduce), rows, split, b)
 
 
 # ----------------------------------------------------------------------------- launch
@@ -208,6 +407,16 @@ def _run(fn: Callable, args: tuple, key: tuple, user_tensors: tuple, device: tor
 
 def _dtype(t: torch.Tensor | None) -> torch.dtype | None:
     return None if t is None else t.dtype
+
+
+def _call(fn: Callable, args: tuple, device: torch.device, record: bool) -> Replay | None:
+    """Run a compiled host function; with ``record`` (CUDA), return its launch as a Replay."""
+    if not record or device.type != "cuda":
+        fn(*args)
+        return None
+    recorder = Recorder()
+    fn(*args, _launcher=recorder)
+    return recorder.replay(args, device)
 
 
 def launch_fwd(
@@ -223,7 +432,8 @@ def launch_fwd(
     rstd_out: torch.Tensor | None,
     eps: float,
     offset: float,
-) -> None:
+    record: bool = False,
+) -> Replay | None:
     """Run the forward kernel on [M, G, K] views; outputs are written in place."""
     args = (
         x, residual, z, weight, bias, out, h_out, mean_out, rstd_out,
@@ -231,12 +441,12 @@ def launch_fwd(
     )  # fmt: skip
     if _uses_ref(x.device):
         _kernels(True)["fwd"](*args)
-        return
+        return None
     key = (
         "fwd", variant, x.shape, x.dtype, _dtype(weight), _dtype(bias), rstd_out is None, x.device,
     )  # fmt: skip
     fn, _ = _compiled.get(key) or _compile(key, "fwd", args, _fwd_config(variant, x))
-    _run(fn, args, key, (x, residual, z, weight, bias), x.device)
+    return _call(fn, args, x.device, record)
 
 
 def _fwd_config(variant: Variant, x: torch.Tensor) -> dict:
@@ -244,60 +454,29 @@ def _fwd_config(variant: Variant, x: torch.Tensor) -> dict:
     return choose_config(variant.tuning_name, "fwd", m, k, g, x.dtype, x.device)
 
 
-def launch_bwd(
-    variant: Variant,
-    dy: torch.Tensor,
-    x: torch.Tensor,
-    z: torch.Tensor | None,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    mean: torch.Tensor | None,
-    rstd: torch.Tensor,
-    dh: torch.Tensor | None,
-    dx: torch.Tensor,
-    dz: torch.Tensor | None,
-    want_dw: bool,
-    want_db: bool,
-    offset: float,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Run the backward kernel and the partial-sum reduce.
-
-    Returns (dw, db) flattened to [G*K], already in the dtypes of weight and bias.
-    """
+def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_db, offset):  # noqa: ANN001, ANN202
+    """The backward host function for these [M, G, K] views, the number of partial rows
+    it writes (one per program) and whether it runs the split schedule."""
     m, g, k = x.shape
-    n_params = int(want_dw) + int(want_db)
+    if _uses_ref(x.device):
+        return _kernels(True)["bwd"], 1, False  # eager: one tile spans all rows
     key = (
         "bwd", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias),
         dh is not None, want_dw, want_db, x.device,
     )  # fmt: skip
-    ref = _uses_ref(x.device)
-    if ref:
-        fn, m_block, split = _kernels(True)["bwd"], max(m, 1), False  # one tile spans all rows
-    else:
-        hit = _compiled.get(key)
-        if hit is None:
-            # The buffers the kernel binds with depend on the config: choose it first,
-            # then bind with one partial row (and row coefficients if it splits rows).
-            config = choose_config(variant.tuning_name, "bwd", m, k, g, x.dtype, x.device)
-            args = _bwd_args(
-                variant, dy, x, z, weight, bias, mean, rstd,
-                _coef(_splits(config, k), m, g, x.device), dh, dx, dz,
-                _partials(1, n_params, g, k, x.device), want_dw, offset,
-            )  # fmt: skip
-            hit = _compile(key, "bwd", args, config)
-        fn, config = hit
-        m_block, split = config["block_sizes"][0], _splits(config, k)
-    coef = None
-    if split:
-        coef = _coef(True, m, g, x.device)
-        _launch_coef(variant, dy, x, z, weight, bias, mean, rstd, coef, offset)
-    part = _partials(-(-m // m_block), n_params, g, k, x.device)
-    args = _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, part, want_dw, offset)
-    if ref:
-        fn(*args)
-    else:
-        _run(fn, args, key, (dy, x, z, weight, bias, dh), x.device)
-    return _reduce_params(part, weight if want_dw else None, bias if want_db else None)
+    hit = _compiled.get(key)
+    if hit is None:
+        # The buffers the kernel binds with depend on the config: choose it first,
+        # then bind with one partial row (and row coefficients if it splits rows).
+        config = choose_config(variant.tuning_name, "bwd", m, k, g, x.dtype, x.device)
+        args = _bwd_args(
+            variant, dy, x, z, weight, bias, mean, rstd, _coef(_splits(config, k), m, g, x.device),
+            dh, torch.empty_like(x), None if z is None else torch.empty_like(z),
+            _partials(1, int(want_dw) + int(want_db), g, k, x.device), want_dw, offset,
+        )  # fmt: skip
+        hit = _compile(key, "bwd", args, config)
+    fn, config = hit
+    return fn, -(-m // config["block_sizes"][0]), _splits(config, k)
 
 
 def _splits(config: dict, k: int) -> bool:
@@ -310,14 +489,17 @@ def _coef(split: bool, m: int, g: int, device: torch.device) -> torch.Tensor | N
     return torch.empty((2, m, g), dtype=torch.float32, device=device) if split else None
 
 
-def _launch_coef(variant, dy, x, z, weight, bias, mean, rstd, coef, offset) -> None:  # noqa: ANN001
+def _launch_coef(variant, dy, x, z, weight, bias, mean, rstd, coef, offset, record=False):  # noqa: ANN001, ANN202
     args = (dy, x, z, weight, bias, mean, rstd, coef, offset, variant.rms, variant.gate)
+    if _uses_ref(x.device):
+        _kernels(True)["bwd_coef"](*args)
+        return None
     key = ("bwd_coef", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias), x.device)
     m, g, k = x.shape
     fn, _ = _compiled.get(key) or _compile(
         key, "bwd_coef", args, heuristics.coef_config(m, k, g, _num_sms(x.device))
     )
-    _run(fn, args, key, (dy, x, z, weight, bias), x.device)
+    return _call(fn, args, x.device, record)
 
 
 def _partials(p: int, n_params: int, g: int, k: int, device: torch.device) -> torch.Tensor | None:
@@ -340,35 +522,32 @@ def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, par
     )  # fmt: skip
 
 
+def _reduce_into(
+    part: torch.Tensor | None, dw: torch.Tensor | None, db: torch.Tensor | None, record: bool = False
+) -> Replay | None:
+    """Sum the [P, n_params, G, K] partials over P into dw and db (any float dtypes)."""
+    if part is None:
+        return None
+    p, n_params, g, k = part.shape
+    first, second = (dw, db) if dw is not None else (db, None)
+    args = (part.view(p, n_params, g * k), first.view(-1), None if second is None else second.view(-1))
+    if _uses_ref(part.device):
+        _kernels(True)["reduce"](*args)
+        return None
+    key = ("reduce", part.shape, first.dtype, _dtype(second), part.device)
+    fn, _ = _compiled.get(key) or _compile(
+        key, "reduce", args, heuristics.reduce_config(p, g * k, _num_sms(part.device))
+    )
+    return _call(fn, args, part.device, record)
+
+
 def _reduce_params(
     part: torch.Tensor | None, weight: torch.Tensor | None, bias: torch.Tensor | None
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Sum the partials over P into dw/db, written straight in the parameters' dtype."""
+    """dw and db (shaped and typed like weight and bias) from the partials."""
     if part is None:
         return None, None
-    p, n_params, g, k = part.shape
-    params = [t for t in (weight, bias) if t is not None]
-    same = all(t.dtype == params[0].dtype for t in params)
-    summed = reduce_partials(part.view(p, -1), params[0].dtype if same else torch.float32)
-    grads = iter(summed.view(n_params, g * k).unbind(0))
-    dw = next(grads).to(weight.dtype) if weight is not None else None
-    db = next(grads).to(bias.dtype) if bias is not None else None
+    dw = None if weight is None else torch.empty_like(weight)
+    db = None if bias is None else torch.empty_like(bias)
+    _reduce_into(part, dw, db)
     return dw, db
-
-
-def reduce_partials(part: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Sum [P, N] fp32 partials over P in a fixed order (deterministic) into [N] of ``dtype``."""
-    p, n = part.shape
-    if p == 1:
-        return part[0].to(dtype)
-    out = torch.empty(n, dtype=dtype, device=part.device)
-    args = (part, out)
-    if _uses_ref(part.device):
-        _kernels(True)["reduce"](*args)
-        return out
-    key = ("reduce", part.shape, dtype, part.device)
-    fn, _ = _compiled.get(key) or _compile(
-        key, "reduce", args, heuristics.reduce_config(p, n, _num_sms(part.device))
-    )
-    _run(fn, args, key, (), part.device)
-    return out

@@ -30,7 +30,7 @@ Backward, with dn = dy * silu(z) (gate "after") or dy, and dxhat = dn * (w + off
     dw    = sum_rows(dn * xhat),  db = sum_rows(dn)
 
 dw/db are reduced in fp32: each program owns ``m_block`` rows and writes one partial
-row; ``reduce_partials`` then sums the partials in a fixed order (deterministic).
+row; ``reduce_partials`` then sums the partials of both in a fixed order (deterministic).
 """
 
 from __future__ import annotations
@@ -293,15 +293,22 @@ def norm_bwd_coef(
     return coef
 
 
-def reduce_partials(part: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """out[j] = sum_p part[p, j] in fp32, in a fixed order, cast once to out's dtype."""
-    p, n = part.size()
+def reduce_partials(part: torch.Tensor, out0: torch.Tensor, out1: torch.Tensor | None) -> torch.Tensor:
+    """out0[j] = sum_p part[p, 0, j] (and out1[j] = sum_p part[p, 1, j]) in fp32, in a fixed
+    order, cast once to each output's dtype: dW and dB from one pass over the partials."""
+    p, n_params, n = part.size()
     for tile_n in hl.tile(n):
-        acc = hl.zeros([tile_n], dtype=torch.float32)
+        acc0 = hl.zeros([tile_n], dtype=torch.float32)
+        if out1 is not None:
+            acc1 = hl.zeros([tile_n], dtype=torch.float32)
         for tile_p in hl.tile(p):
-            acc = acc + torch.sum(part[tile_p, tile_n], dim=0)
-        out[tile_n] = acc.to(out.dtype)
-    return out
+            acc0 = acc0 + torch.sum(part[tile_p, 0, tile_n], dim=0)
+            if out1 is not None:
+                acc1 = acc1 + torch.sum(part[tile_p, 1, tile_n], dim=0)
+        out0[tile_n] = acc0.to(out0.dtype)
+        if out1 is not None:
+            out1[tile_n] = acc1.to(out1.dtype)
+    return out0
 
 
 _SETTINGS = dict(static_shapes=False, autotune_effort="none")

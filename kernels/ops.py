@@ -7,16 +7,16 @@ calls the backward op: the compiled graph keeps the norm as one node per call, w
 no graph break. Eager calls skip this layer (the dispatcher costs host time) and use
 ``functional.NormFunction`` directly; both paths run the same kernels.
 
-Custom ops cannot return None, so absent outputs (h without a residual, mean for
-RMSNorm, dz without a gate, dw/db without weight/bias) are empty tensors here and
-become None again at the boundary.
+Custom ops cannot return None, so absent outputs (h without a residual, dz without a
+gate, dw/db without weight/bias) are empty tensors here and become None again at the
+boundary.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import functional
+from . import functional, launch
 from .launch import Variant
 
 _EMPTY_SHAPE = (0,)
@@ -43,22 +43,19 @@ def norm_fwd(
     groups: int,
     eps: float,
     offset: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(out, h, mean, rstd); h and mean are empty when absent. x has numel > 0."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, h, stats); h is empty without a residual. x has numel > 0."""
     variant = functional._variant(rms, gate, casting, residual is not None, groups > 1)
-    out, h, mean, rstd = functional._forward(
-        variant, x, residual, z, weight, bias, eps, offset, groups
-    )
-    return out, _or_empty(h, x), _or_empty(mean, rstd), rstd
+    out, h, stats = launch.forward(variant, x, residual, z, weight, bias, eps, offset, groups, True)
+    return out, _or_empty(h, x), stats
 
 
 @norm_fwd.register_fake
 def _(x, residual, z, weight, bias, rms, gate, casting, groups, eps, offset):  # noqa: ANN001, ANN202
     m = x.numel() // x.shape[-1]
-    rstd = x.new_empty((m, groups), dtype=torch.float32)
+    stats = x.new_empty((1 if rms else 2, m, groups), dtype=torch.float32)
     h = torch.empty_like(x) if residual is not None else _empty(x)
-    mean = _empty(rstd) if rms else torch.empty_like(rstd)
-    return torch.empty_like(x), h, mean, rstd
+    return torch.empty_like(x), h, stats
 
 
 @torch.library.custom_op("tilenorm::norm_bwd", mutates_args=())
@@ -69,8 +66,7 @@ def norm_bwd(
     z: torch.Tensor | None,
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
-    mean: torch.Tensor | None,
-    rstd: torch.Tensor,
+    stats: torch.Tensor,
     rms: bool,
     gate: str,
     casting: str,
@@ -81,16 +77,14 @@ def norm_bwd(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dz, dw, db) shaped like x, z, weight, bias; empty where not wanted."""
     variant = functional._variant(rms, gate, casting, dh is not None, groups > 1)
-    dx, dz, dw, db = functional._backward(
-        variant, dout, dh, xs, z, weight, bias, mean, rstd, groups, offset, want_dw, want_db
+    dx, dz, dw, db = launch.backward(
+        variant, dout, dh, xs, z, weight, bias, stats, groups, offset, want_dw, want_db
     )
-    if dw is not None and db is not None:
-        db = db.clone()  # both are views of one reduce output; op outputs may not alias
     return dx, _or_empty(dz, xs), _or_empty(dw, xs), _or_empty(db, xs)
 
 
 @norm_bwd.register_fake
-def _(dout, dh, xs, z, weight, bias, mean, rstd, rms, gate, casting, groups, offset, want_dw, want_db):  # noqa: ANN001, ANN202
+def _(dout, dh, xs, z, weight, bias, stats, rms, gate, casting, groups, offset, want_dw, want_db):  # noqa: ANN001, ANN202
     return (
         torch.empty_like(xs),
         torch.empty_like(xs) if z is not None else _empty(xs),
@@ -101,19 +95,19 @@ def _(dout, dh, xs, z, weight, bias, mean, rstd, rms, gate, casting, groups, off
 
 def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
     x, residual, z, weight, bias, rms, gate, casting, groups, eps, offset = inputs
-    _, h, mean, rstd = output
+    _, h, stats = output
     xs = h if residual is not None else x
-    ctx.save_for_backward(xs, z, weight, bias, mean, rstd)
+    ctx.save_for_backward(xs, z, weight, bias, stats)
     ctx.flags = (rms, gate, casting, groups, offset, residual is not None)
 
 
-def _backward(ctx, dout, dh, dmean, drstd):  # noqa: ANN001, ANN202
-    xs, z, weight, bias, mean, rstd = ctx.saved_tensors
+def _backward(ctx, dout, dh, dstats):  # noqa: ANN001, ANN202
+    xs, z, weight, bias, stats = ctx.saved_tensors
     rms, gate, casting, groups, offset, has_residual = ctx.flags
     needs = ctx.needs_input_grad
     dx, dz, dw, db = norm_bwd(
-        dout, dh if has_residual else None, xs, z, weight, bias,
-        None if rms else mean, rstd, rms, gate, casting, groups, offset,
+        dout, dh if has_residual else None, xs, z, weight, bias, stats,
+        rms, gate, casting, groups, offset,
         bool(needs[3]), bool(needs[4]),
     )  # fmt: skip
     return (
@@ -141,7 +135,7 @@ def norm_via_ops(
     groups: int,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The functional entry under torch.compile: (out, h or None)."""
-    out, h, _, _ = norm_fwd(
+    out, h, _ = norm_fwd(
         x, residual, z, weight, bias, variant.rms, variant.gate, variant.casting,
         groups, eps, offset,
     )  # fmt: skip

@@ -7,8 +7,11 @@ import math
 
 import torch
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+SUPPORTED_DTYPES = frozenset((torch.float32, torch.float16, torch.bfloat16))
 CASTINGS = ("llama", "gemma", "none")
+
+# The checks run on every call, so the passing path is kept to a few attribute reads
+# and comparisons; the messages are only built on failure.
 
 
 def _tensor(fn: str, name: str, t: object) -> torch.Tensor:
@@ -21,29 +24,25 @@ def _tensor(fn: str, name: str, t: object) -> torch.Tensor:
     return t
 
 
-def _same_device(fn: str, name: str, t: torch.Tensor, x: torch.Tensor) -> None:
-    if t.device != x.device:
-        raise ValueError(f"{fn}: {name} is on {t.device} but x is on {x.device}")
+def _same_device(fn: str, name: str, t: torch.Tensor, device: torch.device) -> None:
+    if t.device != device:
+        raise ValueError(f"{fn}: {name} is on {t.device} but x is on {device}")
 
 
-def _param(fn: str, name: str, t: torch.Tensor | None, x: torch.Tensor) -> None:
-    if t is None:
-        return
+def _param(fn: str, name: str, t: torch.Tensor, x: torch.Tensor, device: torch.device) -> None:
     _tensor(fn, name, t)
-    _same_device(fn, name, t, x)
+    _same_device(fn, name, t, device)
     n = x.shape[-1]
-    if tuple(t.shape) != (n,):
+    if t.shape != (n,):
         raise ValueError(
             f"{fn}: {name} must have shape ({n},) to match the last dim of x, "
             f"got {tuple(t.shape)}"
         )
 
 
-def _like_x(fn: str, name: str, t: torch.Tensor | None, x: torch.Tensor) -> None:
-    if t is None:
-        return
+def _like_x(fn: str, name: str, t: torch.Tensor, x: torch.Tensor, device: torch.device) -> None:
     _tensor(fn, name, t)
-    _same_device(fn, name, t, x)
+    _same_device(fn, name, t, device)
     if t.shape != x.shape:
         raise ValueError(
             f"{fn}: {name} must have the shape of x {tuple(x.shape)}, got {tuple(t.shape)}"
@@ -100,8 +99,14 @@ def check_norm_args(
     x = _tensor(fn, "x", x)
     if x.dim() == 0:
         raise ValueError(f"{fn}: x must have at least one dimension, got a scalar")
-    _param(fn, "weight", weight, x)
-    _param(fn, "bias", bias, x)
-    _like_x(fn, "z", z, x)
-    _like_x(fn, "residual", residual, x)
-    return check_eps(fn, eps), check_groups(fn, group_size, x.shape[-1])
+    device = x.device
+    if weight is not None:
+        _param(fn, "weight", weight, x, device)
+    if bias is not None:
+        _param(fn, "bias", bias, x, device)
+    if z is not None:
+        _like_x(fn, "z", z, x, device)
+    if residual is not None:
+        _like_x(fn, "residual", residual, x, device)
+    groups = 1 if group_size is None else check_groups(fn, group_size, x.shape[-1])
+    return check_eps(fn, eps), groups

@@ -409,3 +409,81 @@ def test_mixed_devices_are_rejected():
     x = torch.randn(4, 64, device="cuda")
     with pytest.raises(ValueError, match="weight is on cpu"):
         kernels.rms_norm(x, torch.ones(64))
+
+
+# ------------------------------------------------------------------ replayed calls
+
+REPLAYED = {
+    "rms_norm": lambda x, w, b, z, r: kernels.rms_norm(x, w),
+    "layer_norm": lambda x, w, b, z, r: kernels.layer_norm(x, w, b),
+    "gated_before_grouped": lambda x, w, b, z, r: kernels.rms_norm(
+        x, w, z=z, norm_before_gate=False, group_size=64
+    ),
+    "gated_after_ln": lambda x, w, b, z, r: kernels.layer_norm(x, w, b, z=z),
+    "add_rms_norm": lambda x, w, b, z, r: kernels.add_rms_norm(x, r, w, offset=1.0),
+}
+
+
+def _replayed_ref(name, x, w, b, z, r):
+    """float64 (out, h) of REPLAYED[name]."""
+    if name == "rms_norm":
+        return norm64(x, w, None, 1e-6, rms=True)
+    if name == "layer_norm":
+        return norm64(x, w, b, 1e-5, rms=False)
+    if name == "gated_before_grouped":
+        return norm64(x, w, None, 1e-6, rms=True, z=z, norm_before_gate=False, group_size=64)
+    if name == "gated_after_ln":
+        return norm64(x, w, b, 1e-5, rms=False, z=z)
+    return norm64(x, w, None, 1e-6, rms=True, offset=1.0, residual=r)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(REPLAYED))
+@pytest.mark.parametrize("n", [256, 40000])  # 40000: the split (three-kernel) backward
+def test_replayed_calls_match_reference(name, n):
+    """Calls after the first replay recorded launches: fresh inputs every call, so a
+    replay that kept a stale pointer, stride or size shows up as a wrong result."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from kernels import launch
+
+    dtype = torch.bfloat16
+    before = {k for k, v in launch._plans.items() if v is not None}
+    for _ in range(3):
+        x = make((3, 5, n), dtype, "cuda", mean=0.5)
+        inputs = [
+            x, make((n,), dtype, "cuda", mean=1.0, std=0.3), make((n,), dtype, "cuda", std=0.3),
+            make(x.shape, dtype, "cuda"), make(x.shape, dtype, "cuda", mean=1.0),
+        ]  # fmt: skip
+        result = REPLAYED[name](*inputs)
+        out = result[0] if isinstance(result, tuple) else result
+        ref_in = [leaf64(t) for t in inputs]
+        ref, ref_h = _replayed_ref(name, *ref_in)
+        assert_close("out", out, ref, ref.to(dtype), dtype)
+        dy = torch.randn_like(out)
+        got = grads(out, inputs, dy)
+        want = grads(ref, ref_in, dy.double())
+        for i, (g, r) in enumerate(zip(got, want)):
+            if r is not None:
+                assert_close(f"grad[{i}]", g, r, r.to(dtype), dtype, slack=8.0)
+    new = {k for k, v in launch._plans.items() if v is not None} - before
+    assert {k[0] for k in new} == {"fwd", "bwd"}, "the forward and backward were not replayed"
+
+
+@pytest.mark.gpu
+def test_inputs_that_need_a_copy_are_never_replayed():
+    """Leading dims that cannot merge into one row dim (a transposed batch) make the
+    [M, G, K] view a copy: that signature keeps the general route, and stays right."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from kernels import launch
+
+    for _ in range(2):
+        x = make((5, 4, 96), torch.float32, "cuda").detach().transpose(0, 1)
+        w = make((96,), torch.float32, "cuda", requires_grad=False)
+        out = kernels.rms_norm(x, w)
+        ref, _ = norm64(x.double(), w.double(), None, 1e-6, rms=True)
+        assert_close("out", out, ref, ref.float(), torch.float32)
+    assert any(
+        v is None and k[0] == "fwd" and k[6][1] == x.stride() for k, v in launch._plans.items()
+    ), "an input that needs a copy got a replay plan"
