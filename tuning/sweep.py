@@ -170,11 +170,15 @@ def run_task(task, options) -> dict:
     global _poisoned
     if _poisoned:
         os._exit(3)  # a pool worker whose CUDA context is dead: the parent starts a fresh one
-    from .tuner import FatalDeviceError, TuneResult, study_name, tune
+    from .tuner import PHASES, FatalDeviceError, TuneResult, study_name, tune
 
     device = _device()
     try:
-        return tune(task, device, options).to_json()
+        for phase in PHASES:
+            PHASES[phase] = 0.0
+        result = tune(task, device, options).to_json()
+        result["worker"] = _worker_record(device)
+        return result
     except FatalDeviceError as e:
         _poisoned = True
         error = str(e)
@@ -185,6 +189,19 @@ def run_task(task, options) -> dict:
 
     gpu = cache.gpu_model(device)
     return TuneResult(task=task, gpu=gpu, study=study_name(task, gpu), error=error).to_json()
+
+
+def _worker_record(device) -> dict:  # noqa: ANN001
+    """Which process and GPU ran a study, and where its time went (see tuner.PHASES)."""
+    from . import timing
+    from .tuner import PHASES
+
+    return {
+        "pid": os.getpid(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "device": timing._device_id(device),
+        **{k: round(v, 2) for k, v in PHASES.items()},
+    }
 
 
 def _visible_gpus() -> list[str]:

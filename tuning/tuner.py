@@ -221,6 +221,11 @@ def _raise_if_device_broken(wl: Workload, error: Exception) -> None:
         raise FatalDeviceError(f"{wl.task.label}: device unusable after: {error}") from e
 
 
+# Where a process's tuning time went (seconds, summed over its trials): compiling, waiting
+# for the device lock, and checking + timing under it. The sweep reports it per study.
+PHASES = {"compile_s": 0.0, "lock_wait_s": 0.0, "locked_s": 0.0}
+
+
 def measure(wl: Workload, config: dict, options: TuneOptions, timing_spec: timing.Timing) -> Measurement:
     """Compile, check and time one config; TrialError if it is unusable.
 
@@ -230,13 +235,21 @@ def measure(wl: Workload, config: dict, options: TuneOptions, timing_spec: timin
     while a config is timed.
     """
     try:
+        started = time.monotonic()
         with _time_limit(options.trial_timeout_s):
             run = wl.runner(config)
             if wl.device.type == "cuda":
                 _first_launch(wl, run)
+        compiled = time.monotonic()
+        PHASES["compile_s"] += compiled - started
         with timing.device_lock(wl.device), _time_limit(options.trial_timeout_s):
-            wl.check(run)
-            ms = timing.time_ms(run, len(wl.sets), wl.device, timing_spec, warm=False)  # check() ran it
+            locked = time.monotonic()
+            PHASES["lock_wait_s"] += locked - compiled
+            try:
+                wl.check(run)
+                ms = timing.time_ms(run, len(wl.sets), wl.device, timing_spec, warm=False)  # check() ran it
+            finally:
+                PHASES["locked_s"] += time.monotonic() - locked
     except TrialError:
         raise
     except Exception as e:  # out of resources at launch, CUDA errors, ...
