@@ -213,16 +213,21 @@ def forward(
         "fwd", variant, groups, eps, offset, save_stats,
         _meta(x), _meta(residual), _meta(z), _meta(weight), _meta(bias),
     )  # fmt: skip
+    return _planned(key, _forward_views, _FwdPlan.check, args)
+
+
+def _planned(key: tuple, general: Callable, check: Callable, args: tuple) -> tuple:
+    """Run ``args`` through the plan of ``key``: replayed when there is one, else the
+    ``general`` route, recording on the signature's first call for ``check`` to turn
+    into a plan (or None: this signature never replays)."""
     plan = _plans.get(key, _MISSING)
-    if plan is _MISSING:
-        outputs, replay = _forward_views(*args, True)
-        ptrs = _fwd_ptrs(x, residual, z, weight, bias, *outputs)
-        ok = replay is not None and replay.matches(ptrs)
-        _plans[key] = _FwdPlan(replay, outputs[2]) if ok else None
-        return outputs
     if plan is None:
-        return _forward_views(*args, False)[0]
-    return plan(x, residual, z, weight, bias)
+        return general(*args, False)[0]
+    if plan is not _MISSING:
+        return plan(*args)
+    result, recorded = general(*args, True)
+    _plans[key] = check(recorded, *args, result)
+    return result
 
 
 class _FwdPlan:
@@ -234,7 +239,17 @@ class _FwdPlan:
         self.replay = replay
         self.stats_shape = None if stats is None else stats.shape
 
-    def __call__(self, x, residual, z, weight, bias):  # noqa: ANN001, ANN204
+    @classmethod
+    def check(cls, replay, variant, x, residual, z, weight, bias, *rest) -> _FwdPlan | None:  # noqa: ANN001
+        """A plan from the general route's recorded launch, if it replays (``rest``
+        ends with the route's outputs)."""
+        outputs = rest[-1]
+        ptrs = _fwd_ptrs(x, residual, z, weight, bias, *outputs)
+        if replay is None or not replay.matches(ptrs):
+            return None
+        return cls(replay, outputs[2])
+
+    def __call__(self, variant, x, residual, z, weight, bias, *_):  # noqa: ANN001, ANN204
         out = _like(x)
         h = None if residual is None else _like(x)
         stats = None
@@ -300,14 +315,7 @@ def backward(
         "bwd", variant, groups, offset, want_dw, want_db,
         _meta(dout), _meta(dh), _meta(xs), _meta(z), _meta(weight), _meta(bias),
     )  # fmt: skip
-    plan = _plans.get(key, _MISSING)
-    if plan is _MISSING:
-        grads, recorded = _backward_views(*args, True)
-        _plans[key] = _BwdPlan.check(recorded, dout, dh, xs, z, weight, bias, stats)
-        return grads
-    if plan is None:
-        return _backward_views(*args, False)[0]
-    return plan(dout, dh, xs, z, weight, bias, stats, groups, want_dw, want_db)
+    return _planned(key, _backward_views, _BwdPlan.check, args)
 
 
 class _BwdBuffers(NamedTuple):
@@ -359,7 +367,7 @@ class _BwdPlan:
         self.coef, self.main, self.reduce, self.rows, self.split = coef, main, reduce, rows, split
 
     @classmethod
-    def check(cls, recorded: tuple, dout, dh, xs, z, weight, bias, stats) -> _BwdPlan | None:  # noqa: ANN001
+    def check(cls, recorded: tuple, variant, dout, dh, xs, z, weight, bias, stats, *_) -> _BwdPlan | None:  # noqa: ANN001
         """A plan from the general route's recorded launches, if they all replay."""
         (coef, main, reduce), rows, split, buffers = recorded
         ptrs = _bwd_ptrs(dout, dh, xs, z, weight, bias, stats, buffers)
@@ -368,7 +376,7 @@ class _BwdPlan:
                 return None
         return cls(coef, main, reduce, rows, split)
 
-    def __call__(self, dout, dh, xs, z, weight, bias, stats, groups, want_dw, want_db):  # noqa: ANN001, ANN204
+    def __call__(self, variant, dout, dh, xs, z, weight, bias, stats, groups, offset, want_dw, want_db):  # noqa: ANN001, ANN204
         b = _bwd_buffers(xs, z, weight, bias, groups, self.rows, self.split, want_dw, want_db)
         coef, main, reduce = _bwd_ptrs(dout, dh, xs, z, weight, bias, stats, b)
         if self.coef is not None:

@@ -43,7 +43,7 @@ class Recorder:
         """The recorded launch as a ``Replay`` of ``host_args``' tensors, or None where
         the launch cannot be replayed (several launches, an asynchronous compile, a
         tensor the host code made itself)."""
-        if len(self.launches) != 1 or device.type != "cuda":
+        if len(self.launches) != 1:
             return None
         kernel, grid, args = self.launches[0]
         if hasattr(kernel, "result") or not isinstance(grid, tuple):  # a compile future

@@ -145,7 +145,11 @@ def plot_gbps(results: list[dict], path: Path, roof_gbps: float | None) -> Path 
         ax.set_title(f"{kernel} {mode} {dtype}")
         ax.set_ylabel("GB/s (TritonBench bytes)")
         ax.legend(fontsize=7)
-    for ax in axes[len(groups) :]:
+    return _save_figure(plt, fig, axes[len(groups) :], path)
+
+
+def _save_figure(plt, fig, unused_axes, path: Path) -> Path:  # noqa: ANN001
+    for ax in unused_axes:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -178,12 +182,7 @@ def plot_history(results: list[dict], path: Path) -> Path | None:
         ax.set_xlabel("evaluated trial")
         ax.set_ylabel("GB/s")
         ax.legend(fontsize=6, ncol=2)
-    for ax in axes[len(groups) :]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, axes[len(groups) :], path)
 
 
 def save_plots(results: list[dict], out_dir: Path, roof_gbps: float | None) -> list[Path]:
