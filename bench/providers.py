@@ -119,6 +119,13 @@ def _liger_impls() -> dict[str, Callable]:
 
 
 def _unsloth_style_impls() -> dict[str, Callable]:
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        # Plain Triton kernels: without a GPU (or the interpreter) every launch would fail.
+        raise ProviderMissing("unsloth_style: Triton kernels need a CUDA device (or TRITON_INTERPRET=1)")
     mod = _import_optional("tritonbench_ops.unsloth_style")
 
     def layer_norm(x, extra, w, b):
