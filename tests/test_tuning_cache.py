@@ -281,3 +281,18 @@ def test_launch_uses_the_cached_config(tuned: Path) -> None:
     config = launch.choose_config("rms_norm", "fwd", 4096, 4096, 1, torch.float32, CPU)
     assert config == cache.lookup("rms_norm", "fwd", 4096, 4096, torch.float32, CPU)
     assert config["block_sizes"] == [2, 1]
+
+
+def test_fp16_borrows_bf16_entries_until_it_has_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "cpu.json"
+    bf16 = entry("rms_norm", "fwd", 4096, 4096, rows=2, dtype="bfloat16")
+    cache.write_entries(path, GPU, "cpu", keyed(bf16))
+    cache.set_cache_path(path)
+    assert rows("fwd", 4096, 4096, torch.float16) == 2, "same width: bf16's config"
+    assert rows("fwd", 8192, 4096, torch.float16) == 2, "and its nearest shapes"
+    assert rows("fwd", 4096, 4096, torch.float32) is None, "fp32 moves twice the bytes: heuristic"
+    fp16 = entry("rms_norm", "fwd", 8192, 4096, rows=4, dtype="float16")
+    cache.write_entries(path, GPU, "cpu", keyed(fp16))
+    cache.clear_memo()
+    assert rows("fwd", 4096, 4096, torch.float16) == 4, "fp16 entries of its own win, nearest included"
+    assert rows("fwd", 4096, 4096, torch.bfloat16) == 2

@@ -302,6 +302,9 @@ def fit_config(config: dict, mode: str, m: int, n: int, from_n: int) -> dict:
     return fitted
 
 
+SAME_WIDTH = {"float16": "bfloat16", "bfloat16": "float16"}
+
+
 class Index:
     """Entries of one GPU model grouped for lookup: exact by key, nearest by (kernel, mode, dtype)."""
 
@@ -314,7 +317,18 @@ class Index:
             self.groups.setdefault((entry["kernel"], entry["mode"], entry["dtype"]), []).append(entry)
 
     def find(self, kernel: str, mode: str, dtype: str, m: int, n: int) -> dict | None:
-        """The config for this problem (exact, else nearest fitted), or None."""
+        """The config for this problem (exact, else nearest fitted), or None.
+
+        A dtype with no entries of its own borrows those of the other 16-bit dtype
+        (fp16 <-> bf16): the kernels move the same bytes and compute in fp32 for both,
+        so a bf16-tuned config is the best guess for fp16 (better than the heuristic).
+        """
+        config = self._find(kernel, mode, dtype, m, n)
+        if config is None and dtype in SAME_WIDTH and (kernel, mode, dtype) not in self.groups:
+            config = self._find(kernel, mode, SAME_WIDTH[dtype], m, n)
+        return config
+
+    def _find(self, kernel: str, mode: str, dtype: str, m: int, n: int) -> dict | None:
         entry = self.exact.get(entry_key(kernel, mode, dtype, m, n))
         if entry is not None:
             return entry["config"]

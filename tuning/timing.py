@@ -1,8 +1,12 @@
-"""Timing a kernel call: L2 flushed and inputs rotated on a GPU, plain wall time on CPU.
+"""Timing a kernel call: kernel time over rotating inputs on a GPU, wall time on CPU.
 
-On a GPU, ``triton.testing.do_bench`` clears the L2 before every timed run and the
-callable cycles through several input sets (their total exceeds the L2), so a shape
-smaller than the L2 is not timed out of the cache. It returns the median.
+On a GPU, the calls are captured in a CUDA graph that cycles through several input sets
+(together more than twice the L2, so no call reads its inputs from the cache) and the
+graph is replayed: the median replay time over the calls in it is the kernel time,
+host overhead excluded. Timing through Python launches (``do_bench``) measured the host
+on small shapes: a 25 us backward read 90-130 us whenever the host was busy (two sweep
+workers, 2026-11-21), so configs were ranked by noise there. Calls that cannot be
+captured fall back to ``triton.testing.do_bench`` (L2 cleared before every call).
 
 On CPU (Triton's interpreter, tiny shapes, tests) the figure is the median wall time of
 a few calls: it only has to rank configs and prove the pipeline works.
@@ -36,6 +40,11 @@ class Timing:
     cpu_max_calls: int = 20
 
 
+# How GPU times are taken; part of a cache entry's versions, so entries timed another
+# way are not compared with these by ms.
+METHOD = "cuda-graph-rotating"
+GRAPH_MIN_CALLS = 8  # calls per captured graph (whole cycles over the input sets)
+
 TRIAL_TIMING = Timing()
 FINAL_TIMING = Timing(warmup_ms=25.0, rep_ms=200.0, cpu_budget_s=0.3, cpu_min_calls=2, cpu_max_calls=50)
 
@@ -51,19 +60,58 @@ def time_ms(
     """Median time in ms of ``run(i)``, i cycling over the ``n_sets`` input sets.
 
     ``warm=False`` skips the CPU warm-up call when the caller has just run ``run`` (the
-    GPU path always warms up: do_bench's own warmup).
+    GPU path always warms up, on a side stream before the capture).
     """
-    sets = itertools.cycle(range(n_sets))
     if device.type == "cuda":
-        from triton.testing import do_bench
-
         with torch.cuda.device(device):
-            return float(
-                do_bench(
-                    lambda: run(next(sets)), warmup=timing.warmup_ms, rep=timing.rep_ms, return_mode="median"
-                )
-            )
+            try:
+                return _graph_ms(run, n_sets, timing)
+            except RuntimeError:  # not capturable (a sync inside, say): time it eagerly
+                torch.cuda.synchronize()
+                return _do_bench_ms(run, n_sets, timing)
+    sets = itertools.cycle(range(n_sets))
     return _cpu_time_ms(lambda: run(next(sets)), timing, warm)
+
+
+def _graph_ms(run: Callable[[int], object], n_sets: int, timing: Timing) -> float:
+    """Median ms per call of replays of a CUDA graph of calls cycling over the sets."""
+    calls = n_sets * -(-GRAPH_MIN_CALLS // n_sets)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
+        for i in range(n_sets):
+            run(i)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(calls):
+            run(i % n_sets)
+    try:
+        first = _replays_ms(graph, 2)[-1]  # the first replay uploads the graph
+        warmup = max(1, min(1000, int(timing.warmup_ms / max(first, 1e-3))))
+        _replays_ms(graph, warmup)
+        replays = max(5, min(2000, int(timing.rep_ms / max(first, 1e-3))))
+        return statistics.median(_replays_ms(graph, replays)) / calls
+    finally:
+        del graph
+
+
+def _replays_ms(graph: torch.cuda.CUDAGraph, replays: int) -> list[float]:
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(replays)]
+    for start, end in events:
+        start.record()
+        graph.replay()
+        end.record()
+    torch.cuda.synchronize()
+    return [start.elapsed_time(end) for start, end in events]
+
+
+def _do_bench_ms(run: Callable[[int], object], n_sets: int, timing: Timing) -> float:
+    from triton.testing import do_bench
+
+    sets = itertools.cycle(range(n_sets))
+    return float(do_bench(lambda: run(next(sets)), warmup=timing.warmup_ms, rep=timing.rep_ms, return_mode="median"))
 
 
 def _cpu_time_ms(call: Callable[[], object], timing: Timing, warm: bool) -> float:

@@ -335,6 +335,7 @@ def versions() -> dict:
         "triton": triton.__version__,
         "helion": importlib.metadata.version("helion"),
         "kernels": hashlib.sha256(source).hexdigest()[:12],
+        "timing": timing.METHOD,
     }
 
 
