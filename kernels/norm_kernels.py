@@ -89,21 +89,18 @@ def norm_fwd(
             xf = xf * zb * torch.sigmoid(zb)
         if rms:
             xc = xf
-            var = torch.sum(xc * xc, dim=-1) * inv_k
         else:
             mu = torch.sum(xf, dim=-1) * inv_k
             xc = xf - mu[:, :, None]
             # Corrected two-pass: the rounding error of the first mean is the mean of
             # the (exactly representable) deviations; removing it keeps |mean| >> std
-            # rows accurate to fp32 of the std, not of the mean. sum((xc - shift)^2)
-            # = sum(xc^2) - K * shift^2 with shift ~ the mean's rounding error, so the
-            # two sums are independent: one round of block reductions instead of two.
+            # rows accurate to fp32 of the std, not of the mean.
             shift = torch.sum(xc, dim=-1) * inv_k
-            var = torch.sum(xc * xc, dim=-1) * inv_k - shift * shift
             mu = mu + shift
             xc = xc - shift[:, :, None]
             if mean_out is not None:
                 mean_out[tile_m, tile_g] = mu
+        var = torch.sum(xc * xc, dim=-1) * inv_k
         # 1/sqrt rather than rsqrt: rsqrt has no implementation in Triton's interpreter.
         rs = 1.0 / torch.sqrt(var + eps)
         if rstd_out is not None:

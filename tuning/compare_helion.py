@@ -5,8 +5,8 @@
 
 For each shape and mode: a fresh Optuna study (no cached warm start, its own journal
 in --out) and Helion's quick autotuner on the kernel bound to the same arguments; each
-winner is then checked against the float64 reference and timed the same way (L2
-flushed, rotating inputs). Prints GB/s and the wall time each search took.
+winner is then checked against the float64 reference and timed the same way (kernel
+time: a CUDA graph over rotating inputs). Prints GB/s and the wall time each search took.
 
 Helion's autotuner compares every candidate's outputs with its default config's; in the
 backward the dW/dB partial rows depend on m_block, so that check would reject every
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             print(lines[-1], flush=True)
             records.append({"task": task.label, "ours": mine, "helion_quick": theirs})
     print(
-        f"\n{args.kernel} {args.dtype}: GB/s (TritonBench bytes, L2 flushed) and search wall time",
+        f"\n{args.kernel} {args.dtype}: GB/s (TritonBench bytes, kernel time over rotating inputs) and search wall time",
         *lines,
         sep="\n",
     )

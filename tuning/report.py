@@ -70,7 +70,7 @@ def format_table(results: list[dict], roof_gbps: float | None) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = [
-        "GB/s: TritonBench byte model (fwd 2x, bwd 3x the bytes of x), L2 flushed;"
+        "GB/s: TritonBench byte model (fwd 2x, bwd 3x the bytes of x), kernel time (CUDA graph, inputs rotated past the L2);"
         " bwd includes the dW/dB partial reduce.",
         "x heur / x torch: speedup over the built-in heuristic config / torch measured in the same run"
         " (* torch composite).",

@@ -1,9 +1,10 @@
 """The Optuna tuner: one study per (kernel, mode, shape, dtype, GPU model).
 
 A trial samples a point of :mod:`tuning.space`, compiles its config on the workload's
-real arguments, checks the output against a float64 reference and times it (L2 flushed,
-inputs rotated). A config that fails to compile, crashes, runs out of resources, runs
-past the trial timeout or computes a wrong result is recorded as FAIL with the reason in
+real arguments, checks the output against a float64 reference and times the kernels
+alone (a CUDA graph over rotating inputs, see :mod:`tuning.timing`). A config that fails
+to compile, crashes, runs out of resources, runs past the trial timeout or computes a
+wrong result is recorded as FAIL with the reason in
 the trial's user attrs; the study goes on. Points that cannot be good are PRUNED before
 any compile; a config already measured in the study is not measured again.
 
