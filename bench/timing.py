@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from tuning.timing import capture_graph, replays_ms
+
 GRAPH_MIN_CALLS = 20  # steps per captured graph: launch cost of a replay shared by these
 GRAPH_TARGET_MS = 40.0  # total replay time to measure, split in replays
 GRAPH_MAX_REPLAYS = 50
@@ -80,34 +82,6 @@ def graph_calls(n_sets: int, min_calls: int = GRAPH_MIN_CALLS) -> int:
     return n_sets * math.ceil(min_calls / n_sets)
 
 
-def _capture(step: Callable, sets: Sequence, calls: int) -> torch.cuda.CUDAGraph:
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the default stream, as CUDA graphs require
-        for s in sets[:3]:
-            step(s)
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            step(sets[i % len(sets)])
-    return graph
-
-
-def _replay_ms(graph: torch.cuda.CUDAGraph, replays: int) -> list[float]:
-    events = [
-        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        for _ in range(replays)
-    ]
-    for start, end in events:
-        start.record()
-        graph.replay()
-        end.record()
-    torch.cuda.synchronize()
-    return [start.elapsed_time(end) for start, end in events]
-
-
 def graph_us(
     step: Callable, sets: Sequence, device: str, target_ms: float = GRAPH_TARGET_MS
 ) -> float | None:
@@ -115,10 +89,10 @@ def graph_us(
     if not device.startswith("cuda"):
         return None
     calls = graph_calls(len(sets))
-    graph = _capture(step, sets, calls)
+    graph = capture_graph(lambda i: step(sets[i % len(sets)]), min(3, len(sets)), calls)
     try:
-        first = _replay_ms(graph, 2)[-1]  # the first replay uploads the graph
+        first = replays_ms(graph, 2)[-1]  # the first replay uploads the graph
         replays = max(3, min(GRAPH_MAX_REPLAYS, int(target_ms / max(first, 1e-3))))
-        return 1000.0 * statistics.median(_replay_ms(graph, replays)) / calls
+        return 1000.0 * statistics.median(replays_ms(graph, replays)) / calls
     finally:
         del graph

@@ -76,28 +76,37 @@ def time_ms(
 def _graph_ms(run: Callable[[int], object], n_sets: int, timing: Timing) -> float:
     """Median ms per call of replays of a CUDA graph of calls cycling over the sets."""
     calls = n_sets * -(-GRAPH_MIN_CALLS // n_sets)
+    graph = capture_graph(lambda i: run(i % n_sets), n_sets, calls)
+    try:
+        first = replays_ms(graph, 2)[-1]  # the first replay uploads the graph
+        warmup = max(1, min(1000, int(timing.warmup_ms / max(first, 1e-3))))
+        replays_ms(graph, warmup)
+        replays = max(5, min(2000, int(timing.rep_ms / max(first, 1e-3))))
+        return statistics.median(replays_ms(graph, replays)) / calls
+    finally:
+        del graph
+
+
+def capture_graph(call: Callable[[int], object], warm: int, calls: int) -> torch.cuda.CUDAGraph:
+    """A CUDA graph of ``call(0) .. call(calls - 1)``, after ``call(0) .. call(warm - 1)``
+    once on a side stream (capture needs compiled code and warm allocator pools, made
+    off the default stream)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
-        for i in range(n_sets):
-            run(i)
+    with torch.cuda.stream(side):
+        for i in range(warm):
+            call(i)
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         for i in range(calls):
-            run(i % n_sets)
-    try:
-        first = _replays_ms(graph, 2)[-1]  # the first replay uploads the graph
-        warmup = max(1, min(1000, int(timing.warmup_ms / max(first, 1e-3))))
-        _replays_ms(graph, warmup)
-        replays = max(5, min(2000, int(timing.rep_ms / max(first, 1e-3))))
-        return statistics.median(_replays_ms(graph, replays)) / calls
-    finally:
-        del graph
+            call(i)
+    return graph
 
 
-def _replays_ms(graph: torch.cuda.CUDAGraph, replays: int) -> list[float]:
+def replays_ms(graph: torch.cuda.CUDAGraph, replays: int) -> list[float]:
+    """ms of each of ``replays`` back-to-back replays of ``graph``."""
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(replays)]
     for start, end in events:
         start.record()
