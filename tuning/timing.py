@@ -4,7 +4,7 @@ On a GPU, the calls are captured in a CUDA graph that cycles through several inp
 (together more than twice the L2, so no call reads its inputs from the cache) and the
 graph is replayed: the median replay time over the calls in it is the kernel time,
 host overhead excluded. Timing through Python launches (``do_bench``) measured the host
-on small shapes: a 25 us backward read 90-130 us whenever the host was busy (two sweep
+on small shapes: a 28 us backward read 90-130 us whenever the host was busy (two sweep
 workers, 2026-11-21), so configs were ranked by noise there. Calls that cannot be
 captured fall back to ``triton.testing.do_bench`` (L2 cleared before every call).
 
