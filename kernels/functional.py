@@ -2,7 +2,9 @@
 
 Every public function checks its arguments and lands in ``_norm``, which either runs
 the forward directly (no input needs a gradient: the inference path, no statistics
-saved) or through ``NormFunction`` so that autograd calls the backward.
+saved) or through ``NormFunction`` so that autograd calls the backward. A repeated
+inference call on CUDA skips all of that: keyed by its arguments' signature, it goes
+straight to the forward's replay plan (``launch.fast_plans``).
 ``kernels.launch`` does the rest (views, configs, compiled and replayed launches).
 """
 
@@ -69,6 +71,22 @@ class NormFunction(torch.autograd.Function):
         return dx, dres, dz, dw, db, None, None, None, None
 
 
+def _call_key(fn: str, scalars: tuple, x, residual, z, weight, bias) -> tuple | None:  # noqa: ANN001
+    """The no-grad fast path's key of this call: the function, its scalar arguments
+    (with their types, so that ``eps=True`` never passes for ``eps=1.0``), the grad
+    mode and each tensor's ``launch.call_signature``. A key with a plan in
+    ``launch.fast_plans`` has passed the argument checks once before, and nothing
+    the checks look at can differ. None under torch.compile or for an argument that
+    is not a plain tensor (the checked route then reports it)."""
+    if torch.compiler.is_compiling():
+        return None
+    sig = launch.call_signature
+    try:
+        return (fn, scalars, torch.is_grad_enabled(), sig(x), sig(residual), sig(z), sig(weight), sig(bias))
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+
+
 def _needs_grad(x, residual, z, weight, bias) -> bool:  # noqa: ANN001
     if not torch.is_grad_enabled():
         return False
@@ -98,6 +116,7 @@ def _norm(
     eps: float,
     offset: float,
     groups: int,
+    call_key: tuple | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     if x.numel() == 0:
         return _empty_result(x, residual, z, weight, bias)
@@ -110,6 +129,8 @@ def _norm(
         result = NormFunction.apply(x, residual, z, weight, bias, variant, eps, offset, groups)
         return result if residual is not None else (result, None)
     out, h, _ = launch.forward(variant, x, residual, z, weight, bias, eps, offset, groups, False)
+    if call_key is not None and x.is_cuda:
+        launch.remember_fast(call_key, variant, x, residual, z, weight, bias, eps, offset, groups)
     return out, h
 
 
@@ -132,9 +153,14 @@ def layer_norm(
     or the input before it; ``group_size`` takes the statistics per contiguous group of
     channels (it must divide the hidden size).
     """
+    scalars = (eps, eps.__class__, norm_before_gate, group_size, group_size.__class__)
+    key = _call_key("layer_norm", scalars, x, None, z, weight, bias)
+    plan = launch.fast_plans.get(key)
+    if plan is not None:
+        return plan(None, x, None, z, weight, bias)[0]
     eps, groups = check_norm_args("layer_norm", x, weight, bias, z, None, eps, group_size)
     variant = _variant(False, _gate(z, norm_before_gate), "gemma", False, groups > 1)
-    return _norm(variant, x, None, z, weight, bias, eps, 0.0, groups)[0]
+    return _norm(variant, x, None, z, weight, bias, eps, 0.0, groups, key)[0]
 
 
 def rms_norm(
@@ -156,11 +182,19 @@ def rms_norm(
     final cast, "none" computes in the input dtype after the fp32 statistics. ``z``,
     ``norm_before_gate`` and ``group_size`` as in :func:`layer_norm`.
     """
+    scalars = (
+        eps, eps.__class__, offset, offset.__class__, casting, norm_before_gate,
+        group_size, group_size.__class__,
+    )  # fmt: skip
+    key = _call_key("rms_norm", scalars, x, None, z, weight, bias)
+    plan = launch.fast_plans.get(key)
+    if plan is not None:
+        return plan(None, x, None, z, weight, bias)[0]
     eps, groups = check_norm_args("rms_norm", x, weight, bias, z, None, eps, group_size)
     casting = check_casting("rms_norm", casting)
     offset = check_offset("rms_norm", offset)
     variant = _variant(True, _gate(z, norm_before_gate), casting, False, groups > 1)
-    return _norm(variant, x, None, z, weight, bias, eps, offset, groups)[0]
+    return _norm(variant, x, None, z, weight, bias, eps, offset, groups, key)[0]
 
 
 def add_layer_norm(
@@ -171,11 +205,15 @@ def add_layer_norm(
     eps: float = 1e-5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``h = x + residual; return layer_norm(h, weight, bias, eps), h`` in one kernel."""
+    key = _call_key("add_layer_norm", (eps, eps.__class__), x, residual, None, weight, bias)
+    plan = launch.fast_plans.get(key)
+    if plan is not None:
+        return plan(None, x, residual, None, weight, bias)[:2]
     if residual is None:
         raise TypeError("add_layer_norm: residual must be a torch.Tensor, got None")
     eps, groups = check_norm_args("add_layer_norm", x, weight, bias, None, residual, eps, None)
     variant = _variant(False, "none", "gemma", True, False)
-    return _norm(variant, x, residual, None, weight, bias, eps, 0.0, groups)
+    return _norm(variant, x, residual, None, weight, bias, eps, 0.0, groups, key)
 
 
 def add_rms_norm(
@@ -188,10 +226,15 @@ def add_rms_norm(
     casting: str = "llama",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``h = x + residual; return rms_norm(h, weight, eps, ...), h`` in one kernel."""
+    scalars = (eps, eps.__class__, offset, offset.__class__, casting)
+    key = _call_key("add_rms_norm", scalars, x, residual, None, weight, None)
+    plan = launch.fast_plans.get(key)
+    if plan is not None:
+        return plan(None, x, residual, None, weight, None)[:2]
     if residual is None:
         raise TypeError("add_rms_norm: residual must be a torch.Tensor, got None")
     eps, groups = check_norm_args("add_rms_norm", x, weight, None, None, residual, eps, None)
     casting = check_casting("add_rms_norm", casting)
     offset = check_offset("add_rms_norm", offset)
     variant = _variant(True, "none", casting, True, False)
-    return _norm(variant, x, residual, None, weight, None, eps, offset, groups)
+    return _norm(variant, x, residual, None, weight, None, eps, offset, groups, key)

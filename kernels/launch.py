@@ -139,6 +139,7 @@ def clear_compiled() -> None:
     """Forget every memoized config, compiled kernel and replay plan (after changing the cache)."""
     _compiled.clear()
     _plans.clear()
+    fast_plans.clear()
 
 
 # ------------------------------------------------------------------------ entry points
@@ -151,6 +152,29 @@ def clear_compiled() -> None:
 
 _MISSING = object()
 _plans: dict[tuple, object] = {}  # signature -> _FwdPlan | _BwdPlan, or None: never replayable
+
+# The no-grad fast path: ``functional`` keys an inference call by everything its result
+# and its argument checks depend on (see ``call_signature``) and, from the second call
+# on, goes straight to the forward plan here, skipping the checks, the variant and
+# this module's own key.
+fast_plans: dict[tuple, _FwdPlan] = {}
+
+
+def call_signature(t: torch.Tensor | None) -> tuple | None:
+    """One tensor argument's part of a fast-path key: what the checks look at (shape,
+    dtype, device), what a replay is specialized on (strides, 16-byte alignment) and
+    whether it asks for a gradient."""
+    if t is None:
+        return None
+    return (t.shape, t.stride(), t.dtype, t.get_device(), t.data_ptr() & 15, t.requires_grad)
+
+
+def remember_fast(call_key: tuple, variant: Variant, x, residual, z, weight, bias, eps, offset, groups) -> None:  # noqa: ANN001
+    """After a checked no-grad call on CUDA: file its forward plan under ``call_key``."""
+    key = _fwd_key(variant, x, residual, z, weight, bias, eps, offset, groups, False)
+    plan = _plans.get(key)
+    if plan is not None:
+        fast_plans[call_key] = plan
 
 
 def _meta(t: torch.Tensor | None) -> tuple | None:
@@ -207,13 +231,16 @@ def forward(
     """(out, h, stats): out and h shaped like x, stats the fp32 [1 or 2, M, G] statistics
     the backward needs (rstd, preceded by mean for LayerNorm); None unless ``save_stats``."""
     args = (variant, x, residual, z, weight, bias, eps, offset, groups, save_stats)
-    if x.device.type != "cuda":
+    if not x.is_cuda:
         return _forward_views(*args, False)[0]
-    key = (
+    return _planned(_fwd_key(*args), _forward_views, _FwdPlan.check, args)
+
+
+def _fwd_key(variant, x, residual, z, weight, bias, eps, offset, groups, save_stats) -> tuple:  # noqa: ANN001
+    return (
         "fwd", variant, groups, eps, offset, save_stats,
         _meta(x), _meta(residual), _meta(z), _meta(weight), _meta(bias),
     )  # fmt: skip
-    return _planned(key, _forward_views, _FwdPlan.check, args)
 
 
 def _planned(key: tuple, general: Callable, check: Callable, args: tuple) -> tuple:
@@ -309,7 +336,7 @@ def backward(
     if dout is None:
         dout = torch.zeros_like(xs)
     args = (variant, dout, dh, xs, z, weight, bias, stats, groups, offset, want_dw, want_db)
-    if xs.device.type != "cuda":
+    if not xs.is_cuda:
         return _backward_views(*args, False)[0]
     key = (
         "bwd", variant, groups, offset, want_dw, want_db,

@@ -17,7 +17,7 @@ Forward, per row r and group g, with u the normalized input:
     n     = xhat * (w + offset) + b
     y     = n * silu(z)                     (gate "after"; otherwise y = n)
 
-The variance is two-pass (with the corrected-mean step) over values held in registers
+The variance is two-pass over the row shifted by its first value, held in registers
 (or re-read per chunk for very wide rows), so |mean| >> std stays accurate. Statistics and all arithmetic are fp32
 except where ``casting`` asks for the input dtype.
 
@@ -90,16 +90,27 @@ def norm_fwd(
         if rms:
             xc = xf
         else:
-            mu = torch.sum(xf, dim=-1) * inv_k
-            xc = xf - mu[:, :, None]
-            # Corrected two-pass: the rounding error of the first mean is the mean of
-            # the (exactly representable) deviations; removing it keeps |mean| >> std
-            # rows accurate to fp32 of the std, not of the mean.
-            shift = torch.sum(xc, dim=-1) * inv_k
-            mu = mu + shift
-            xc = xc - shift[:, :, None]
+            # Two-pass variance of the row shifted by its first value (the pilot). A
+            # plain two-pass mean carries a rounding error of fp32 of |mean|, which a
+            # |mean| >> std row feels in every deviation; shifted, the mean is of the
+            # order of the std and so is its error. The pilot is one element away
+            # from the row's load (a cache hit) and saves a third round of block
+            # reductions that a corrected two-pass would need.
+            pilot = x[tile_m, tile_g, 0].to(torch.float32)
+            if residual is not None:
+                pilot = pilot + residual[tile_m, tile_g, 0].to(torch.float32)
+            if gate == "before":
+                zp = z[tile_m, tile_g, 0].to(torch.float32)
+                pilot = pilot * zp * torch.sigmoid(zp)
+            # Helion 1.4 takes the pilot (a load) for zero in the row's padding lanes
+            # and would drop the mask before the sum of xf - pilot; the where (a no-op
+            # but for NaN) hides that and keeps the mask.
+            pilot = torch.where(pilot == pilot, pilot, 0.0)
+            xs = xf - pilot[:, :, None]
+            shift = torch.sum(xs, dim=-1) * inv_k
+            xc = xs - shift[:, :, None]
             if mean_out is not None:
-                mean_out[tile_m, tile_g] = mu
+                mean_out[tile_m, tile_g] = pilot + shift
         var = torch.sum(xc * xc, dim=-1) * inv_k
         # 1/sqrt rather than rsqrt: rsqrt has no implementation in Triton's interpreter.
         rs = 1.0 / torch.sqrt(var + eps)

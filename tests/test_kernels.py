@@ -160,6 +160,26 @@ def test_large_mean_tiny_variance(device, dtype):
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_large_mean_with_an_outlier_first(device, dtype):
+    """The forward shifts each row by its first value before the two-pass variance:
+    a first value far from the rest (here 1e3 std away, on a 1e3 mean) must not cost
+    accuracy, and neither must a first value equal to the mean (zero pilot residue)."""
+    x = make((6, 1000), torch.float32, device, mean=1000.0, std=0.05, requires_grad=False)
+    x[0::2, 0] = 1050.0
+    x[1::2, 0] = x[1::2].mean(dim=-1)
+    x = x.to(dtype).detach().requires_grad_()
+    w = make((1000,), dtype, device, mean=1.0, std=0.1)
+    b = make((1000,), dtype, device)
+    check_fwd_bwd(
+        lambda x, w, b: kernels.layer_norm(x, w, b),
+        lambda x, w, b: F.layer_norm(x, (1000,), w, b),
+        lambda r: dict(eps=1e-5, rms=False),
+        [x, w, b],
+        dtype,
+    )
+
+
 def test_3d_and_non_contiguous(device):
     base = make((4, 6, 96), torch.float32, device, std=3.0, requires_grad=False)
     x = base.transpose(0, 1).detach().requires_grad_()  # [6, 4, 96], non-contiguous
@@ -468,6 +488,54 @@ def test_replayed_calls_match_reference(name, n):
                 assert_close(f"grad[{i}]", g, r, r.to(dtype), dtype, slack=8.0)
     new = {k for k, v in launch._plans.items() if v is not None} - before
     assert {k[0] for k in new} == {"fwd", "bwd"}, "the forward and backward were not replayed"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(REPLAYED))
+def test_repeated_inference_calls_take_the_fast_path(name):
+    """No-grad calls after the first go through ``launch.fast_plans`` (no checks, no
+    variant lookup): fresh inputs every call must still give the right outputs, and
+    the residual sum where there is one."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from kernels import launch
+
+    dtype, n = torch.bfloat16, 320
+    before = set(launch.fast_plans)
+    with torch.no_grad():
+        for _ in range(3):
+            inputs = [
+                make((2, 7, n), dtype, "cuda", mean=0.5), make((n,), dtype, "cuda", mean=1.0, std=0.3),
+                make((n,), dtype, "cuda", std=0.3), make((2, 7, n), dtype, "cuda"),
+                make((2, 7, n), dtype, "cuda", mean=1.0),
+            ]  # fmt: skip
+            result = REPLAYED[name](*inputs)
+            ref, ref_h = _replayed_ref(name, *[t.double() for t in inputs])
+            out = result[0] if isinstance(result, tuple) else result
+            assert_close("out", out, ref, ref.to(dtype), dtype)
+            if ref_h is not None:
+                assert_close("h", result[1], ref_h, ref_h.to(dtype), dtype)
+    assert len(set(launch.fast_plans) - before) == 1, "the repeated call did not get a fast path"
+
+
+@pytest.mark.gpu
+def test_fast_path_keeps_scalars_and_checks_apart():
+    """A fast-path entry serves only its own signature: another eps on the same
+    tensors computes with that eps, and arguments the checks reject are still
+    rejected (a wrong weight shape, eps=True where eps=1.0 was seen)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    x = make((4, 256), torch.float32, "cuda", std=1e-2, requires_grad=False)
+    w = make((256,), torch.float32, "cuda", mean=1.0, requires_grad=False)
+    for eps in (1.0, 1.0, 1e-6, 1e-6, 1.0):
+        ref, _ = norm64(x.double(), w.double(), None, eps, rms=True)
+        assert_close(f"eps={eps}", kernels.rms_norm(x, w, eps), ref, ref.float(), torch.float32)
+    with pytest.raises(TypeError, match="eps must be a float"):
+        kernels.rms_norm(x, w, True)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        kernels.rms_norm(x, w[:255])
+    with pytest.raises(ValueError, match="weight is on cpu"):
+        kernels.rms_norm(x, w.cpu())
 
 
 @pytest.mark.gpu
