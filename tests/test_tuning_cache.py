@@ -283,7 +283,7 @@ def test_launch_uses_the_cached_config(tuned: Path) -> None:
     assert config["block_sizes"] == [2, 1]
 
 
-def test_fp16_borrows_bf16_entries_until_it_has_its_own(tmp_path: Path) -> None:
+def test_fp16_borrows_bf16_entries_exact_first(tmp_path: Path) -> None:
     path = tmp_path / "cpu.json"
     bf16 = entry("rms_norm", "fwd", 4096, 4096, rows=2, dtype="bfloat16")
     cache.write_entries(path, GPU, "cpu", keyed(bf16))
@@ -294,5 +294,24 @@ def test_fp16_borrows_bf16_entries_until_it_has_its_own(tmp_path: Path) -> None:
     fp16 = entry("rms_norm", "fwd", 8192, 4096, rows=4, dtype="float16")
     cache.write_entries(path, GPU, "cpu", keyed(fp16))
     cache.clear_memo()
-    assert rows("fwd", 4096, 4096, torch.float16) == 4, "fp16 entries of its own win, nearest included"
+    assert rows("fwd", 8192, 4096, torch.float16) == 4, "fp16's own exact entry wins"
+    assert rows("fwd", 4096, 4096, torch.float16) == 2, "bf16's exact entry beats fp16's nearest"
+    assert rows("fwd", 2048, 4096, torch.float16) == 4, "no exact entry: fp16's own nearest"
     assert rows("fwd", 4096, 4096, torch.bfloat16) == 2
+
+
+def test_a_16bit_study_is_seeded_with_the_other_dtypes_exact_config(tmp_path: Path) -> None:
+    """Re-tuning an fp16 shape that has its own entry still tries bf16's config for it."""
+    from tuning import tuner
+    from tuning.workload import Task
+
+    path = tmp_path / "cpu.json"
+    own = entry("rms_norm", "fwd", 4096, 4096, rows=4, dtype="float16")
+    other = entry("rms_norm", "fwd", 4096, 4096, rows=2, dtype="bfloat16")
+    cache.write_entries(path, GPU, "cpu", keyed(own, other))
+    options = tuner.TuneOptions(cache_path=path)
+    seeds = tuner._cached_seeds(Task("rms_norm", "fwd", 4096, 4096, "float16"), GPU, options)
+    assert seeds["cached"]["block_sizes"][0] == 4
+    assert seeds["sibling"]["block_sizes"][0] == 2
+    fp32 = tuner._cached_seeds(Task("rms_norm", "fwd", 4096, 4096, "float32"), GPU, options)
+    assert fp32 == {"cached": None, "sibling": None}

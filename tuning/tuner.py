@@ -344,15 +344,23 @@ def _gpu_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
-def _cached_seed(task: Task, gpu: str, options: TuneOptions) -> dict | None:
-    """The config of the nearest tuned shape (exact included) in the output and shipped caches."""
+def _cached_seeds(task: Task, gpu: str, options: TuneOptions) -> dict[str, dict | None]:
+    """From the output and shipped caches: the config the kernels would look up for this
+    task ("cached": exact, else the other 16-bit dtype's exact, else nearest) and the
+    other 16-bit dtype's exact config ("sibling"), which a study re-tuning a shape that
+    already has its own entry would otherwise never try."""
     entries: dict[str, dict] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", cache.CacheFileWarning)
         entries.update(cache.load_entries(cache.shipped_path(gpu), gpu))
         if options.cache_path is not None:
             entries.update(cache.load_entries(options.cache_path, gpu))
-    return cache.Index(entries).find(task.kernel, task.mode, task.dtype, task.m, task.n)
+    index = cache.Index(entries)
+    sibling = cache.SAME_WIDTH.get(task.dtype)
+    return {
+        "cached": index.find(task.kernel, task.mode, task.dtype, task.m, task.n),
+        "sibling": sibling and index.exact_config(task.kernel, task.mode, sibling, task.m, task.n),
+    }
 
 
 def _history(study: optuna.Study) -> tuple[list, int, int]:
@@ -438,7 +446,7 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
     study = open_study(task, gpu, space, options)
     seeds = {
         "heuristic": result.heuristic_config,
-        "cached": _cached_seed(task, gpu, options) if options.cached_seed else None,
+        **(_cached_seeds(task, gpu, options) if options.cached_seed else {}),
         "helion_default": dict(bound.config_spec.default_config().config),
     }
     _enqueue_seeds(study, space, seeds)
