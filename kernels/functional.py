@@ -71,20 +71,25 @@ class NormFunction(torch.autograd.Function):
         return dx, dres, dz, dw, db, None, None, None, None
 
 
-def _call_key(fn: str, scalars: tuple, x, residual, z, weight, bias) -> tuple | None:  # noqa: ANN001
-    """The no-grad fast path's key of this call: the function, its scalar arguments
-    (with their types, so that ``eps=True`` never passes for ``eps=1.0``), the grad
-    mode and each tensor's ``launch.call_signature``. A key with a plan in
-    ``launch.fast_plans`` has passed the argument checks once before, and nothing
-    the checks look at can differ. None under torch.compile or for an argument that
-    is not a plain tensor (the checked route then reports it)."""
+def _fast_call(fn: str, scalars: tuple, x, residual, z, weight, bias) -> tuple[tuple | None, tuple | None]:  # noqa: ANN001
+    """(key, result): this call's no-grad fast-path key and, when a plan is filed under
+    it in ``launch.fast_plans``, the forward's (out, h, stats) from that plan.
+
+    The key holds the function, its scalar arguments (with their types, so that
+    ``eps=True`` never passes for ``eps=1.0``), the grad mode and each tensor's
+    ``launch.call_signature``. A key with a plan has passed the argument checks once
+    before, and nothing the checks look at can differ. The key is None under
+    torch.compile or for an argument that is not a plain tensor (the checked route
+    then reports it)."""
     if torch.compiler.is_compiling():
-        return None
+        return None, None
     sig = launch.call_signature
     try:
-        return (fn, scalars, torch.is_grad_enabled(), sig(x), sig(residual), sig(z), sig(weight), sig(bias))
+        key = (fn, scalars, torch.is_grad_enabled(), sig(x), sig(residual), sig(z), sig(weight), sig(bias))
     except (AttributeError, RuntimeError, TypeError):
-        return None
+        return None, None
+    plan = launch.fast_plans.get(key)
+    return key, (None if plan is None else plan(None, x, residual, z, weight, bias))
 
 
 def _needs_grad(x, residual, z, weight, bias) -> bool:  # noqa: ANN001
@@ -154,10 +159,9 @@ def layer_norm(
     channels (it must divide the hidden size).
     """
     scalars = (eps, eps.__class__, norm_before_gate, group_size, group_size.__class__)
-    key = _call_key("layer_norm", scalars, x, None, z, weight, bias)
-    plan = launch.fast_plans.get(key)
-    if plan is not None:
-        return plan(None, x, None, z, weight, bias)[0]
+    key, fast = _fast_call("layer_norm", scalars, x, None, z, weight, bias)
+    if fast is not None:
+        return fast[0]
     eps, groups = check_norm_args("layer_norm", x, weight, bias, z, None, eps, group_size)
     variant = _variant(False, _gate(z, norm_before_gate), "gemma", False, groups > 1)
     return _norm(variant, x, None, z, weight, bias, eps, 0.0, groups, key)[0]
@@ -186,10 +190,9 @@ def rms_norm(
         eps, eps.__class__, offset, offset.__class__, casting, norm_before_gate,
         group_size, group_size.__class__,
     )  # fmt: skip
-    key = _call_key("rms_norm", scalars, x, None, z, weight, bias)
-    plan = launch.fast_plans.get(key)
-    if plan is not None:
-        return plan(None, x, None, z, weight, bias)[0]
+    key, fast = _fast_call("rms_norm", scalars, x, None, z, weight, bias)
+    if fast is not None:
+        return fast[0]
     eps, groups = check_norm_args("rms_norm", x, weight, bias, z, None, eps, group_size)
     casting = check_casting("rms_norm", casting)
     offset = check_offset("rms_norm", offset)
@@ -205,10 +208,9 @@ def add_layer_norm(
     eps: float = 1e-5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``h = x + residual; return layer_norm(h, weight, bias, eps), h`` in one kernel."""
-    key = _call_key("add_layer_norm", (eps, eps.__class__), x, residual, None, weight, bias)
-    plan = launch.fast_plans.get(key)
-    if plan is not None:
-        return plan(None, x, residual, None, weight, bias)[:2]
+    key, fast = _fast_call("add_layer_norm", (eps, eps.__class__), x, residual, None, weight, bias)
+    if fast is not None:
+        return fast[:2]
     if residual is None:
         raise TypeError("add_layer_norm: residual must be a torch.Tensor, got None")
     eps, groups = check_norm_args("add_layer_norm", x, weight, bias, None, residual, eps, None)
@@ -227,10 +229,9 @@ def add_rms_norm(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``h = x + residual; return rms_norm(h, weight, eps, ...), h`` in one kernel."""
     scalars = (eps, eps.__class__, offset, offset.__class__, casting)
-    key = _call_key("add_rms_norm", scalars, x, residual, None, weight, None)
-    plan = launch.fast_plans.get(key)
-    if plan is not None:
-        return plan(None, x, residual, None, weight, None)[:2]
+    key, fast = _fast_call("add_rms_norm", scalars, x, residual, None, weight, None)
+    if fast is not None:
+        return fast[:2]
     if residual is None:
         raise TypeError("add_rms_norm: residual must be a torch.Tensor, got None")
     eps, groups = check_norm_args("add_rms_norm", x, weight, None, None, residual, eps, None)

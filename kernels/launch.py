@@ -161,12 +161,10 @@ fast_plans: dict[tuple, _FwdPlan] = {}
 
 
 def call_signature(t: torch.Tensor | None) -> tuple | None:
-    """One tensor argument's part of a fast-path key: what the checks look at (shape,
-    dtype, device), what a replay is specialized on (strides, 16-byte alignment) and
-    whether it asks for a gradient."""
-    if t is None:
-        return None
-    return (t.shape, t.stride(), t.dtype, t.get_device(), t.data_ptr() & 15, t.requires_grad)
+    """One tensor argument's part of a fast-path key: what a replay is specialized on
+    (``_meta``, which holds everything the checks look at too) and whether the tensor
+    asks for a gradient."""
+    return None if t is None else (_meta(t), t.requires_grad)
 
 
 def remember_fast(call_key: tuple, variant: Variant, x, residual, z, weight, bias, eps, offset, groups) -> None:  # noqa: ANN001
@@ -178,8 +176,9 @@ def remember_fast(call_key: tuple, variant: Variant, x, residual, z, weight, bia
 
 
 def _meta(t: torch.Tensor | None) -> tuple | None:
-    """Everything about one tensor that a replay is specialized on."""
-    return None if t is None else (t.shape, t.stride(), t.dtype, t.device, t.data_ptr() % 16)
+    """Everything about one tensor that a replay is specialized on (the device as its
+    index: the keys only ever hold CUDA tensors, and an int is cheaper to get and hash)."""
+    return None if t is None else (t.shape, t.stride(), t.dtype, t.get_device(), t.data_ptr() & 15)
 
 
 def _like(t: torch.Tensor) -> torch.Tensor:
