@@ -1,10 +1,11 @@
-"""The functional API: argument checks, views, autograd, and the no-grad fast path.
+"""The functional API: argument checks, views, autograd, and the fast path.
 
 Every public function checks its arguments and lands in ``_norm``, which either runs
 the forward directly (no input needs a gradient: the inference path, no statistics
 saved) or through ``NormFunction`` so that autograd calls the backward. A repeated
-inference call on CUDA skips all of that: keyed by its arguments' signature, it goes
-straight to the forward's replay plan (``launch.fast_plans``).
+call skips the checks: keyed by its arguments' signature, it goes straight to the
+``launch.Call`` its first call filed (``launch.fast_plans``), which on CUDA holds the
+forward's replay plan and, for training calls, the backward's.
 ``kernels.launch`` does the rest (views, configs, compiled and replayed launches).
 """
 
@@ -43,44 +44,49 @@ def _gate(z: torch.Tensor | None, norm_before_gate: bool) -> str:
 class NormFunction(torch.autograd.Function):
     """Autograd for every variant: saves the normalized input and the fp32 statistics.
 
+    ``call`` (a ``launch.Call``) carries the variant, the scalars and the replay plans.
     Returns ``out``, or ``(out, h)`` with a residual. Gradients are not materialized:
     an output that got none arrives as None and costs no zero-filled tensor.
     """
 
     @staticmethod
-    def forward(ctx, x, residual, z, weight, bias, variant, eps, offset, groups):  # noqa: ANN001
+    def forward(ctx, x, residual, z, weight, bias, call):  # noqa: ANN001
         ctx.set_materialize_grads(False)
-        out, h, stats = launch.forward(
-            variant, x, residual, z, weight, bias, eps, offset, groups, True
-        )
+        out, h, stats = call.forward(x, residual, z, weight, bias)
         ctx.save_for_backward(x if h is None else h, z, weight, bias, stats)
-        ctx.variant, ctx.offset, ctx.groups = variant, offset, groups
+        ctx.call = call
         return out if h is None else (out, h)
 
     @staticmethod
     def backward(ctx, dout, dh=None):  # noqa: ANN001
+        if dout is None and dh is None:
+            return None, None, None, None, None, None
         xs, z, weight, bias, stats = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        if dout is None and dh is None:
-            return None, None, None, None, None, None, None, None, None
-        dx, dz, dw, db = launch.backward(
-            ctx.variant, dout, dh, xs, z, weight, bias, stats, ctx.groups, ctx.offset,
-            needs[3], needs[4],
-        )  # fmt: skip
-        dres = dx if ctx.variant.residual and needs[1] else None
-        return dx, dres, dz, dw, db, None, None, None, None
+        call = ctx.call
+        dx, dz, dw, db = call.backward(dout, dh, xs, z, weight, bias, stats, needs[3], needs[4])
+        dres = dx if call.variant.residual and needs[1] else None
+        return dx, dres, dz, dw, db, None
+
+
+# ``Function.apply`` minus its Python wrapper (which maps functorch's dead-wrapper
+# unwrapping over the arguments): for fast-path calls, whose plain tensors it cannot
+# change. Saves ~2.5 us per training call.
+_apply_plain = torch._C._FunctionBase.__dict__["apply"].__get__(None, NormFunction)
 
 
 def _fast_call(fn: str, scalars: tuple, x, residual, z, weight, bias) -> tuple[tuple | None, tuple | None]:  # noqa: ANN001
-    """(key, result): this call's no-grad fast-path key and, when a plan is filed under
-    it in ``launch.fast_plans``, the forward's (out, h, stats) from that plan.
+    """(key, result): this call's fast-path key and, when a ``launch.Call`` is filed
+    under it in ``launch.fast_plans``, the call's (out, h) from that entry.
 
     The key holds the function, its scalar arguments (with their types, so that
     ``eps=True`` never passes for ``eps=1.0``), the grad mode and each tensor's
-    ``launch.call_signature``. A key with a plan has passed the argument checks once
-    before, and nothing the checks look at can differ. The key is None under
-    torch.compile or for an argument that is not a plain tensor (the checked route
-    then reports it)."""
+    ``launch.call_signature`` (requires_grad included: whether autograd records the
+    call is decided by the key too). A key with an entry has passed the argument
+    checks once before, and nothing the checks look at can differ. The key is None
+    under torch.compile or for an argument that is not a plain tensor (the checked
+    route then reports it, and functorch's wrapped tensors never get here).
+    """
     if torch.compiler.is_compiling():
         return None, None
     sig = launch.call_signature
@@ -88,8 +94,13 @@ def _fast_call(fn: str, scalars: tuple, x, residual, z, weight, bias) -> tuple[t
         key = (fn, scalars, torch.is_grad_enabled(), sig(x), sig(residual), sig(z), sig(weight), sig(bias))
     except (AttributeError, RuntimeError, TypeError):
         return None, None
-    plan = launch.fast_plans.get(key)
-    return key, (None if plan is None else plan(None, x, residual, z, weight, bias))
+    call = launch.fast_plans.get(key)
+    if call is None:
+        return key, None
+    if call.training:
+        result = _apply_plain(x, residual, z, weight, bias, call)
+        return key, ((result, None) if residual is None else result)
+    return key, call.forward(x, residual, z, weight, bias)
 
 
 def _needs_grad(x, residual, z, weight, bias) -> bool:  # noqa: ANN001
@@ -130,12 +141,14 @@ def _norm(
         from .ops import norm_via_ops
 
         return norm_via_ops(variant, x, residual, z, weight, bias, eps, offset, groups)
-    if _needs_grad(x, residual, z, weight, bias):
-        result = NormFunction.apply(x, residual, z, weight, bias, variant, eps, offset, groups)
-        return result if residual is not None else (result, None)
-    out, h, _ = launch.forward(variant, x, residual, z, weight, bias, eps, offset, groups, False)
-    if call_key is not None and x.is_cuda:
-        launch.remember_fast(call_key, variant, x, residual, z, weight, bias, eps, offset, groups)
+    call = launch.Call(variant, eps, offset, groups, _needs_grad(x, residual, z, weight, bias))
+    if call.training:
+        result = NormFunction.apply(x, residual, z, weight, bias, call)
+        out, h = (result, None) if residual is None else result
+    else:
+        out, h, _ = call.forward(x, residual, z, weight, bias)
+    if call_key is not None:
+        launch.fast_plans[call_key] = call.keyed(x, residual, z, weight, bias)
     return out, h
 
 

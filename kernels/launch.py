@@ -153,11 +153,11 @@ def clear_compiled() -> None:
 _MISSING = object()
 _plans: dict[tuple, object] = {}  # signature -> _FwdPlan | _BwdPlan, or None: never replayable
 
-# The no-grad fast path: ``functional`` keys an inference call by everything its result
-# and its argument checks depend on (see ``call_signature``) and, from the second call
-# on, goes straight to the forward plan here, skipping the checks, the variant and
-# this module's own key.
-fast_plans: dict[tuple, _FwdPlan] = {}
+# The fast path: ``functional`` keys a call by everything its result and its argument
+# checks depend on (see ``call_signature``) and files the checked call's ``Call`` under
+# that key; from the second call on it goes straight to that ``Call``, skipping the
+# checks, the variant and (on CUDA, through the recorded plans) this module's own keys.
+fast_plans: dict[tuple, Call] = {}
 
 
 def call_signature(t: torch.Tensor | None) -> tuple | None:
@@ -167,12 +167,55 @@ def call_signature(t: torch.Tensor | None) -> tuple | None:
     return None if t is None else (_meta(t), t.requires_grad)
 
 
-def remember_fast(call_key: tuple, variant: Variant, x, residual, z, weight, bias, eps, offset, groups) -> None:  # noqa: ANN001
-    """After a checked no-grad call on CUDA: file its forward plan under ``call_key``."""
-    key = _fwd_key(variant, x, residual, z, weight, bias, eps, offset, groups, False)
-    plan = _plans.get(key)
-    if plan is not None:
-        fast_plans[call_key] = plan
+class Call:
+    """One checked call: its variant and scalars, whether it saves statistics for a
+    backward, and, once filed under a full call signature (``keyed``), the replay
+    plans its repeats take without building this module's keys."""
+
+    __slots__ = ("variant", "eps", "offset", "groups", "training", "fwd_plan", "bwd_plans")
+
+    def __init__(self, variant: Variant, eps: float, offset: float, groups: int, training: bool) -> None:
+        self.variant, self.eps, self.offset, self.groups = variant, eps, offset, groups
+        self.training = training
+        self.fwd_plan: _FwdPlan | None = None
+        self.bwd_plans: dict[tuple, _BwdPlan | None] | None = None
+
+    def forward(self, x, residual, z, weight, bias):  # noqa: ANN001, ANN201
+        """(out, h, stats), as ``forward``; stats only when ``training``."""
+        plan = self.fwd_plan
+        if plan is not None:
+            return plan(None, x, residual, z, weight, bias)
+        v = self.variant
+        return forward(v, x, residual, z, weight, bias, self.eps, self.offset, self.groups, self.training)
+
+    def backward(self, dout, dh, xs, z, weight, bias, stats, want_dw: bool, want_db: bool):  # noqa: ANN001, ANN201
+        """(dx, dz, dw, db), as ``backward``. A keyed CUDA call finds its plan by the
+        gradients' signature alone: everything else in the backward's key is fixed by
+        the call's."""
+        if dout is None:
+            dout = torch.zeros_like(xs)
+        args = (self.variant, dout, dh, xs, z, weight, bias, stats, self.groups, self.offset, want_dw, want_db)
+        plans = self.bwd_plans
+        if plans is None:
+            return backward(*args)
+        key = (_meta(dout), _meta(dh), want_dw, want_db)
+        plan = plans.get(key)
+        if plan is not None:
+            return plan(*args)
+        result = backward(*args)
+        plans[key] = _plans.get(_bwd_key(*args))
+        return result
+
+    def keyed(self, x, residual, z, weight, bias) -> Call:  # noqa: ANN001
+        """This call as the fast-path entry of its signature (after it ran once): on
+        CUDA with the forward plan it recorded and a table for the backward's."""
+        entry = Call(self.variant, self.eps, self.offset, self.groups, self.training)
+        if x.is_cuda:
+            entry.fwd_plan = _plans.get(
+                _fwd_key(self.variant, x, residual, z, weight, bias, self.eps, self.offset, self.groups, self.training)
+            )  # fmt: skip
+            entry.bwd_plans = {} if self.training else None
+        return entry
 
 
 def _meta(t: torch.Tensor | None) -> tuple | None:
@@ -337,11 +380,14 @@ def backward(
     args = (variant, dout, dh, xs, z, weight, bias, stats, groups, offset, want_dw, want_db)
     if not xs.is_cuda:
         return _backward_views(*args, False)[0]
-    key = (
+    return _planned(_bwd_key(*args), _backward_views, _BwdPlan.check, args)
+
+
+def _bwd_key(variant, dout, dh, xs, z, weight, bias, stats, groups, offset, want_dw, want_db) -> tuple:  # noqa: ANN001
+    return (
         "bwd", variant, groups, offset, want_dw, want_db,
         _meta(dout), _meta(dh), _meta(xs), _meta(z), _meta(weight), _meta(bias),
     )  # fmt: skip
-    return _planned(key, _backward_views, _BwdPlan.check, args)
 
 
 class _BwdBuffers(NamedTuple):

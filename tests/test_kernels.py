@@ -486,32 +486,69 @@ def test_replayed_calls_match_reference(name, n):
     assert {k[0] for k in new} == {"fwd", "bwd"}, "the forward and backward were not replayed"
 
 
-@pytest.mark.gpu
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
 @pytest.mark.parametrize("name", list(REPLAYED))
-def test_repeated_inference_calls_take_the_fast_path(name):
-    """No-grad calls after the first go through ``launch.fast_plans`` (no checks, no
-    variant lookup): fresh inputs every call must still give the right outputs, and
-    the residual sum where there is one."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
+def test_repeated_calls_take_the_fast_path(device, name, grad):
+    """Calls after the first go through the ``launch.Call`` filed in ``launch.fast_plans``
+    (no checks, no variant lookup; on CUDA the recorded plans of the forward and, with
+    grad, the backward): fresh inputs every call must still give the right outputs,
+    the residual sum where there is one, and every gradient."""
     from kernels import launch
 
-    dtype, n = torch.bfloat16, 320
-    before = set(launch.fast_plans)
-    with torch.no_grad():
+    dtype, n = torch.bfloat16, 128
+    launch.fast_plans.clear()  # the entries are a cache, shared by the CPU routes
+    with torch.set_grad_enabled(grad):
         for _ in range(3):
             inputs = [
-                make((2, 7, n), dtype, "cuda", mean=0.5), make((n,), dtype, "cuda", mean=1.0, std=0.3),
-                make((n,), dtype, "cuda", std=0.3), make((2, 7, n), dtype, "cuda"),
-                make((2, 7, n), dtype, "cuda", mean=1.0),
+                make((2, 7, n), dtype, device, mean=0.5), make((n,), dtype, device, mean=1.0, std=0.3),
+                make((n,), dtype, device, std=0.3), make((2, 7, n), dtype, device),
+                make((2, 7, n), dtype, device, mean=1.0),
             ]  # fmt: skip
             result = REPLAYED[name](*inputs)
-            ref, ref_h = _replayed_ref(name, *[t.double() for t in inputs])
+            ref_in = [leaf64(t) for t in inputs]
+            ref, ref_h = _replayed_ref(name, *ref_in)
             out = result[0] if isinstance(result, tuple) else result
+            assert out.requires_grad == grad
             assert_close("out", out, ref, ref.to(dtype), dtype)
             if ref_h is not None:
                 assert_close("h", result[1], ref_h, ref_h.to(dtype), dtype)
-    assert len(set(launch.fast_plans) - before) == 1, "the repeated call did not get a fast path"
+            if grad:
+                dy = torch.randn_like(out)
+                for i, (g, r) in enumerate(zip(grads(out, inputs, dy), grads(ref, ref_in, dy.double()))):
+                    if r is not None:
+                        assert_close(f"grad[{i}]", g, r, r.to(dtype), dtype, slack=8.0)
+    assert len(launch.fast_plans) == 1, "the repeated call did not get a fast path"
+    (entry,) = launch.fast_plans.values()
+    assert entry.training == grad
+    if device == "cuda":
+        assert entry.fwd_plan is not None, "the fast path does not replay the forward"
+        if grad:
+            assert any(p is not None for p in entry.bwd_plans.values()), "nor the backward"
+
+
+def test_fast_path_follows_grad_mode_and_requires_grad(device):
+    """One set of tensors called under grad, under no_grad, and with the weight frozen:
+    each is its own fast-path entry, and each records (or not) the right graph."""
+    x = make((3, 64), torch.float32, device)
+    w = make((64,), torch.float32, device, mean=1.0)
+    ref_in = [leaf64(x), leaf64(w)]
+    ref, _ = norm64(*ref_in, None, 1e-6, rms=True)
+    dy = torch.randn(3, 64, dtype=torch.float64)
+    want = grads(ref, ref_in, dy)
+    for frozen in (False, False, True, True, False):
+        w.requires_grad_(not frozen)
+        for _ in range(2):
+            with torch.no_grad():
+                assert kernels.rms_norm(x, w).grad_fn is None
+        out = kernels.rms_norm(x, w)
+        assert_close("out", out, ref, ref.float(), torch.float32)
+        live = [x] if frozen else [x, w]
+        got = torch.autograd.grad(out, live, dy.to(out))
+        for name, g, r in zip(("dx", "dw"), got, want):
+            assert_close(name, g, r, r.float(), torch.float32)
+        if frozen:
+            with pytest.raises(RuntimeError, match="does not require grad"):
+                torch.autograd.grad(kernels.rms_norm(x, w), [w], dy.to(out))
 
 
 @pytest.mark.gpu
