@@ -533,7 +533,7 @@ def test_fast_path_follows_grad_mode_and_requires_grad(device):
     w = make((64,), torch.float32, device, mean=1.0)
     ref_in = [leaf64(x), leaf64(w)]
     ref, _ = norm64(*ref_in, None, 1e-6, rms=True)
-    dy = torch.randn(3, 64, dtype=torch.float64)
+    dy = torch.randn(3, 64, dtype=torch.float64, device=x.device)
     want = grads(ref, ref_in, dy)
     for frozen in (False, False, True, True, False):
         w.requires_grad_(not frozen)
