@@ -207,15 +207,14 @@ class Call:
         return result
 
     def keyed(self, x, residual, z, weight, bias) -> Call:  # noqa: ANN001
-        """This call as the fast-path entry of its signature (after it ran once): on
-        CUDA with the forward plan it recorded and a table for the backward's."""
-        entry = Call(self.variant, self.eps, self.offset, self.groups, self.training)
+        """This call, after it ran once, as the fast-path entry of its signature: on
+        CUDA it takes the forward plan it recorded and a table for the backward's."""
         if x.is_cuda:
-            entry.fwd_plan = _plans.get(
+            self.fwd_plan = _plans.get(
                 _fwd_key(self.variant, x, residual, z, weight, bias, self.eps, self.offset, self.groups, self.training)
             )  # fmt: skip
-            entry.bwd_plans = {} if self.training else None
-        return entry
+            self.bwd_plans = {} if self.training else None
+        return self
 
 
 def _meta(t: torch.Tensor | None) -> tuple | None:
