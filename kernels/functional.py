@@ -15,7 +15,7 @@ import itertools
 
 import torch
 
-from . import launch
+from . import launch, native
 from .launch import Variant
 from .validate import check_casting, check_norm_args, check_offset
 
@@ -97,10 +97,18 @@ def _fast_call(fn: str, scalars: tuple, x, residual, z, weight, bias) -> tuple[t
     call = launch.fast_plans.get(key)
     if call is None:
         return key, None
+    handle = call.native
+    if handle is not None and not (call.training and _functorch_active()):
+        return key, native.forward(handle, x, residual, z, weight, bias)
     if call.training:
         result = _apply_plain(x, residual, z, weight, bias, call)
         return key, ((result, None) if residual is None else result)
     return key, call.forward(x, residual, z, weight, bias)
+
+
+# A C++ autograd Function refuses to run under functorch transforms (vmap, grad):
+# training calls made there take the Python Function.
+_functorch_active = torch._C._are_functorch_transforms_active
 
 
 def _needs_grad(x, residual, z, weight, bias) -> bool:  # noqa: ANN001

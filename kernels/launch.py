@@ -24,7 +24,7 @@ import torch
 
 import helion
 
-from . import heuristics
+from . import heuristics, native
 from .norm_kernels import make_kernels
 from .replay import Recorder, Replay, ptr
 from tuning import cache as config_cache
@@ -172,13 +172,14 @@ class Call:
     backward, and, once filed under a full call signature (``keyed``), the replay
     plans its repeats take without building this module's keys."""
 
-    __slots__ = ("variant", "eps", "offset", "groups", "training", "fwd_plan", "bwd_plans")
+    __slots__ = ("variant", "eps", "offset", "groups", "training", "fwd_plan", "bwd_plans", "native")
 
     def __init__(self, variant: Variant, eps: float, offset: float, groups: int, training: bool) -> None:
         self.variant, self.eps, self.offset, self.groups = variant, eps, offset, groups
         self.training = training
         self.fwd_plan: _FwdPlan | None = None
         self.bwd_plans: dict[tuple, _BwdPlan | None] | None = None
+        self.native: int | None = None  # the C++ call (``kernels.native``) once keyed
 
     def forward(self, x, residual, z, weight, bias):  # noqa: ANN001, ANN201
         """(out, h, stats), as ``forward``; stats only when ``training``."""
@@ -206,14 +207,21 @@ class Call:
         plans[key] = _plans.get(_bwd_key(*args))
         return result
 
+    def bwd_plan(self, dout, dh, want_dw: bool, want_db: bool) -> _BwdPlan | None:  # noqa: ANN001
+        """The backward plan this keyed call recorded for these gradients, if any."""
+        plans = self.bwd_plans or {}
+        return plans.get((_meta(dout), _meta(dh), want_dw, want_db))
+
     def keyed(self, x, residual, z, weight, bias) -> Call:  # noqa: ANN001
         """This call, after it ran once, as the fast-path entry of its signature: on
-        CUDA it takes the forward plan it recorded and a table for the backward's."""
+        CUDA it takes the forward plan it recorded, a table for the backward's, and
+        the native call built from them (None where that path is off)."""
         if x.is_cuda:
             self.fwd_plan = _plans.get(
                 _fwd_key(self.variant, x, residual, z, weight, bias, self.eps, self.offset, self.groups, self.training)
             )  # fmt: skip
             self.bwd_plans = {} if self.training else None
+            self.native = native.attach(self, residual, z, weight, bias)
         return self
 
 

@@ -51,7 +51,7 @@ class Recorder:
         where = {id(t): i for i, t in enumerate(host_args) if isinstance(t, torch.Tensor)}
         if len(where) != sum(isinstance(t, torch.Tensor) for t in host_args):
             return None  # one tensor in two places: identity is ambiguous
-        terms, constants, pointers = [], {}, {}
+        terms, constants, pointers, layout = [], {}, {}, []
         for arg in args:
             if isinstance(arg, torch.Tensor):
                 if id(arg) not in where:
@@ -59,26 +59,31 @@ class Recorder:
                 i = where[id(arg)]
                 terms.append(f"p[{i}]")
                 pointers[i] = arg.data_ptr()
+                layout.append((i, None))
             else:
                 name = f"c{len(constants)}"
                 constants[name] = arg
                 terms.append(name)
+                layout.append((None, arg))
         # A generated function: building the argument tuple in one expression costs a
         # fraction of a loop over slots, and this runs on every call.
         build = eval(f"lambda p: ({', '.join(terms)},)", constants)  # noqa: S307
-        return Replay(kernel, grid, build, pointers, device)
+        return Replay(kernel, grid, build, pointers, device, tuple(layout))
 
 
 class Replay:
     """One compiled kernel's launch as a function of data pointers (see the module doc)."""
 
-    __slots__ = ("kernel", "grid", "build", "pointers", "device", "launch", "head")
+    __slots__ = ("kernel", "grid", "build", "pointers", "layout", "device", "launch", "head")
 
-    def __init__(self, kernel, grid: tuple, build, pointers: dict[int, int], device: torch.device) -> None:  # noqa: ANN001
+    def __init__(self, kernel, grid: tuple, build, pointers: dict[int, int], device: torch.device, layout: tuple) -> None:  # noqa: ANN001
         self.kernel = kernel
         self.grid = (*grid, 1, 1)[:3]
         self.build = build
         self.pointers = pointers  # host-argument position -> data pointer at recording
+        # Per kernel argument: (host-argument position, None) for a tensor, (None, value)
+        # for anything else; what ``kernels.native`` turns into a C++ launch record.
+        self.layout = layout
         self.device = device.index if device.index is not None else torch.cuda.current_device()
         self.launch, self.head = _c_launcher(kernel)
 

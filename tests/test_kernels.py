@@ -491,8 +491,21 @@ def test_replayed_calls_match_reference(name, n):
 def test_repeated_calls_take_the_fast_path(device, name, grad):
     """Calls after the first go through the ``launch.Call`` filed in ``launch.fast_plans``
     (no checks, no variant lookup; on CUDA the recorded plans of the forward and, with
-    grad, the backward): fresh inputs every call must still give the right outputs,
-    the residual sum where there is one, and every gradient."""
+    grad, the backward, replayed from C++ by ``kernels.native``): fresh inputs every
+    call must still give the right outputs, the residual sum where there is one, and
+    every gradient."""
+    from kernels import native
+
+    entry = check_repeated_calls(device, name, grad)
+    if device == "cuda":
+        assert entry.native is not None, "the repeated CUDA call is not native"
+        if grad:
+            assert native.backward_records(entry.native) == 1, "its backward is not native"
+
+
+def check_repeated_calls(device: str, name: str, grad: bool):  # noqa: ANN201
+    """Three calls of REPLAYED[name] on fresh inputs, each checked against float64;
+    returns the one fast-path entry they made."""
     from kernels import launch
 
     dtype, n = torch.bfloat16, 128
@@ -524,6 +537,7 @@ def test_repeated_calls_take_the_fast_path(device, name, grad):
         assert entry.fwd_plan is not None, "the fast path does not replay the forward"
         if grad:
             assert any(p is not None for p in entry.bwd_plans.values()), "nor the backward"
+    return entry
 
 
 def test_fast_path_follows_grad_mode_and_requires_grad(device):

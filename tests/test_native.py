@@ -1,0 +1,149 @@
+"""The native call path (``kernels.native``): C++ replays of recorded launches and a C++
+autograd node for repeated CUDA calls.
+
+On the CPU the extension is built against the installed torch (what a user's first
+CUDA call does) and its argument packing is checked; on CUDA (``-m gpu``) the native
+calls are checked against float64 references with partial and missing gradients,
+and the Python route they replace is still checked on its own."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import warnings
+
+import pytest
+import torch
+
+import kernels
+from kernels import launch, native
+from reference import norm64
+from test_kernels import REPLAYED, assert_close, check_repeated_calls, grads, leaf64, make
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+def test_extension_builds_against_this_torch(monkeypatch):
+    """The C++ source compiles and loads with the installed torch (a build error would
+    silently send every user to the slower Python route)."""
+    monkeypatch.delenv("TILENORM_NATIVE", raising=False)
+    monkeypatch.setattr(native, "_ext", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the build failing only warns
+        ext = native.extension()
+    assert ext is not None
+    for name in ("make_call", "add_backward", "forward", "set_fallback", "backward_records"):
+        assert callable(getattr(ext, name))
+
+
+def test_native_path_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("TILENORM_NATIVE", "0")
+    monkeypatch.setattr(native, "_ext", None)
+    assert native.extension() is None
+
+
+@pytest.mark.parametrize(
+    "ty, value, fmt",
+    [
+        ("i32", -3, "<i"), ("i32", 2**31 - 1, "<i"), ("u32", 2**32 - 1, "<I"),
+        ("i64", -(2**40), "<q"), ("i1", 1, "<b"), ("i16", -2, "<h"),
+        ("fp32", 1e-6, "<f"), ("fp32", -0.1, "<f"), ("fp64", 1e-300, "<d"), ("fp16", 0.5, "<e"),
+    ],
+)  # fmt: skip
+def test_scalar_arguments_pack_as_their_c_types(ty, value, fmt):
+    """The record's constant is the little-endian bytes of the C type Triton's launcher
+    passes for that signature type, zero-extended to 8 bytes."""
+    want = int.from_bytes(struct.pack(fmt, value), "little")
+    assert native._bits(ty, value) == want
+
+
+@pytest.mark.parametrize("ty, value", [("bf16", 1.0), ("i32", 1.5), ("nvTmaDesc", 0)])
+def test_unpackable_arguments_get_no_record(ty, value):
+    assert native._bits(ty, value) is None
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("name", list(REPLAYED))
+def test_python_route_without_native(monkeypatch, name, grad):
+    """With the native path off, repeated CUDA calls still replay from Python, right."""
+    monkeypatch.setattr(native, "_ext", False)
+    entry = check_repeated_calls("cuda", name, grad)
+    assert entry.native is None
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("through", ["out", "h", "both"])
+def test_native_backward_with_partial_gradients(through):
+    """add_rms_norm repeated with gradients through out, h or both, and with dW wanted
+    or not (autograd.grad over x alone): each combination gets its own record or the
+    Python fallback (out without a gradient), and every gradient matches float64."""
+    launch.fast_plans.clear()
+    dtype, shape = torch.bfloat16, (3, 5, 256)
+    for want_w in (True, False, True, False):
+        for _ in range(3):
+            x, r = make(shape, dtype, "cuda"), make(shape, dtype, "cuda", mean=1.0)
+            w = make((256,), dtype, "cuda", mean=1.0, std=0.3)
+            out, h = kernels.add_rms_norm(x, r, w)
+            ref_in = [leaf64(t) for t in (x, r, w)]
+            ref, ref_h = norm64(ref_in[0], ref_in[2], None, 1e-6, rms=True, residual=ref_in[1])
+            outs, refs = {"out": ([out], [ref]), "h": ([h], [ref_h]), "both": ([out, h], [ref, ref_h])}[through]
+            dys = [torch.randn_like(o) for o in outs]
+            targets = [x, r, w] if want_w else [x, r]
+            got = torch.autograd.grad(outs, targets, dys)
+            want = torch.autograd.grad(
+                refs, ref_in[: len(targets)], [d.double() for d in dys], allow_unused=True
+            )  # h alone does not depend on w: its gradient is zero
+            for i, (g, v) in enumerate(zip(got, want)):
+                v = torch.zeros_like(g, dtype=torch.float64) if v is None else v
+                assert_close(f"{through} grad[{i}]", g, v, v.to(dtype), dtype, slack=8.0)
+    (entry,) = launch.fast_plans.values()
+    assert entry.native is not None
+    # h alone: the output's gradient is missing and that backward stays in Python.
+    assert native.backward_records(entry.native) == (0 if through == "h" else 2)
+
+
+@pytest.mark.gpu
+@cuda
+def test_native_outputs_print_and_keep_autograd_semantics():
+    """A native training call's output names its node, refuses a second backward
+    through freed buffers, and detects an in-place change of a saved input."""
+    x = make((4, 128), torch.float32, "cuda")
+    w = make((128,), torch.float32, "cuda", mean=1.0)
+    for _ in range(2):
+        out = kernels.rms_norm(x, w)
+    assert "NormFunction" in repr(out)
+    out.sum().backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        out.sum().backward()
+    out = kernels.rms_norm(x, w)
+    with torch.no_grad():
+        x.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+@pytest.mark.gpu
+@cuda
+def test_native_calls_follow_the_current_stream():
+    """Native launches go to the caller's current stream (here a side stream), in order
+    with the work queued there."""
+    x = make((64, 512), torch.bfloat16, "cuda", requires_grad=False)
+    w = make((512,), torch.bfloat16, "cuda", mean=1.0, requires_grad=False)
+    ref, _ = norm64(x.double() + 1.0, w.double(), None, 1e-6, rms=True)
+    kernels.rms_norm(x, w)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        y = x.clone()
+        torch.cuda._sleep(10_000_000)  # keeps the side stream busy: a launch elsewhere runs first
+        y.add_(1.0)
+        out = kernels.rms_norm(y, w)
+    torch.cuda.current_stream().wait_stream(side)
+    assert_close("out", out, ref, ref.to(torch.bfloat16), torch.bfloat16)
