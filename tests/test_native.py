@@ -111,6 +111,32 @@ def test_native_backward_with_partial_gradients(through):
 
 @pytest.mark.gpu
 @cuda
+@pytest.mark.parametrize("frozen", ["x", "weight", "bias"])
+def test_native_backward_with_a_frozen_input(frozen):
+    """LayerNorm repeated with one of x, weight, bias not requiring grad: the others'
+    gradients match float64 on every call (native from the third call on)."""
+    launch.fast_plans.clear()
+    for _ in range(3):
+        x = make((6, 384), torch.float32, "cuda", mean=2.0)
+        w = make((384,), torch.float32, "cuda", mean=1.0, std=0.3)
+        b = make((384,), torch.float32, "cuda", std=0.3)
+        inputs = {"x": x, "weight": w, "bias": b}
+        inputs[frozen].requires_grad_(False)
+        live = [t for t in inputs.values() if t.requires_grad]
+        out = kernels.layer_norm(x, w, b)
+        ref_in = {k: leaf64(t).requires_grad_(t.requires_grad) for k, t in inputs.items()}
+        ref, _ = norm64(ref_in["x"], ref_in["weight"], ref_in["bias"], 1e-5, rms=False)
+        dy = torch.randn_like(out)
+        got = torch.autograd.grad(out, live, dy)
+        want = torch.autograd.grad(ref, [t for t in ref_in.values() if t.requires_grad], dy.double())
+        for i, (g, v) in enumerate(zip(got, want)):
+            assert_close(f"grad[{i}]", g, v, v.float(), torch.float32, slack=8.0)
+    (entry,) = launch.fast_plans.values()
+    assert entry.native is not None and native.backward_records(entry.native) == 1
+
+
+@pytest.mark.gpu
+@cuda
 def test_native_outputs_print_and_keep_autograd_semantics():
     """A native training call's output names its node, refuses a second backward
     through freed buffers, and detects an in-place change of a saved input."""

@@ -342,7 +342,8 @@ struct NormFunction : public torch::autograd::Function<NormFunction> {
     if (dout.defined()) plan = c.find(dout, dh, want_dw, want_db);
     Grads g = plan ? run_backward(*plan, c, dout, dh, xs, z, weight, bias, stats)
                    : python_backward(c, dout, dh, xs, z, weight, bias, stats, want_dw, want_db);
-    result[0] = g.dx;
+    // The kernels always write dx; autograd gets it only where an input asks for it.
+    if (ctx->needs_input_grad(0)) result[0] = g.dx;
     if (c.has_residual && ctx->needs_input_grad(c.edge_residual())) result[1] = g.dx;
     result[2] = g.dz;
     result[3] = g.dw;
