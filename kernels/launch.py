@@ -199,7 +199,7 @@ class Call:
         plans = self.bwd_plans
         if plans is None:
             return backward(*args)
-        key = (_meta(dout), _meta(dh), want_dw, want_db)
+        key = _grads_key(dout, dh, want_dw, want_db)
         plan = plans.get(key)
         if plan is not None:
             return plan(*args)
@@ -210,7 +210,7 @@ class Call:
     def bwd_plan(self, dout, dh, want_dw: bool, want_db: bool) -> _BwdPlan | None:  # noqa: ANN001
         """The backward plan this keyed call recorded for these gradients, if any."""
         plans = self.bwd_plans or {}
-        return plans.get((_meta(dout), _meta(dh), want_dw, want_db))
+        return plans.get(_grads_key(dout, dh, want_dw, want_db))
 
     def keyed(self, x, residual, z, weight, bias) -> Call:  # noqa: ANN001
         """This call, after it ran once, as the fast-path entry of its signature: on
@@ -223,6 +223,11 @@ class Call:
             self.bwd_plans = {} if self.training else None
             self.native = native.attach(self, residual, z, weight, bias)
         return self
+
+
+def _grads_key(dout, dh, want_dw: bool, want_db: bool) -> tuple:  # noqa: ANN001
+    """A keyed call's backward plans are told apart by the gradients alone."""
+    return (_meta(dout), _meta(dh), want_dw, want_db)
 
 
 def _meta(t: torch.Tensor | None) -> tuple | None:

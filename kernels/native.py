@@ -32,8 +32,7 @@ import threading
 import warnings
 from pathlib import Path
 
-import torch
-import triton
+from .replay import launch_hooked
 
 _SOURCE = Path(__file__).parent / "csrc" / "native_call.cpp"
 _lock = threading.Lock()
@@ -73,14 +72,6 @@ def _load():  # noqa: ANN202
     ext.set_fallback(backward_fallback)
     forward = ext.forward
     return ext
-
-
-def _hooks_set() -> bool:
-    runtime = triton.knobs.runtime
-    return any(
-        h is not None and getattr(h, "calls", True)
-        for h in (runtime.launch_enter_hook, runtime.launch_exit_hook)
-    )
 
 
 def _bits(ty: str, value: object) -> int | None:
@@ -128,7 +119,7 @@ def launch_record(replay) -> tuple | None:  # noqa: ANN001
 def attach(call, residual, z, weight, bias) -> int | None:  # noqa: ANN001
     """A native handle for a keyed CUDA ``launch.Call`` whose forward replays, or None."""
     plan = call.fwd_plan
-    if plan is None or _hooks_set():
+    if plan is None or launch_hooked():
         return None
     ext = extension()
     record = None if ext is None else launch_record(plan.replay)

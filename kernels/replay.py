@@ -51,24 +51,16 @@ class Recorder:
         where = {id(t): i for i, t in enumerate(host_args) if isinstance(t, torch.Tensor)}
         if len(where) != sum(isinstance(t, torch.Tensor) for t in host_args):
             return None  # one tensor in two places: identity is ambiguous
-        terms, constants, pointers, layout = [], {}, {}, []
+        layout, pointers = [], {}  # per argument: (host position, None) or (None, constant)
         for arg in args:
             if isinstance(arg, torch.Tensor):
                 if id(arg) not in where:
                     return None
-                i = where[id(arg)]
-                terms.append(f"p[{i}]")
-                pointers[i] = arg.data_ptr()
-                layout.append((i, None))
+                layout.append((where[id(arg)], None))
+                pointers[where[id(arg)]] = arg.data_ptr()
             else:
-                name = f"c{len(constants)}"
-                constants[name] = arg
-                terms.append(name)
                 layout.append((None, arg))
-        # A generated function: building the argument tuple in one expression costs a
-        # fraction of a loop over slots, and this runs on every call.
-        build = eval(f"lambda p: ({', '.join(terms)},)", constants)  # noqa: S307
-        return Replay(kernel, grid, build, pointers, device, tuple(layout))
+        return Replay(kernel, grid, pointers, device, tuple(layout))
 
 
 class Replay:
@@ -76,14 +68,14 @@ class Replay:
 
     __slots__ = ("kernel", "grid", "build", "pointers", "layout", "device", "launch", "head")
 
-    def __init__(self, kernel, grid: tuple, build, pointers: dict[int, int], device: torch.device, layout: tuple) -> None:  # noqa: ANN001
+    def __init__(self, kernel, grid: tuple, pointers: dict[int, int], device: torch.device, layout: tuple) -> None:  # noqa: ANN001
         self.kernel = kernel
         self.grid = (*grid, 1, 1)[:3]
-        self.build = build
         self.pointers = pointers  # host-argument position -> data pointer at recording
         # Per kernel argument: (host-argument position, None) for a tensor, (None, value)
-        # for anything else; what ``kernels.native`` turns into a C++ launch record.
+        # for anything else; also what ``kernels.native`` turns into a C++ launch record.
         self.layout = layout
+        self.build = _builder(layout)
         self.device = device.index if device.index is not None else torch.cuda.current_device()
         self.launch, self.head = _c_launcher(kernel)
 
@@ -99,7 +91,7 @@ class Replay:
         gx, gy, gz = self.grid
         hooks = triton.knobs.runtime
         enter, leave = hooks.launch_enter_hook, hooks.launch_exit_hook
-        if _unhooked(enter) and _unhooked(leave):
+        if not hooked(enter, leave):
             if self.launch is not None:
                 self.launch(gx, gy, gz, stream, kernel.function, *self.head, None, None, None, *args)
                 return
@@ -111,10 +103,25 @@ class Replay:
         )
 
 
-def _unhooked(hook: object) -> bool:
-    """No launch hook: None, or (Triton 3.6) an empty HookChain, which Triton would
-    still call, with launch metadata built for it, on every launch."""
-    return hook is None or not getattr(hook, "calls", True)
+def hooked(*hooks: object) -> bool:
+    """Whether any of Triton's launch hooks listens. An unset hook is None or (Triton
+    3.6) an empty HookChain, which Triton would still call, with launch metadata built
+    for it, on every launch."""
+    return any(h is not None and getattr(h, "calls", True) for h in hooks)
+
+
+def launch_hooked() -> bool:
+    runtime = triton.knobs.runtime
+    return hooked(runtime.launch_enter_hook, runtime.launch_exit_hook)
+
+
+def _builder(layout: tuple):  # noqa: ANN202
+    """``layout`` as a function of the host arguments' data pointers. Generated: building
+    the argument tuple in one expression costs a fraction of a loop over slots, and it
+    runs on every call."""
+    constants = {f"c{j}": value for j, (i, value) in enumerate(layout) if i is None}
+    terms = [f"p[{i}]" if i is not None else f"c{j}" for j, (i, _) in enumerate(layout)]
+    return eval(f"lambda p: ({', '.join(terms)},)", constants)  # noqa: S307
 
 
 _LAUNCHER_CALL = ["self", "gridX", "gridY", "gridZ", "stream", "function", "args"]
