@@ -75,23 +75,30 @@ class NormFunction(torch.autograd.Function):
 _apply_plain = torch._C._FunctionBase.__dict__["apply"].__get__(None, NormFunction)
 
 
-def _fast_call(fn: str, scalars: tuple, x, residual, z, weight, bias) -> tuple[tuple | None, tuple | None]:  # noqa: ANN001
+def _fast_call(scalars: tuple, x, residual, z, weight, bias) -> tuple[tuple | None, tuple | None]:  # noqa: ANN001
     """(key, result): this call's fast-path key and, when a ``launch.Call`` is filed
     under it in ``launch.fast_plans``, the call's (out, h) from that entry.
 
-    The key holds the function, its scalar arguments (with their types, so that
-    ``eps=True`` never passes for ``eps=1.0``), the grad mode and each tensor's
-    ``launch.call_signature`` (requires_grad included: whether autograd records the
-    call is decided by the key too). A key with an entry has passed the argument
-    checks once before, and nothing the checks look at can differ. The key is None
-    under torch.compile or for an argument that is not a plain tensor (the checked
-    route then reports it, and functorch's wrapped tensors never get here).
+    The key holds the public function's name and scalar arguments (``scalars``, with
+    their types, so that ``eps=True`` never passes for ``eps=1.0``), the grad mode and
+    each tensor's ``launch.call_signature`` (requires_grad included: whether autograd
+    records the call is decided by the key too). A key with an entry has passed the
+    argument checks once before, and nothing the checks look at can differ. The key
+    is None under torch.compile or for an argument that is not a plain tensor (the
+    checked route then reports it, and functorch's wrapped tensors never get here).
+
+    Calls with a native handle are filed in C++ as well (``native.fast``), which
+    builds the same key and launches without coming back here; its misses (the first
+    call, CPU tensors, a functorch transform) fall through to the Python key.
     """
     if torch.compiler.is_compiling():
         return None, None
+    hit = native.fast(scalars, x, residual, z, weight, bias)
+    if hit is not None:
+        return None, hit
     sig = launch.call_signature
     try:
-        key = (fn, scalars, torch.is_grad_enabled(), sig(x), sig(residual), sig(z), sig(weight), sig(bias))
+        key = (scalars, torch.is_grad_enabled(), sig(x), sig(residual), sig(z), sig(weight), sig(bias))
     except (AttributeError, RuntimeError, TypeError):
         return None, None
     call = launch.fast_plans.get(key)
@@ -156,7 +163,9 @@ def _norm(
     else:
         out, h, _ = call.forward(x, residual, z, weight, bias)
     if call_key is not None:
-        launch.fast_plans[call_key] = call.keyed(x, residual, z, weight, bias)
+        entry = launch.fast_plans[call_key] = call.keyed(x, residual, z, weight, bias)
+        if entry.native is not None:
+            native.file(call_key, x, residual, z, weight, bias, entry.native)
     return out, h
 
 
@@ -179,8 +188,8 @@ def layer_norm(
     or the input before it; ``group_size`` takes the statistics per contiguous group of
     channels (it must divide the hidden size).
     """
-    scalars = (eps, eps.__class__, norm_before_gate, group_size, group_size.__class__)
-    key, fast = _fast_call("layer_norm", scalars, x, None, z, weight, bias)
+    scalars = ("layer_norm", eps, eps.__class__, norm_before_gate, group_size, group_size.__class__)
+    key, fast = _fast_call(scalars, x, None, z, weight, bias)
     if fast is not None:
         return fast[0]
     eps, groups = check_norm_args("layer_norm", x, weight, bias, z, None, eps, group_size)
@@ -208,10 +217,10 @@ def rms_norm(
     ``norm_before_gate`` and ``group_size`` as in :func:`layer_norm`.
     """
     scalars = (
-        eps, eps.__class__, offset, offset.__class__, casting, norm_before_gate,
+        "rms_norm", eps, eps.__class__, offset, offset.__class__, casting, norm_before_gate,
         group_size, group_size.__class__,
     )  # fmt: skip
-    key, fast = _fast_call("rms_norm", scalars, x, None, z, weight, bias)
+    key, fast = _fast_call(scalars, x, None, z, weight, bias)
     if fast is not None:
         return fast[0]
     eps, groups = check_norm_args("rms_norm", x, weight, bias, z, None, eps, group_size)
@@ -229,7 +238,7 @@ def add_layer_norm(
     eps: float = 1e-5,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``h = x + residual; return layer_norm(h, weight, bias, eps), h`` in one kernel."""
-    key, fast = _fast_call("add_layer_norm", (eps, eps.__class__), x, residual, None, weight, bias)
+    key, fast = _fast_call(("add_layer_norm", eps, eps.__class__), x, residual, None, weight, bias)
     if fast is not None:
         return fast[:2]
     if residual is None:
@@ -249,8 +258,8 @@ def add_rms_norm(
     casting: str = "llama",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``h = x + residual; return rms_norm(h, weight, eps, ...), h`` in one kernel."""
-    scalars = (eps, eps.__class__, offset, offset.__class__, casting)
-    key, fast = _fast_call("add_rms_norm", scalars, x, residual, None, weight, None)
+    scalars = ("add_rms_norm", eps, eps.__class__, offset, offset.__class__, casting)
+    key, fast = _fast_call(scalars, x, residual, None, weight, None)
     if fast is not None:
         return fast[:2]
     if residual is None:

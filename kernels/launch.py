@@ -157,7 +157,15 @@ _plans: dict[tuple, object] = {}  # signature -> _FwdPlan | _BwdPlan, or None: n
 # checks depend on (see ``call_signature``) and files the checked call's ``Call`` under
 # that key; from the second call on it goes straight to that ``Call``, skipping the
 # checks, the variant and (on CUDA, through the recorded plans) this module's own keys.
-fast_plans: dict[tuple, Call] = {}
+class _FastPlans(dict):
+    """``fast_plans``: clearing it also clears the native table that mirrors it."""
+
+    def clear(self) -> None:
+        super().clear()
+        native.clear_fast()
+
+
+fast_plans: dict[tuple, Call] = _FastPlans()
 
 
 def call_signature(t: torch.Tensor | None) -> tuple | None:

@@ -71,6 +71,8 @@ def _load():  # noqa: ANN202
         return False
     ext.set_fallback(backward_fallback)
     forward = ext.forward
+    global fast
+    fast = ext.fast
     return ext
 
 
@@ -137,6 +139,25 @@ def forward(handle: int, x, residual, z, weight, bias):  # noqa: ANN001, ANN201
     extension's own function once it loads (a handle exists only after that), which
     saves a Python frame per call."""
     return _ext.forward(handle, x, residual, z, weight, bias)
+
+
+def fast(scalars: tuple, x, residual, z, weight, bias):  # noqa: ANN001, ANN201
+    """(out, h) of a call filed under this signature (``file``), or None: the fast
+    path's lookup, keyed in C++ as ``functional._fast_call`` keys it in Python.
+    Replaced by the extension's own function once it loads; None until then."""
+    return None
+
+
+def file(key: tuple, x, residual, z, weight, bias, handle: int) -> None:  # noqa: ANN001
+    """Files native call ``handle`` under the C++ twin of fast-path key ``key``
+    (``(scalars, grad mode, tensor signatures...)``), built from the same arguments."""
+    _ext.file(key[0], key[1], x, residual, z, weight, bias, handle)
+
+
+def clear_fast() -> None:
+    """Empties the C++ fast-path table (with ``launch.fast_plans``)."""
+    if _ext:
+        _ext.clear_fast()
 
 
 def backward_fallback(call, dout, dh, xs, z, weight, bias, stats, want_dw, want_db):  # noqa: ANN001, ANN201

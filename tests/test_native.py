@@ -33,7 +33,7 @@ def test_extension_builds_against_this_torch(monkeypatch):
         warnings.simplefilter("error", RuntimeWarning)  # the build failing only warns
         ext = native.extension()
     assert ext is not None
-    for name in ("make_call", "add_backward", "forward", "set_fallback", "backward_records"):
+    for name in ("make_call", "add_backward", "forward", "set_fallback", "backward_records", "fast", "file", "clear_fast"):
         assert callable(getattr(ext, name))
 
 
@@ -173,3 +173,58 @@ def test_native_calls_follow_the_current_stream():
         out = kernels.rms_norm(y, w)
     torch.cuda.current_stream().wait_stream(side)
     assert_close("out", out, ref, ref.to(torch.bfloat16), torch.bfloat16)
+
+
+class _PythonLookup(dict):
+    """Stands in for ``launch.fast_plans``: a call that reaches Python's lookup says so."""
+
+    def get(self, key, default=None):  # noqa: ANN001, ANN201
+        raise LookupError("python lookup")
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_native_table_serves_repeats_and_misses_on_any_change(monkeypatch, grad):
+    """The C++ fast-path table answers a repeated call without Python's lookup (right
+    against float64, gradients included), and a change of any part of the key (the
+    function, a scalar's value or type, the grad mode, requires_grad, shape, strides,
+    dtype, alignment) misses it and reaches Python's lookup instead."""
+    launch.fast_plans.clear()
+    dtype, n = torch.bfloat16, 256
+
+    def inputs():
+        return make((4, n), dtype, "cuda", mean=0.5, requires_grad=grad), make((n,), dtype, "cuda", mean=1.0, requires_grad=grad)
+
+    for _ in range(2):
+        kernels.rms_norm(*inputs(), eps=1.0)
+    assert native.extension().fast_entries() == 1
+    monkeypatch.setattr(launch, "fast_plans", _PythonLookup())
+    x, w = inputs()
+    out = kernels.rms_norm(x, w, eps=1.0)
+    ref_in = [leaf64(t) for t in (x, w)]
+    ref, _ = norm64(ref_in[0], ref_in[1], None, 1.0, rms=True)
+    assert_close("out", out, ref, ref.to(dtype), dtype)
+    if grad:
+        dy = torch.randn_like(out)
+        for i, (g, v) in enumerate(zip(torch.autograd.grad(out, (x, w), dy), torch.autograd.grad(ref, ref_in, dy.double()))):
+            assert_close(f"grad[{i}]", g, v, v.to(dtype), dtype, slack=8.0)
+
+    wide = make((4, 2 * n), dtype, "cuda", requires_grad=grad)
+    unaligned = torch.empty(4 * n + 1, dtype=dtype, device="cuda")[1:].view(4, n).copy_(x).requires_grad_(grad)
+    changes = {
+        "function": lambda: kernels.layer_norm(x, w, eps=1.0),
+        "eps value": lambda: kernels.rms_norm(x, w, eps=0.5),
+        "eps type": lambda: kernels.rms_norm(x, w, eps=True),  # == 1.0, same hash
+        "casting": lambda: kernels.rms_norm(x, w, eps=1.0, casting="gemma"),
+        "grad mode": lambda: torch.set_grad_enabled(not grad)(lambda: kernels.rms_norm(x, w, eps=1.0))(),
+        "requires_grad": lambda: kernels.rms_norm(x.detach().requires_grad_(not grad), w, eps=1.0),
+        "shape": lambda: kernels.rms_norm(x[:2], w, eps=1.0),
+        "strides": lambda: kernels.rms_norm(wide[:, :n], w, eps=1.0),
+        "dtype": lambda: kernels.rms_norm(x.detach().half().requires_grad_(grad), w.detach().half().requires_grad_(grad), eps=1.0),
+        "alignment": lambda: kernels.rms_norm(unaligned, w, eps=1.0),
+    }
+    for change, call in changes.items():
+        with pytest.raises(LookupError, match="python lookup"):
+            call()
+            pytest.fail(f"{change}: served from the C++ table")

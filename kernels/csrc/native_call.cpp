@@ -11,6 +11,7 @@
 // one registered fallback. See kernels/native.py for how records are made.
 
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <c10/core/DeviceGuard.h>
@@ -18,9 +19,11 @@
 #include <dlfcn.h>
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 // A named namespace: the autograd node's name, as tensors print it, is this
@@ -268,25 +271,26 @@ Grads run_backward(const BwdPlan& p, const NativeCall& c, const Tensor& dout, co
   Tensor part, coef;
   if (n_params > 0) part = at::empty({p.rows, n_params, c.groups, k}, f32);
   if (p.split) coef = at::empty({2, m, c.groups}, f32);
-  if (p.want_dw) g.dw = like(weight);
-  if (p.want_db) g.db = like(bias);
 
   uint64_t mean = ptr(stats), rstd = mean;
   if (stats.size(0) == 2) rstd += 4 * stats.stride(0);
   else mean = 0;
   const uint64_t part_ptr = ptr(part);
-  const uint64_t dw_part = g.dw.defined() ? part_ptr : 0;
+  const uint64_t dw_part = p.want_dw ? part_ptr : 0;
   uint64_t db_part = 0;
-  if (g.db.defined()) db_part = g.dw.defined() ? part_ptr + 4 * part.stride(1) : part_ptr;
+  if (p.want_db) db_part = p.want_dw ? part_ptr + 4 * part.stride(1) : part_ptr;
   const uint64_t main_ptrs[13] = {ptr(dout), ptr(xs), ptr(z), ptr(weight), ptr(bias), mean, rstd,
                                   ptr(coef), ptr(dh), ptr(g.dx), ptr(g.dz), dw_part, db_part};
-  const Tensor& first = g.dw.defined() ? g.dw : g.db;
-  const Tensor& second = g.dw.defined() ? g.db : Tensor();
-  const uint64_t reduce_ptrs[3] = {part_ptr, ptr(first), ptr(second)};
-
   void* stream = current_stream(xs.device());
   if (p.coef) p.coef->run(main_ptrs, stream);  // coef's pointers are main's first 8
   p.main->run(main_ptrs, stream);
+
+  // dW and dB are allocated while the main kernel runs: off a small shape's critical path.
+  if (p.want_dw) g.dw = like(weight);
+  if (p.want_db) g.db = like(bias);
+  const Tensor& first = g.dw.defined() ? g.dw : g.db;
+  const Tensor& second = g.dw.defined() ? g.db : Tensor();
+  const uint64_t reduce_ptrs[3] = {part_ptr, ptr(first), ptr(second)};
   if (p.reduce && part.defined()) p.reduce->run(reduce_ptrs, stream);
   return g;
 }
@@ -404,6 +408,139 @@ std::tuple<Tensor, OptTensor> forward(int64_t handle, const Tensor& x, const Opt
   return {r.out, std::nullopt};
 }
 
+// ------------------------------------------------------------ the fast-path table
+//
+// functional._fast_call's lookup, in C++: the same key (the public function's name and
+// scalar arguments as one tuple, the grad mode, and per tensor argument its shape,
+// strides, dtype, device, 16-byte alignment and requires_grad), mapped to the native
+// call Python filed under it. A hit launches from here; a miss returns None and
+// Python's own key takes over (and files the call here when it gets a native handle).
+// The table mirrors launch.fast_plans: it is emptied whenever that is.
+
+struct FastKey {
+  py::object scalars;
+  bool grad = false;
+  std::vector<int64_t> tensors;  // per argument: -1 (None), or ndim, sizes, strides, ...
+  size_t hash = 0;
+
+  bool operator==(const FastKey& o) const {
+    if (grad != o.grad || tensors != o.tensors) return false;
+    if (scalars.ptr() == o.scalars.ptr()) return true;
+    int eq = PyObject_RichCompareBool(scalars.ptr(), o.scalars.ptr(), Py_EQ);
+    if (eq < 0) PyErr_Clear();
+    return eq == 1;
+  }
+};
+
+struct FastKeyHash {
+  size_t operator()(const FastKey& k) const { return k.hash; }
+};
+
+// Never destroyed: its keys hold Python objects, which must not be released after the
+// interpreter has gone (static destructors run after it).
+std::unordered_map<FastKey, int64_t, FastKeyHash>& fast_table() {
+  static auto* table = new std::unordered_map<FastKey, int64_t, FastKeyHash>();
+  return *table;
+}
+
+// Tensors whose data, dispatch or autograd is not their own (functorch wrappers,
+// Python-dispatched subclasses such as fake tensors, functionalized views) never take
+// this path: Python decides for them, as before.
+const c10::DispatchKeySet kForeignKeys({
+    c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot,
+    c10::DispatchKey::FuncTorchBatched, c10::DispatchKey::FuncTorchGradWrapper,
+    c10::DispatchKey::Functionalize,
+});
+
+// Appends one argument's signature; false if it is neither None nor a plain tensor.
+bool add_signature(std::vector<int64_t>& out, py::handle arg) {
+  if (arg.is_none()) {
+    out.push_back(-1);
+    return true;
+  }
+  if (!THPVariable_Check(arg.ptr())) return false;
+  const Tensor& t = THPVariable_Unpack(arg.ptr());
+  if (t.key_set().has_any(kForeignKeys) || t.layout() != c10::kStrided ||
+      !t.unsafeGetTensorImpl()->has_storage()) {
+    return false;
+  }
+  const auto sizes = t.sizes();
+  const auto strides = t.strides();
+  out.push_back(static_cast<int64_t>(sizes.size()));
+  out.insert(out.end(), sizes.begin(), sizes.end());
+  out.insert(out.end(), strides.begin(), strides.end());
+  out.push_back(static_cast<int64_t>(t.scalar_type()));
+  out.push_back(static_cast<int64_t>(t.device().type()));
+  out.push_back(t.device().index());
+  out.push_back(static_cast<int64_t>(ptr(t) & 15));
+  out.push_back(t.requires_grad());
+  return true;
+}
+
+std::optional<FastKey> make_key(py::handle scalars, bool grad, py::handle x, py::handle residual,
+                                py::handle z, py::handle weight, py::handle bias) {
+  FastKey k;
+  k.grad = grad;
+  k.tensors.reserve(48);
+  for (py::handle arg : {x, residual, z, weight, bias}) {
+    if (!add_signature(k.tensors, arg)) return std::nullopt;
+  }
+  const Py_hash_t h = PyObject_Hash(scalars.ptr());
+  if (h == -1) {
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  size_t hash = std::hash<int64_t>()(h) ^ (grad ? 0x9e3779b97f4a7c15ULL : 0);
+  for (int64_t v : k.tensors) hash = hash * 1000003 ^ std::hash<int64_t>()(v);
+  k.hash = hash;
+  k.scalars = py::reinterpret_borrow<py::object>(scalars);
+  return k;
+}
+
+PyObject* functorch_active_fn = nullptr;  // torch._C._are_functorch_transforms_active
+
+bool functorch_active() {
+  PyObject* r = PyObject_CallNoArgs(functorch_active_fn);
+  if (r == nullptr) throw py::error_already_set();
+  const bool active = r == Py_True;
+  Py_DECREF(r);
+  return active;
+}
+
+// (out, h) of a filed call, or None. A C++ autograd Function refuses to run under
+// functorch transforms: training calls made there are left to Python's Function.
+py::object fast(py::handle scalars, py::handle x, py::handle residual, py::handle z,
+                py::handle weight, py::handle bias) {
+  auto& table = fast_table();
+  if (table.empty()) return py::none();
+  auto key = make_key(scalars, at::GradMode::is_enabled(), x, residual, z, weight, bias);
+  if (!key) return py::none();
+  auto it = table.find(*key);
+  if (it == table.end()) return py::none();
+  const int64_t handle = it->second;
+  if (call_of(handle).training && functorch_active()) return py::none();
+  auto opt = [](py::handle h) -> OptTensor {
+    if (h.is_none()) return std::nullopt;
+    return THPVariable_Unpack(h.ptr());
+  };
+  auto [out, h] = forward(handle, THPVariable_Unpack(x.ptr()), opt(residual), opt(z), opt(weight),
+                          opt(bias));
+  return py::make_tuple(out, h ? py::cast(*h) : py::none());
+}
+
+// Files ``handle`` under the key of these arguments (those of the call that made it).
+bool file(py::handle scalars, bool grad, py::handle x, py::handle residual, py::handle z,
+          py::handle weight, py::handle bias, int64_t handle) {
+  auto key = make_key(scalars, grad, x, residual, z, weight, bias);
+  if (!key) return false;
+  fast_table()[std::move(*key)] = handle;
+  return true;
+}
+
+void clear_fast() {
+  fast_table().clear();
+}
+
 void set_fallback(py::object fn) {
   Py_XDECREF(fallback_fn);
   fallback_fn = fn.release().ptr();
@@ -424,5 +561,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("add_backward", &add_backward);
   m.def("forward", &forward);
   m.def("set_fallback", &set_fallback);
+  m.def("fast", &fast);
+  m.def("file", &file);
+  m.def("clear_fast", &clear_fast);
+  m.def("fast_entries", [] { return fast_table().size(); });
+  py::object active = py::module_::import("torch._C").attr("_are_functorch_transforms_active");
+  functorch_active_fn = active.release().ptr();
   m.def("backward_records", &backward_records);
 }
