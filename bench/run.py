@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -53,6 +54,7 @@ from bench.shapes import HOST_M, HOST_N, MODES, OPS, PRESETS, parse_shapes, pres
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench" / "results"
 
+EAGER_ROUNDS = 5  # interleaved eager samples per provider (``interleave_eager``)
 ROTATE_MB = 128  # input bytes per rotation cycle: > 2x the H200's 60 MB L2
 MAX_SETS = 64
 HOST_OPS = ("layer_norm", "rms_norm")
@@ -114,9 +116,9 @@ class Budget:
 # -------------------------------------------------------------------- measurements
 
 
-def measure_kernel(record: dict, step: Callable, sets: list[InputSet], settings: Settings) -> None:
-    """Eager (L2 flushed) and CUDA-graph time; a graph failure leaves the eager time."""
-    us = timing.eager_us(step, sets, settings.device, settings.warmup_ms, settings.rep_ms)
+def measure_kernel(record: dict, step: Callable, sets: list[InputSet], settings: Settings) -> Callable[[bool], float]:
+    """CUDA-graph time now (a failure leaves it None); returns the eager sampler, which
+    ``run_unit`` calls in interleaved rounds (``interleave_eager``)."""
     graph_us = None
     try:
         graph_us = timing.graph_us(step, sets, settings.device)
@@ -124,7 +126,36 @@ def measure_kernel(record: dict, step: Callable, sets: list[InputSet], settings:
         if is_fatal(e):
             raise
         record["graph_error"] = describe(e)
-    results.set_times(record, us, graph_us)
+    results.set_times(record, None, graph_us)
+
+    def eager_sample(first: bool) -> float:
+        warmup = settings.warmup_ms if first else 1.0
+        return timing.eager_us(step, sets, settings.device, warmup, settings.rep_ms / EAGER_ROUNDS)
+
+    return eager_sample
+
+
+def interleave_eager(samplers: list[tuple[dict, Callable[[bool], float]]], rounds: int) -> None:
+    """Eager time per provider: the median of ``rounds`` samples taken in turn (A, B, C,
+    A, B, C, ...), so that a slow spell of the host (the small shapes' eager time is
+    mostly host time) falls on every provider alike rather than on whichever ran then.
+    A provider that fails in a later round keeps the error and no time."""
+    samples: dict[int, list[float]] = {id(record): [] for record, _ in samplers}
+    for i in range(rounds):
+        for record, sample in samplers:
+            if record.get("error"):
+                continue
+            try:
+                samples[id(record)].append(sample(i == 0))
+            except Exception as e:  # noqa: BLE001 - OOM or a crash mid-run: record, go on
+                record.update(error=describe(e), fatal=is_fatal(e), ok=False)
+                if record["fatal"]:
+                    return
+    for record, _ in samplers:
+        got = samples[id(record)]
+        if got and not record.get("error"):
+            record["eager_samples_us"] = [round(v, 2) for v in got]
+            results.set_times(record, statistics.median(got), record["graph_us"])
 
 
 def measure_host(record: dict, step: Callable, sets: list[InputSet], settings: Settings) -> None:
@@ -177,23 +208,25 @@ def failed_record(unit: Unit, provider: str, e: BaseException) -> dict:
     )  # fmt: skip
 
 
-def run_provider(unit, provider, registry, check_set, ref, sets, settings, measure) -> dict:
-    """Check, then time one provider; any failure becomes the record's ``error``."""
+def run_provider(unit, provider, registry, check_set, ref, sets, settings, measure) -> tuple[dict, Callable | None]:
+    """Check, then time one provider: (record, eager sampler or None). Any failure
+    becomes the record's ``error``."""
     record = results.make_record(
         unit.op, unit.mode, unit.dtype, unit.m, unit.n, provider, n_sets=len(sets)
     )
+    sampler = None
     try:
         fn = registry.build(provider, base_op(unit.op))
         check = check_provider(fn, check_set, ref, unit.dtype)
         record.update(dw=check.dw, max_err=check.max_err, error=check.error)
         if check.error is None:
-            measure(record, make_step(fn, unit.mode), sets, settings)
+            sampler = measure(record, make_step(fn, unit.mode), sets, settings)
             record["ok"] = True
     except Exception as e:  # noqa: BLE001 - OOM, compile errors, missing features: record, go on
         record["error"] = describe(e)
         record["fatal"] = is_fatal(e)
         free_device_memory(settings.device)
-    return record
+    return record, sampler
 
 
 def run_unit(
@@ -208,14 +241,17 @@ def run_unit(
     except Exception as e:  # noqa: BLE001 - e.g. OOM building the inputs: every provider fails alike
         free_device_memory(settings.device)
         return [failed_record(unit, p, e) for p in chosen]
-    records = []
+    records, samplers = [], []
     for provider in chosen:
-        records.append(
-            run_provider(unit, provider, registry, check_set, ref, sets, settings, measure)
-        )
-        if records[-1]["fatal"]:
+        record, sampler = run_provider(unit, provider, registry, check_set, ref, sets, settings, measure)
+        records.append(record)
+        if record["fatal"]:
             break
-    del check_set, sets, ref
+        if sampler is not None:
+            samplers.append((record, sampler))
+    if not any(r["fatal"] for r in records):
+        interleave_eager(samplers, EAGER_ROUNDS)
+    del check_set, sets, ref, samplers
     free_device_memory(settings.device)
     return records
 
@@ -356,7 +392,10 @@ def run_settings(args: argparse.Namespace, skipped: dict[str, str]) -> dict:
         "rep_ms": args.rep_ms,
         "rotate_mb": args.rotate_mb,
         "graph_min_calls": timing.GRAPH_MIN_CALLS,
-        "eager_timer": "triton.testing.do_bench median, L2 flushed per call, inputs rotated",
+        "eager_timer": (
+            f"median of {EAGER_ROUNDS} rounds taken in turn across the providers of a unit, "
+            "each a triton.testing.do_bench median (L2 flushed per call, inputs rotated)"
+        ),
         "graph_timer": "CUDA graph of whole cycles over the rotated input sets, median replay / calls",
         "host_timer": "wall clock, back-to-back calls on one input set, no flush, median of 5 x 200",
         "fwd_inputs_require_grad": False,

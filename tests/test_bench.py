@@ -21,6 +21,7 @@ from bench.run import (
     Budget,
     Settings,
     Unit,
+    interleave_eager,
     main,
     measure_kernel,
     run_unit,
@@ -381,6 +382,39 @@ def test_run_unit_records_failures_and_moves_on():
     )
     assert not by["broken"]["ok"] and "boom" in by["broken"]["error"]
     assert by["no_dw"]["ok"] and by["no_dw"]["dw"] is False
+
+
+def test_eager_samples_alternate_between_providers_and_take_the_median():
+    """Rounds go A, B, A, B, ...; each provider's time is the median of its own samples;
+    a provider failing in a later round keeps the error and gets no time."""
+    order = []
+
+    def sampler(name, times):
+        it = iter(times)
+
+        def sample(first):
+            order.append((name, first))
+            value = next(it)
+            if value is None:
+                raise RuntimeError("out of memory")
+            return value
+
+        return sample
+
+    a = results.make_record("rms_norm", "fwd", "bf16", 8, 64, "a")
+    b = results.make_record("rms_norm", "fwd", "bf16", 8, 64, "b")
+    c = results.make_record("rms_norm", "fwd", "bf16", 8, 64, "c")
+    for r in (a, b, c):
+        results.set_times(r, None, 5.0)
+    samplers = [(a, sampler("a", [9.0, 1.0, 2.0])), (b, sampler("b", [4.0, 8.0, 6.0])), (c, sampler("c", [3.0, None, 1.0]))]
+    interleave_eager(samplers, rounds=3)
+    assert order == [
+        ("a", True), ("b", True), ("c", True), ("a", False), ("b", False), ("c", False), ("a", False), ("b", False)
+    ]
+    assert a["us"] == 2.0 and a["eager_samples_us"] == [9.0, 1.0, 2.0] and a["graph_us"] == 5.0
+    assert b["us"] == 6.0
+    assert a["gbps"] == pytest.approx(a["tb_bytes"] / 2e-6 / 1e9)
+    assert c["us"] is None and "out of memory" in c["error"]
 
 
 def test_a_broken_device_stops_the_unit():
