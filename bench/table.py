@@ -31,7 +31,8 @@ VERSION_KEYS = ("torch", "triton", "helion", "liger", "cuda", "python")
 
 LEGEND = (
     "GB/s by TritonBench's byte model (fwd 2x, fwd+bwd 5x the bytes of x) over the median time. "
-    "*eager*: L2 flushed before each call, inputs rotated, launch included; *graph*: CUDA-graph "
+    "*eager*: L2 flushed before each call, inputs rotated, launch included (runs since 5a0a286: the "
+    "median of 5 rounds taken in turn across the providers); *graph*: CUDA-graph "
     "replay over inputs rotated past the L2 (kernel only). fwd = inference (no grad); fwd+bwd = "
     "dx plus dW (and dB). Best peer: the fastest of torch eager, inductor (compiled per shape), "
     "Liger, Unsloth-style, by eager GB/s; in fwd+bwd only peers that compute dW/dB count. "
@@ -193,11 +194,26 @@ def run_notes(doc: dict) -> list[str]:
     return notes
 
 
-def render(docs: dict | list[dict]) -> str:
-    """The README block: header, kernel table, host table."""
+def run_line(doc: dict, name: str | None) -> str:
+    """One bullet per run of a multi-run table: what it covered, how much of it ran."""
+    settings = doc.get("settings", {})
+    ops = settings.get("ops") or []
+    what = ", ".join(settings.get("dtypes") or []) or "?"
+    what += ", every op" if len(ops) >= 4 else ", " + ", ".join(ops) if ops else ""
+    ran = f"{settings.get('units_done', '?')} of {settings.get('units_planned', '?')} units"
+    return f"- {what}: {ran}" + (f" (`{name}`)." if name else ".")
+
+
+def render(docs: dict | list[dict], names: list[str] | None = None) -> str:
+    """The README block: header (one line per distinct GPU/date/commit/versions, one
+    bullet per run when there are several), kernel table, host table."""
     docs = [docs] if isinstance(docs, dict) else docs
     records = [r for doc in docs for r in doc["records"]]
-    parts = [header_line(doc) for doc in docs] + [""] + [n for doc in docs for n in run_notes(doc)]
+    headers = list(dict.fromkeys(header_line(doc) for doc in docs))
+    if len(docs) > 1:
+        names = names or [None] * len(docs)
+        headers += [run_line(doc, name) for doc, name in zip(docs, names)]
+    parts = headers + [""] + [n for doc in docs for n in run_notes(doc)]
     kernels, host = kernel_table(records), host_table(records)
     if kernels:
         parts += ["", LEGEND, "", kernels]
@@ -226,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", nargs="+", type=Path, help="results JSON file(s) from bench.run")
     p.add_argument("--readme", type=Path, default=None, help="README to update between the markers")
     args = p.parse_args(argv)
-    block = render([load_json(path) for path in args.results])
+    block = render([load_json(path) for path in args.results], [path.as_posix() for path in args.results])
     if args.readme is None:
         print(block)
         return 0

@@ -239,6 +239,17 @@ def synthetic_doc() -> dict:
     return doc
 
 
+def test_two_runs_of_one_commit_get_one_header_and_a_line_each(synthetic_doc):
+    other = _doc([_timed("rms_norm", "fwd", 4096, 1024, "tilenorm", 5.0, graph_us=4.0)])
+    synthetic_doc["settings"].update(dtypes=["bf16"], ops=["layer_norm", "rms_norm", "gated_rms_norm", "add_rms_norm"], units_done=3, units_planned=3)
+    other["settings"] = {"dtypes": ["fp16", "fp32"], "ops": ["rms_norm"], "units_done": 1, "units_planned": 2}
+    lines = table.render([synthetic_doc, other], ["a.json", "b.json"]).splitlines()
+    assert lines[0] == table.header_line(other) == table.header_line(synthetic_doc)
+    assert lines[1] == "- bf16, every op: 3 of 3 units (`a.json`)."
+    assert lines[2] == "- fp16, fp32, rms_norm: 1 of 2 units (`b.json`)."
+    assert lines[3] == ""
+
+
 def test_table_fwd_row_behind(synthetic_doc):
     text = table.render(synthetic_doc)
     cells = _row(text, "layer_norm", "fwd", "4096x4096")
