@@ -12,6 +12,11 @@ Python once a call signature has been seen:
 - a training call builds its autograd node with ``torch::autograd::Function``, whose
   backward replays the recorded backward launches in C++ as well.
 
+The fast path's lookup is mirrored in C++ too (``fast``/``file``): a call filed with a
+native handle is found there by the same key ``functional._fast_call`` builds (the
+function, its scalars, the grad mode, each tensor's signature) and launched without
+building that key in Python; any miss falls through to Python's key.
+
 Only what Python recorded is replayed; a backward whose gradients' signature has no
 record yet (its first call, a missing gradient) calls ``backward_fallback`` here, which
 runs the Python route (recording it) and hands the record to C++.
