@@ -42,6 +42,7 @@ from .replay import launch_hooked
 _SOURCE = Path(__file__).parent / "csrc" / "native_call.cpp"
 _lock = threading.Lock()
 _ext: object = None  # the loaded extension; False once it is known to be unavailable
+_table: object = None  # the extension that holds the C++ fast-path table, once loaded
 
 # Triton scalar types the C++ launch packs, with their sizes in bytes.
 _INT_BYTES = {"i1": 1, "u1": 1, "i8": 1, "u8": 1, "i16": 2, "u16": 2, "i32": 4, "u32": 4, "i64": 8, "u64": 8}
@@ -59,7 +60,8 @@ def extension():  # noqa: ANN201
 
 
 def _load():  # noqa: ANN202
-    global forward
+    global forward, fast, _table
+    fast = _no_fast
     if os.environ.get("TILENORM_NATIVE", "1") == "0":
         return False
     try:
@@ -76,8 +78,8 @@ def _load():  # noqa: ANN202
         return False
     ext.set_fallback(backward_fallback)
     forward = ext.forward
-    global fast
     fast = ext.fast
+    _table = ext
     return ext
 
 
@@ -146,11 +148,15 @@ def forward(handle: int, x, residual, z, weight, bias):  # noqa: ANN001, ANN201
     return _ext.forward(handle, x, residual, z, weight, bias)
 
 
-def fast(scalars: tuple, x, residual, z, weight, bias):  # noqa: ANN001, ANN201
-    """(out, h) of a call filed under this signature (``file``), or None: the fast
-    path's lookup, keyed in C++ as ``functional._fast_call`` keys it in Python.
-    Replaced by the extension's own function once it loads; None until then."""
+def _no_fast(scalars: tuple, x, residual, z, weight, bias) -> None:  # noqa: ANN001
     return None
+
+
+# ``fast(scalars, x, residual, z, weight, bias)``: (out, h) of a call filed under this
+# signature (``file``), or None. The fast path's lookup, keyed in C++ as
+# ``functional._fast_call`` keys it in Python: the extension's own function once it
+# loads, and this stub (always None) while the native path is off.
+fast = _no_fast
 
 
 def file(key: tuple, x, residual, z, weight, bias, handle: int) -> None:  # noqa: ANN001
@@ -160,9 +166,10 @@ def file(key: tuple, x, residual, z, weight, bias, handle: int) -> None:  # noqa
 
 
 def clear_fast() -> None:
-    """Empties the C++ fast-path table (with ``launch.fast_plans``)."""
-    if _ext:
-        _ext.clear_fast()
+    """Empties the C++ fast-path table (with ``launch.fast_plans``), also when the
+    native path has been switched off since it was filled."""
+    if _table is not None:
+        _table.clear_fast()
 
 
 def backward_fallback(call, dout, dh, xs, z, weight, bias, stats, want_dw, want_db):  # noqa: ANN001, ANN201

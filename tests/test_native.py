@@ -28,6 +28,7 @@ def test_extension_builds_against_this_torch(monkeypatch):
     """The C++ source compiles and loads with the installed torch (a build error would
     silently send every user to the slower Python route)."""
     monkeypatch.delenv("TILENORM_NATIVE", raising=False)
+    monkeypatch.setattr(native, "fast", native.fast)
     monkeypatch.setattr(native, "_ext", None)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # the build failing only warns
@@ -39,8 +40,10 @@ def test_extension_builds_against_this_torch(monkeypatch):
 
 def test_native_path_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("TILENORM_NATIVE", "0")
+    monkeypatch.setattr(native, "fast", native.fast)  # restored afterwards, as _ext
     monkeypatch.setattr(native, "_ext", None)
     assert native.extension() is None
+    assert native.fast is native._no_fast
 
 
 @pytest.mark.parametrize(
@@ -73,6 +76,7 @@ def test_unpackable_arguments_get_no_record(ty, value):
 def test_python_route_without_native(monkeypatch, name, grad):
     """With the native path off, repeated CUDA calls still replay from Python, right."""
     monkeypatch.setattr(native, "_ext", False)
+    monkeypatch.setattr(native, "fast", native._no_fast)  # as a process that never loaded it
     entry = check_repeated_calls("cuda", name, grad)
     assert entry.native is None
 
