@@ -88,8 +88,10 @@ def _fast_call(scalars: tuple, x, residual, z, weight, bias) -> tuple[tuple | No
     checked route then reports it, and functorch's wrapped tensors never get here).
 
     Calls with a native handle are filed in C++ as well (``native.fast``), which
-    builds the same key and launches without coming back here; its misses (the first
-    call, CPU tensors, a functorch transform) fall through to the Python key.
+    builds the same key and launches without coming back here: that table is the one
+    way into the native path. Its misses (the first call, CPU tensors, tensors that
+    are not plain, a training call under a functorch transform, where a C++ autograd
+    Function refuses to run) fall through to the Python key and the Python route.
     """
     if torch.compiler.is_compiling():
         return None, None
@@ -104,18 +106,10 @@ def _fast_call(scalars: tuple, x, residual, z, weight, bias) -> tuple[tuple | No
     call = launch.fast_plans.get(key)
     if call is None:
         return key, None
-    handle = call.native
-    if handle is not None and not (call.training and _functorch_active()):
-        return key, native.forward(handle, x, residual, z, weight, bias)
     if call.training:
         result = _apply_plain(x, residual, z, weight, bias, call)
         return key, ((result, None) if residual is None else result)
     return key, call.forward(x, residual, z, weight, bias)
-
-
-# A C++ autograd Function refuses to run under functorch transforms (vmap, grad):
-# training calls made there take the Python Function.
-_functorch_active = torch._C._are_functorch_transforms_active
 
 
 def _needs_grad(x, residual, z, weight, bias) -> bool:  # noqa: ANN001

@@ -12,10 +12,11 @@ Python once a call signature has been seen:
 - a training call builds its autograd node with ``torch::autograd::Function``, whose
   backward replays the recorded backward launches in C++ as well.
 
-The fast path's lookup is mirrored in C++ too (``fast``/``file``): a call filed with a
-native handle is found there by the same key ``functional._fast_call`` builds (the
-function, its scalars, the grad mode, each tensor's signature) and launched without
-building that key in Python; any miss falls through to Python's key.
+A repeated call reaches all this through the C++ twin of the fast-path table
+(``fast``/``file``): a call filed with a native handle is found there by the same key
+``functional._fast_call`` builds (the function, its scalars, the grad mode, each
+tensor's signature) and launched without building that key in Python. A miss falls
+through to Python's key and the Python route.
 
 Only what Python recorded is replayed; a backward whose gradients' signature has no
 record yet (its first call, a missing gradient) calls ``backward_fallback`` here, which
@@ -60,7 +61,7 @@ def extension():  # noqa: ANN201
 
 
 def _load():  # noqa: ANN202
-    global forward, fast, _table
+    global fast, _table
     fast = _no_fast
     if os.environ.get("TILENORM_NATIVE", "1") == "0":
         return False
@@ -77,7 +78,6 @@ def _load():  # noqa: ANN202
         )
         return False
     ext.set_fallback(backward_fallback)
-    forward = ext.forward
     fast = ext.fast
     _table = ext
     return ext
@@ -139,13 +139,6 @@ def attach(call, residual, z, weight, bias) -> int | None:  # noqa: ANN001
         call, record, stats_rows, call.groups, call.training,
         residual is not None, z is not None, weight is not None, bias is not None,
     )  # fmt: skip
-
-
-def forward(handle: int, x, residual, z, weight, bias):  # noqa: ANN001, ANN201
-    """(out, h) of a native call; h is None without a residual. Replaced by the
-    extension's own function once it loads (a handle exists only after that), which
-    saves a Python frame per call."""
-    return _ext.forward(handle, x, residual, z, weight, bias)
 
 
 def _no_fast(scalars: tuple, x, residual, z, weight, bias) -> None:  # noqa: ANN001
