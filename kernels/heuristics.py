@@ -13,6 +13,8 @@ from __future__ import annotations
 # registers and loops over chunks (65536 would spill on every current GPU).
 MAX_ROW_IN_REGISTERS = 32768
 ROW_CHUNK = 8192
+# Lanes (columns per step) of the two-pass chunked forward.
+CHUNKED_LANES = 4096
 # Channel tile of the split backward (rows too wide for register-resident dw/db).
 SPLIT_TILE = 4096
 
@@ -25,9 +27,16 @@ def _clamp(v: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, v))
 
 
-def fwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
-    """Forward: a few rows per program for narrow rows, one row per program otherwise."""
+def fwd_config(m: int, k: int, g: int, num_sms: int, chunked: bool = False) -> dict:
+    """Forward: a few rows per program for narrow rows, one row per program otherwise.
+
+    Rows past MAX_ROW_IN_REGISTERS are walked in chunks: by ``norm_fwd_chunked`` (two
+    reads of x) where ``chunked`` (LayerNorm, whose two reductions would cost Helion's
+    reduction loop three reads), else by Helion's reduction loop.
+    """
     kp = next_pow2(k)
+    if kp > MAX_ROW_IN_REGISTERS and chunked:
+        return {"block_sizes": [CHUNKED_LANES, 1, 1], "num_warps": 16, "num_stages": 1}
     if kp > MAX_ROW_IN_REGISTERS:
         return {
             "block_sizes": [1, 1],

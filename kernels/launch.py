@@ -101,14 +101,20 @@ def choose_config(
     if tuned is not None and _fits_kernel(mode, tuned):
         return tuned
     if mode == "fwd":
-        return heuristics.fwd_config(m, k, g, _num_sms(device))
+        return heuristics.fwd_config(m, k, g, _num_sms(device), chunked="layer_norm" in kernel)
     return heuristics.bwd_config(m, k, g, _num_sms(device), rms="rms_norm" in kernel)
 
 
 def _fits_kernel(mode: str, config: dict) -> bool:
     """A cached config written for another layout of the kernel's tiles is ignored."""
-    want = 2 if mode == "fwd" else 4
-    return len(config.get("block_sizes", ())) == want
+    sizes = len(config.get("block_sizes", ()))
+    return sizes in (2, 3) if mode == "fwd" else sizes == 4
+
+
+def fwd_kernel_name(config: dict) -> str:
+    """The forward kernel a config is written for: ``norm_fwd_chunked``'s block sizes are
+    [chunk, rows, group tile], ``norm_fwd``'s [rows, group tile]."""
+    return "fwd_chunked" if len(config["block_sizes"]) == 3 else "fwd"
 
 
 _compiled: dict[tuple, tuple[Callable, dict]] = {}
@@ -545,8 +551,11 @@ def launch_fwd(
     key = (
         "fwd", variant, x.shape, x.dtype, _dtype(weight), _dtype(bias), rstd_out is None, x.device,
     )  # fmt: skip
-    fn, _ = _compiled.get(key) or _compile(key, "fwd", args, _fwd_config(variant, x))
-    return _call(fn, args, x.device, record)
+    hit = _compiled.get(key)
+    if hit is None:
+        config = _fwd_config(variant, x)
+        hit = _compile(key, fwd_kernel_name(config), args, config)
+    return _call(hit[0], args, x.device, record)
 
 
 def _fwd_config(variant: Variant, x: torch.Tensor) -> dict:

@@ -52,6 +52,60 @@ CAST_GEMMA = "gemma"
 CAST_NONE = "none"
 
 
+def _norm_input(xv: torch.Tensor, rv: torch.Tensor | None, zv: torch.Tensor | None, dtype: torch.dtype):
+    """(h, u): the residual sum h = x + residual rounded to the input dtype (None without
+    a residual) and the fp32 value the norm sees, u = h * silu(z) (gate "before") or h.
+
+    The sum is rounded exactly as the unfused ``norm(x + residual)`` would see it.
+    """
+    u = xv.to(torch.float32)
+    h = None
+    if rv is not None:
+        h = (u + rv.to(torch.float32)).to(dtype)
+        u = h.to(torch.float32)
+    if zv is not None:
+        zf = zv.to(torch.float32)
+        u = u * zf * torch.sigmoid(zf)
+    return h, u
+
+
+def _norm_output(
+    xc: torch.Tensor,
+    rs: torch.Tensor,
+    wv: torch.Tensor | None,
+    bv: torch.Tensor | None,
+    zv: torch.Tensor | None,
+    offset: float,
+    casting: str,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """y = (xc * rstd) * (w + offset) + b, gated by silu(z) ("after"), in fp32 under the
+    casting convention; xc is the centred input (u - mean, or u for RMSNorm)."""
+    if casting == "none":
+        # Statistics in fp32, everything after them in the input dtype. A product of
+        # two fp16/bf16 values is exact in fp32, so rounding each fp32 product to the
+        # dtype is bit-identical to multiplying in that dtype (and works in Triton's
+        # interpreter, whose bf16 arithmetic is not reliable).
+        y = xc.to(dtype).to(torch.float32) * rs.to(dtype).to(torch.float32)
+        y = y.to(dtype).to(torch.float32)
+        if wv is not None:
+            wl = (wv.to(torch.float32) + offset).to(dtype)
+            y = (y * wl.to(torch.float32)).to(dtype).to(torch.float32)
+    else:
+        y = xc * rs
+        if casting == "llama":
+            # Llama: cast the normalized value to the input dtype, then scale.
+            y = y.to(dtype).to(torch.float32)
+        if wv is not None:
+            y = y * (wv.to(torch.float32) + offset)
+    if bv is not None:
+        y = y + bv.to(torch.float32)
+    if zv is not None:
+        zf = zv.to(torch.float32)
+        y = y * zf * torch.sigmoid(zf)
+    return y
+
+
 def norm_fwd(
     x: torch.Tensor,
     residual: torch.Tensor | None,
@@ -69,7 +123,12 @@ def norm_fwd(
     casting: hl.constexpr,
 ) -> torch.Tensor:
     """Normalize ``x`` [M, G, K] over K into ``out``; save mean (LayerNorm) and rstd
-    for the backward when given buffers for them (inference passes None)."""
+    for the backward when given buffers for them (inference passes None).
+
+    The row is held whole (a config's ``reduction_loops`` may have Helion walk it in
+    chunks, one loop per reduction); ``norm_fwd_chunked`` is the two-pass schedule
+    for wide rows.
+    """
     m, g, k = x.size()
     k = hl.specialize(k)
     g = hl.specialize(g)
@@ -77,16 +136,18 @@ def norm_fwd(
     # (div.full), and x * (1/1) must stay exactly x.
     inv_k = 1.0 / k
     for tile_m, tile_g in hl.tile([m, g]):
-        xf = x[tile_m, tile_g, :].to(torch.float32)
+        xv = x[tile_m, tile_g, :]
         if residual is not None:
-            # Round the sum to the input dtype before normalizing, exactly as the
-            # unfused `norm(x + residual)` would see it.
-            hsum = (xf + residual[tile_m, tile_g, :].to(torch.float32)).to(x.dtype)
-            h_out[tile_m, tile_g, :] = hsum
-            xf = hsum.to(torch.float32)
+            rv = residual[tile_m, tile_g, :]
+        else:
+            rv = None
         if gate == "before":
-            zb = z[tile_m, tile_g, :].to(torch.float32)
-            xf = xf * zb * torch.sigmoid(zb)
+            zv = z[tile_m, tile_g, :]
+        else:
+            zv = None
+        hsum, xf = _norm_input(xv, rv, zv, x.dtype)
+        if residual is not None:
+            h_out[tile_m, tile_g, :] = hsum
         if rms:
             xc = xf
         else:
@@ -96,12 +157,15 @@ def norm_fwd(
             # order of the std and so is its error. The pilot is one element away
             # from the row's load (a cache hit) and saves a third round of block
             # reductions that a corrected two-pass would need.
-            pilot = x[tile_m, tile_g, 0].to(torch.float32)
             if residual is not None:
-                pilot = pilot + residual[tile_m, tile_g, 0].to(torch.float32)
+                rp = residual[tile_m, tile_g, 0]
+            else:
+                rp = None
             if gate == "before":
-                zp = z[tile_m, tile_g, 0].to(torch.float32)
-                pilot = pilot * zp * torch.sigmoid(zp)
+                zp = z[tile_m, tile_g, 0]
+            else:
+                zp = None
+            _, pilot = _norm_input(x[tile_m, tile_g, 0], rp, zp, x.dtype)
             # Helion 1.4 takes the pilot (a load) for zero in the row's padding lanes
             # and would drop the mask before the sum of xf - pilot; the where (a no-op
             # but for NaN) hides that and keeps the mask.
@@ -116,29 +180,149 @@ def norm_fwd(
         rs = 1.0 / torch.sqrt(var + eps)
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
-        if casting == "none":
-            # Statistics in fp32, everything after them in the input dtype. A product
-            # of two fp16/bf16 values is exact in fp32, so rounding each fp32 product
-            # to the dtype is bit-identical to multiplying in that dtype (and works in
-            # Triton's interpreter, whose bf16 arithmetic is not reliable).
-            y = (xc.to(x.dtype).to(torch.float32) * rs[:, :, None].to(x.dtype).to(torch.float32))
-            y = y.to(x.dtype).to(torch.float32)
-            if weight is not None:
-                wl = (weight[tile_g, :].to(torch.float32) + offset).to(x.dtype)
-                y = (y * wl.to(torch.float32)[None, :, :]).to(x.dtype).to(torch.float32)
+        if weight is not None:
+            wv = weight[tile_g, :][None, :, :]
         else:
-            y = xc * rs[:, :, None]
-            if casting == "llama":
-                # Llama: cast the normalized value to the input dtype, then scale.
-                y = y.to(x.dtype).to(torch.float32)
-            if weight is not None:
-                y = y * (weight[tile_g, :].to(torch.float32) + offset)[None, :, :]
+            wv = None
         if bias is not None:
-            y = y + bias[tile_g, :].to(torch.float32)[None, :, :]
+            bv = bias[tile_g, :][None, :, :]
+        else:
+            bv = None
         if gate == "after":
-            za = z[tile_m, tile_g, :].to(torch.float32)
-            y = y * za * torch.sigmoid(za)
+            za = z[tile_m, tile_g, :]
+        else:
+            za = None
+        y = _norm_output(xc, rs[:, :, None], wv, bv, za, offset, casting, x.dtype)
         out[tile_m, tile_g, :] = y.to(out.dtype)
+    return out
+
+
+def norm_fwd_chunked(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    z: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    out: torch.Tensor,
+    h_out: torch.Tensor | None,
+    mean_out: torch.Tensor | None,
+    rstd_out: torch.Tensor | None,
+    eps: float,
+    offset: float,
+    rms: hl.constexpr,
+    gate: hl.constexpr,
+    casting: hl.constexpr,
+) -> torch.Tensor:
+    """``norm_fwd`` for rows too wide to hold: two passes over the row in chunks of L
+    columns (the first block size). The first pass reads the row once for the
+    statistics and keeps it in L2 (evict_last); the second re-reads it (from L2,
+    evict_first) to write the output. A residual sum is stored by the first pass and
+    re-read by the second instead of x and the residual.
+
+    Statistics per lane j (column j of every chunk), with pilot p_j = u[j] (the lane's
+    first value), n_j values, S_j = sum(u - p_j) and Q_j = sum((u - p_j)^2):
+
+        a_j   = (p_j - P) + S_j / n_j        the lane's mean, relative to P = u[0]
+        M2_j  = Q_j - S_j^2 / n_j            the lane's centred sum of squares
+        shift = sum_j n_j a_j / K,   mean = P + shift
+        var   = (sum_j M2_j + n_j (a_j - shift)^2) / K       (Chan's exact merge)
+
+    A lane's pilot is one of its own values, so n_j (p_j - mean_j)^2 <= (n_j - 1) M2_j
+    and Q_j - S_j^2 / n_j cancels at most a factor n_j (the chunk count): no input
+    (a large mean, an outlier first value) costs more than that. RMSNorm keeps
+    var = sum_j Q_j / K with no pilot (u^2 has nothing to cancel).
+    """
+    m, g, k = x.size()
+    k = hl.specialize(k)
+    g = hl.specialize(g)
+    lanes = hl.register_block_size(k)
+    inv_k = 1.0 / k
+    for tile_m, tile_g in hl.tile([m, g]):
+        acc_q = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
+        if not rms:
+            acc_s = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
+            lane_pilot = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
+            lane_count = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
+            pilot = hl.zeros([tile_m, tile_g], dtype=torch.float32)
+            for tile_p in hl.tile(lanes, block_size=lanes):  # the first chunk: one step
+                first = (tile_p.index < k)[None, None, :]
+                xv = hl.load(x, [tile_m, tile_g, tile_p], extra_mask=first)
+                if residual is not None:
+                    rv = hl.load(residual, [tile_m, tile_g, tile_p], extra_mask=first)
+                else:
+                    rv = None
+                if gate == "before":
+                    zv = hl.load(z, [tile_m, tile_g, tile_p], extra_mask=first)
+                else:
+                    zv = None
+                _, lane_pilot = _norm_input(xv, rv, zv, x.dtype)
+                # n_j = ceil((K - j) / L) for j < K: K // L + (j < K mod L).
+                # P = u[0], lane 0's pilot (a sum picks it out of the register tile).
+                pilot = torch.sum(torch.where((tile_p.index == 0)[None, None, :], lane_pilot, 0.0), dim=-1)
+                per_lane = (k - 1 - tile_p.index) // tile_p.end + 1
+                lane_count = lane_pilot * 0.0 + torch.where(first, per_lane[None, None, :], 0).to(torch.float32)
+        for tile_k in hl.tile(k, block_size=lanes):
+            xv = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
+            if residual is not None:
+                rv = hl.load(residual, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
+            else:
+                rv = None
+            if gate == "before":
+                zv = hl.load(z, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
+            else:
+                zv = None
+            hsum, u = _norm_input(xv, rv, zv, x.dtype)
+            if residual is not None:
+                h_out[tile_m, tile_g, tile_k] = hsum
+            if rms:
+                acc_q = acc_q + u * u
+            else:
+                d = torch.where((tile_k.index < k)[None, None, :], u - lane_pilot, 0.0)
+                acc_s = acc_s + d
+                acc_q = acc_q + d * d
+        if rms:
+            var = torch.sum(acc_q, dim=-1) * inv_k
+        else:
+            count = lane_count
+            inv_count = 1.0 / torch.maximum(count, torch.ones_like(count))
+            lane_mean = (lane_pilot - pilot[:, :, None]) + acc_s * inv_count
+            lane_m2 = acc_q - acc_s * acc_s * inv_count
+            shift = torch.sum(count * lane_mean, dim=-1) * inv_k
+            dev = lane_mean - shift[:, :, None]
+            var = torch.sum(lane_m2 + count * dev * dev, dim=-1) * inv_k
+            var = torch.maximum(var, torch.zeros_like(var))
+            if mean_out is not None:
+                mean_out[tile_m, tile_g] = pilot + shift
+        rs = 1.0 / torch.sqrt(var + eps)
+        if rstd_out is not None:
+            rstd_out[tile_m, tile_g] = rs
+        for tile_k in hl.tile(k, block_size=lanes):
+            if residual is not None:
+                u = hl.load(h_out, [tile_m, tile_g, tile_k], eviction_policy="evict_first").to(torch.float32)
+            else:
+                u = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_first").to(torch.float32)
+            if gate == "before":
+                zb = hl.load(z, [tile_m, tile_g, tile_k], eviction_policy="evict_first").to(torch.float32)
+                u = u * zb * torch.sigmoid(zb)
+            if rms:
+                xc = u
+            else:
+                # (u - P) - shift, not u - mean: P + shift would round at |mean|.
+                xc = (u - pilot[:, :, None]) - shift[:, :, None]
+            if weight is not None:
+                wv = weight[tile_g, tile_k][None, :, :]
+            else:
+                wv = None
+            if bias is not None:
+                bv = bias[tile_g, tile_k][None, :, :]
+            else:
+                bv = None
+            if gate == "after":
+                za = z[tile_m, tile_g, tile_k]
+            else:
+                za = None
+            y = _norm_output(xc, rs[:, :, None], wv, bv, za, offset, casting, x.dtype)
+            out[tile_m, tile_g, tile_k] = y.to(out.dtype)
     return out
 
 
@@ -334,6 +518,7 @@ def make_kernels(ref: bool) -> dict[str, helion.Kernel]:
         settings["ref_mode"] = RefMode.EAGER
     return {
         "fwd": helion.kernel(norm_fwd, **settings),
+        "fwd_chunked": helion.kernel(norm_fwd_chunked, **settings),
         "bwd": helion.kernel(norm_bwd, **settings),
         "bwd_coef": helion.kernel(norm_bwd_coef, **settings),
         "reduce": helion.kernel(reduce_partials, **settings),

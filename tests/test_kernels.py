@@ -356,6 +356,119 @@ def test_add_norm(device, rms, dtype):
         assert_close(name, g, w64, w64.to(dtype), dtype, slack=8.0)
 
 
+# ------------------------------------------------------- two-pass chunked forward
+#
+# ``norm_fwd_chunked`` runs where a config asks for it (a tuned cache entry, or the
+# heuristic for rows past the registers). These cases give it configs through a real
+# cache file: chunks that do not divide the row, a chunk wider than the row, groups,
+# gates, a residual, and rows whose first value is an outlier (the lane pilots).
+
+CHUNKED = [
+    # (kernel args, M, N, lanes, rows per program)
+    (dict(rms=False), 5, 100, 32, 2),  # 4 chunks, the last one 4 wide
+    (dict(rms=False), 1, 20, 32, 1),  # one chunk wider than the row
+    (dict(rms=False, gate="before", group=48), 3, 96, 16, 1),
+    (dict(rms=False, gate="after", bias=False), 4, 80, 32, 4),
+    (dict(rms=False, residual=True), 3, 70, 16, 2),
+    (dict(rms=True, gate="after", residual=False), 3, 70, 16, 1),
+]
+
+
+@pytest.fixture
+def chunked_cache(tmp_path, device):
+    """Write one forward config per call into a cache file the lookup reads."""
+    from tuning import cache
+
+    def force(kernel: str, dtype: torch.dtype, m: int, n: int, config: dict) -> None:
+        gpu = cache.gpu_model(torch.device(device))
+        entry = {
+            "kernel": kernel, "mode": "fwd", "dtype": cache.dtype_name(dtype), "m": m, "n": n,
+            "config": config, "ms": 1.0, "gbps": 1.0, "trials": 1, "date": "2026-11-22T00:00:00Z",
+            "versions": {},
+        }  # fmt: skip
+        cache.write_entries(tmp_path / f"{gpu}.json", gpu, gpu, {cache.entry_key(kernel, "fwd", entry["dtype"], m, n): entry})
+        cache.set_cache_path(tmp_path)
+        kernels.launch.clear_compiled()
+
+    yield force
+    cache.set_cache_path(None)
+    kernels.launch.clear_compiled()
+
+
+def _torch_norm(x, w, b, z, r, *, rms, gate, group, eps):  # noqa: ANN001, ANN202
+    """The same norm composed of torch's own ops in the input dtype: what the model would
+    run unfused, as the peer whose error ours is bounded by. Returns (out, h)."""
+    h = x + r if r is not None else None
+    u = h if h is not None else x
+    if gate == "before":
+        u = u * F.silu(z)
+    n = u.shape[-1]
+    gs = group or n
+    ug = u.unflatten(-1, (n // gs, gs))
+    ug = F.rms_norm(ug, (gs,), eps=eps) if rms else F.layer_norm(ug, (gs,), eps=eps)
+    y = ug.flatten(-2) * w
+    if b is not None:
+        y = y + b
+    if gate == "after":
+        y = y * F.silu(z)
+    return y, h
+
+
+def _kernel_name(rms: bool, gate: str, residual: bool) -> str:
+    return kernels.launch.Variant(rms=rms, gate=gate, residual=residual).tuning_name
+
+
+@pytest.mark.parametrize("case", CHUNKED, ids=lambda c: "-".join(f"{k}={v}" for k, v in c[0].items()))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_forward(device, chunked_cache, dtype, case):
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs the whole-row kernel; its semantics are the other routes' reference")
+    opts, m, n, lanes, rows = case
+    rms, gate, residual = opts["rms"], opts.get("gate", "none"), opts.get("residual", False)
+    group = opts.get("group")
+    chunked_cache(
+        _kernel_name(rms, gate, residual) + ("_grouped" if group else ""), dtype, m, n,
+        {"block_sizes": [lanes, rows, 1], "num_warps": 2, "num_stages": 1},
+    )  # fmt: skip
+    x = make((m, n), dtype, device, mean=40.0, std=0.5)
+    with torch.no_grad():
+        x[0, 0] = 90.0  # an outlier first value: a pilot 100 std away from its row
+    x.requires_grad_()
+    w = make((n,), dtype, device, mean=1.0, std=0.3)
+    b = None if rms or opts.get("bias") is False else make((n,), dtype, device, std=0.3)
+    z = make((m, n), dtype, device, std=2.0) if gate != "none" else None
+    r = make((m, n), dtype, device, std=3.0) if residual else None
+    kw = dict(z=z, norm_before_gate=gate != "before", group_size=group)
+    if residual:
+        fn = kernels.add_rms_norm if rms else kernels.add_layer_norm
+        out, h = fn(x, r, w, 1e-5) if rms else fn(x, r, w, b, 1e-5)
+    elif rms:
+        out, h = kernels.rms_norm(x, w, 1e-5, casting="gemma", **kw), None
+    else:
+        out, h = kernels.layer_norm(x, w, b, 1e-5, **kw), None
+    inputs = [x, w, b, z, r]
+    ref_in = [leaf64(t) for t in inputs]
+    ref, ref_h = norm64(
+        ref_in[0], ref_in[1], ref_in[2], 1e-5, rms=rms, z=ref_in[3], norm_before_gate=gate != "before",
+        group_size=group, residual=ref_in[4],
+    )  # fmt: skip
+    peer_in = [None if t is None else t.detach().requires_grad_() for t in inputs]
+    peer, peer_h = _torch_norm(*peer_in, rms=rms, gate=gate, group=group, eps=1e-5)
+    assert_close("out", out, ref, peer.detach(), dtype)
+    outs, douts = [out], [torch.randn_like(out)]
+    if residual:
+        assert (h.double() - ref_h).abs().max() <= 2 * ULP[dtype] * ref_h.abs().max()
+        outs.append(h)
+        douts.append(torch.randn_like(h))
+    live = lambda ts: [t for t in ts if t is not None]  # noqa: E731
+    got = torch.autograd.grad(outs, live(inputs), douts)
+    want = torch.autograd.grad([ref, ref_h][: len(outs)], live(ref_in), [d.double() for d in douts])
+    peer_g = torch.autograd.grad([peer, peer_h][: len(outs)], live(peer_in), douts)
+    for i, (g, w64, p) in enumerate(zip(got, want, peer_g)):
+        # The backward reads the mean and rstd the chunked forward saved.
+        assert_close(f"grad[{i}]", g, w64, p, dtype)
+
+
 # --------------------------------------------------------------------- edge cases
 
 

@@ -261,6 +261,11 @@ def test_fit_config() -> None:
         "tile capped at the row"
     )
     assert fwd == {"block_sizes": [4, 1], "reduction_loops": [4096], "num_warps": 8}, "input untouched"
+    two_pass = {"block_sizes": [4096, 2, 1], "num_warps": 16}
+    assert cache.fit_config(two_pass, "fwd", 4096, 32768, 16384)["block_sizes"] == [4096, 2, 1]
+    assert cache.fit_config(two_pass, "fwd", 1, 9000, 16384)["block_sizes"] == [4096, 1, 1], "rows <= M"
+    whole = cache.fit_config(two_pass, "fwd", 4096, 4096, 16384)
+    assert whole["block_sizes"] == [2, 1] and whole["reduction_loops"] == [None], "one chunk: whole row"
 
 
 def test_lookup_is_a_dict_access(tuned: Path) -> None:

@@ -34,9 +34,16 @@ def spaces() -> dict:
             wl = Workload(Task(kernel, mode, m, n, "float32", g), CPU, n_sets=1)
             bound = wl.bound()
             for device_type in ("cpu", "cuda"):  # cuda adds persistent pid types
-                space = SearchSpace.from_spec(mode, m, wl.k, bound.config_spec, device_type)
+                space = SearchSpace.from_spec(
+                    mode, m, wl.k, bound.config_spec, device_type, wl.other_loads(), chunked=wl.offers_chunked
+                )
                 out[(kernel, mode, m, n, device_type)] = (space, bound, wl)
     return out
+
+
+def _kernel_of(bound, wl, config: dict):  # noqa: ANN001, ANN202
+    """The bound kernel that runs ``config``: the two-pass forward has its own spec."""
+    return wl.bound(config) if len(config["block_sizes"]) == 3 else bound
 
 
 def _normalized(bound, config: dict) -> dict:
@@ -53,27 +60,28 @@ def _assert_normalizes_unchanged(bound, config: dict) -> None:
 
 def test_every_valid_point_normalizes_unchanged(spaces: dict) -> None:
     rng = random.Random(0)
-    for key, (space, bound, _) in spaces.items():
+    for key, (space, bound, wl) in spaces.items():
         points = list(space.points())
         assert points, key
         for point in rng.sample(points, min(len(points), 60)):
-            _assert_normalizes_unchanged(bound, space.to_config(point))
+            config = space.to_config(point)
+            _assert_normalizes_unchanged(_kernel_of(bound, wl, config), config)
 
 
 def test_optuna_sampled_points_normalize(spaces: dict) -> None:
     """What a sampler proposes (valid or not) is a config Helion can normalize."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for key, (space, bound, _) in spaces.items():
+    for key, (space, bound, wl) in spaces.items():
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
         valid = 0
         for _ in range(40):
             trial = study.ask()
             point = space.suggest(trial)
             config = space.to_config(point)
-            _normalized(bound, config)  # must not raise
+            _normalized(_kernel_of(bound, wl, config), config)  # must not raise
             if space.invalid_reason(point) is None:
                 valid += 1
-                _assert_normalizes_unchanged(bound, config)
+                _assert_normalizes_unchanged(_kernel_of(bound, wl, config), config)
             study.tell(trial, 1.0)
         assert valid > 0, key
 
@@ -105,6 +113,17 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
     assert fwd_wide.to_config({"rows_log2": 0, "chunk_log2": 13, "warps_log2": 3})["reduction_loops"] == [
         None
     ]
+    # LayerNorm's chunked rows may take the two-pass kernel instead: [chunk, rows, group].
+    assert "two_pass" not in fwd_wide.by_name, "RMSNorm loops in two reads already"
+    ln_wide = spaces[("add_layer_norm", "fwd", 32, 4096, "cpu")][0]
+    two_pass = {"rows_log2": 1, "chunk_log2": 11, "two_pass": True, "warps_log2": 3, "stages": 2}
+    config = ln_wide.to_config(two_pass)
+    assert config["block_sizes"] == [2048, 2, 1] and "reduction_loops" not in config
+    assert ln_wide.from_config(config) == {**two_pass, "eviction": ""}
+    assert ln_wide.to_config({**two_pass, "two_pass": False})["reduction_loops"] == [2048]
+    whole = {"rows_log2": 1, "chunk_log2": 12, "warps_log2": 3}
+    assert ln_wide.from_config(ln_wide.to_config(whole)) == {**whole, "eviction": ""}, "no two_pass without a chunk"
+    assert fwd_wide.from_config(config) is None, "a two-pass config is no point of RMSNorm's space"
 
 
 def test_invalid_points_are_pruned(spaces: dict) -> None:
@@ -124,7 +143,8 @@ def test_invalid_points_are_pruned(spaces: dict) -> None:
             if space.mode == "bwd":
                 assert point["inner_log2"] <= point["m_block_log2"], key
             sizes = space.to_config(point)["block_sizes"]
-            assert sizes[0] <= 1 << (space.m - 1).bit_length(), key
+            rows = sizes[1] if len(sizes) == 3 else sizes[0]  # the two-pass forward: [chunk, rows, 1]
+            assert rows <= 1 << (space.m - 1).bit_length(), key
 
 
 def test_heuristic_configs_are_points_of_the_space(spaces: dict) -> None:
@@ -157,5 +177,10 @@ def test_sampled_configs_compile_and_compute_correctly(spaces: dict) -> None:
         config = space.to_config(split)
         assert wl.is_split(config) and space.invalid_reason(split) is None
         assert wl.check(wl.runner(config)) < 1e-4
+        # The two-pass forward (norm_fwd_chunked) of a LayerNorm with a residual.
+        space, _, wl = spaces[("add_layer_norm", "fwd", 32, 4096, "cpu")]
+        two_pass = {"rows_log2": 2, "chunk_log2": 10, "two_pass": True, "warps_log2": 2, "stages": 1}
+        assert space.invalid_reason(two_pass) is None
+        assert wl.check(wl.runner(space.to_config(two_pass))) < 1e-4
     finally:
         launch.set_cpu_backend(previous)

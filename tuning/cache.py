@@ -279,7 +279,8 @@ def fit_config(config: dict, mode: str, m: int, n: int, from_n: int) -> dict:
     row becomes None (whole row in registers). Backward ([m_block, group, channel tile,
     inner]): a whole-row channel tile stays whole-row (the fused schedule) with inner
     rows scaled, a narrower one (the split schedule) stays as it is, capped at the row;
-    inner stays <= m_block.
+    inner stays <= m_block. The two-pass forward ([chunk, rows, group]) keeps its
+    chunk while the new row needs at least two of them, else becomes whole-row.
     """
     fitted = dict(config)
     sizes = list(config["block_sizes"])
@@ -293,6 +294,13 @@ def fit_config(config: dict, mode: str, m: int, n: int, from_n: int) -> dict:
             width_factor = _next_pow2(from_n) / _next_pow2(n) if whole_row else 1.0
         sizes[0] = min(sizes[0], rows_cap)
         sizes[-1] = min(_scale_pow2(sizes[-1], width_factor), sizes[0])
+    elif len(sizes) == 3:
+        # The two-pass forward, [chunk, rows, group]: rows stay, and a row that the
+        # chunk would cover in one step (no loop left) is held whole instead.
+        sizes[1] = min(sizes[1], rows_cap)
+        if 2 * sizes[0] > _next_pow2(n):
+            sizes = [sizes[1], 1]
+            fitted["reduction_loops"] = [None]
     elif sizes:
         sizes[0] = min(_scale_pow2(sizes[0], width_factor), rows_cap)
     fitted["block_sizes"] = sizes

@@ -6,8 +6,12 @@ so that samplers see them as ordered integers.
 
 Forward (``norm_fwd``, block_sizes = [rows, group tile]):
   rows_log2      rows per program (block_sizes[0])
-  chunk_log2     reduction_loops[0]: a chunk of the row per loop step; the top value
-                 means None (whole row in registers). Offered only for wide rows.
+  chunk_log2     a chunk of the row per loop step; the top value means None (whole row
+                 in registers). Offered only for wide rows.
+  two_pass       (LayerNorm, when the row is chunked) walk the chunks with
+                 ``norm_fwd_chunked`` (block_sizes = [chunk, rows, group tile]: two reads
+                 of x) rather than Helion's reduction loop (reduction_loops[0] = chunk:
+                 one read per reduction, three for LayerNorm)
   warps_log2     num_warps
   stages         num_stages: only when something loops (a chunked row, a persistent grid)
   eviction       one load eviction policy for every load ('' = Triton's default)
@@ -36,7 +40,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-SPACE_VERSION = 2  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 3  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -112,6 +116,7 @@ class SearchSpace:
         pid_types: tuple[str, ...],
         inner_index: int | None = None,
         tile_index: int | None = None,
+        chunked: bool = False,
     ) -> None:
         if mode not in ("fwd", "bwd"):
             raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
@@ -120,6 +125,7 @@ class SearchSpace:
         self.n_block_sizes = n_block_sizes
         self.n_reduction_loops = n_reduction_loops
         self.n_loads = n_loads
+        self.chunked = chunked
         # Backward block positions (see from_spec); the fwd uses block 0 only.
         self.inner_index = n_block_sizes - 1 if inner_index is None else inner_index
         self.tile_index = tile_index
@@ -128,12 +134,14 @@ class SearchSpace:
 
     @classmethod
     def from_spec(
-        cls, mode: str, m: int, k: int, spec, device_type: str, n_loads: int | None = None
+        cls, mode: str, m: int, k: int, spec, device_type: str, n_loads: int | None = None,
+        chunked: bool = False,
     ) -> SearchSpace:
         """The space for a kernel bound to real arguments (``bound.config_spec``).
 
         ``n_loads``: the length of the eviction-policy list when it must cover another
-        binding too (the split backward loads more); Helion ignores surplus entries.
+        binding too (the split backward, the chunked forward); Helion ignores surplus
+        entries. ``chunked``: offer ``norm_fwd_chunked`` for chunked rows.
         """
         evictions = tuple(spec.load_eviction_policies.inner.choices)
         pid_types = ("flat",)
@@ -149,6 +157,7 @@ class SearchSpace:
             pid_types=pid_types,
             inner_index=inner_index,
             tile_index=tile_index,
+            chunked=chunked and mode == "fwd",
         )  # fmt: skip
 
     # ------------------------------------------------------------------ parameters
@@ -160,6 +169,8 @@ class SearchSpace:
             if self.can_loop:
                 top = log2i(self.kp)
                 params.append(IntParam("chunk_log2", max(0, top - MAX_CHUNK_STEPS_LOG2), top))
+                if self.chunked:
+                    params.append(ChoiceParam("two_pass", (False, True)))
         else:
             fewest = log2i(next_pow2(-(-self.m // MAX_PARTIAL_ROWS)))
             params = [IntParam("m_block_log2", min(fewest, rows_cap), rows_cap)]
@@ -190,10 +201,17 @@ class SearchSpace:
 
     def _stages_matter(self, point: dict) -> bool:
         """num_stages only pipelines loops: the bwd row loop, a chunked row, a persistent grid."""
-        looped_row = self.can_loop and point.get("chunk_log2", log2i(self.kp)) < log2i(self.kp)
-        return self.mode == "bwd" or looped_row or point.get("pid_type", "flat") in PERSISTENT
+        return self.mode == "bwd" or self._looped(point) or point.get("pid_type", "flat") in PERSISTENT
+
+    def _looped(self, point: dict) -> bool:
+        return self.can_loop and point.get("chunk_log2", log2i(self.kp)) < log2i(self.kp)
+
+    def _two_pass(self, point: dict) -> bool:
+        return self._looped(point) and bool(point.get("two_pass", False))
 
     def _active(self, name: str, point: dict) -> bool:
+        if name == "two_pass":
+            return self._looped(point)
         if name == "stages":
             return self._stages_matter(point)
         if name == "sm_mult_log2":
@@ -241,7 +259,8 @@ class SearchSpace:
             if param is None or not param.contains(value):
                 return f"{name}={value!r} is outside the space"
         rows, width = self._tile(point)
-        values = rows * width
+        # The two-pass forward holds four such tiles: two sums, the pilots, the counts.
+        values = rows * width * (4 if self._two_pass(point) else 1)
         threads = THREADS_PER_WARP << point["warps_log2"]
         if self.mode == "bwd":
             if point["inner_log2"] > point["m_block_log2"]:
@@ -269,7 +288,9 @@ class SearchSpace:
             if self.tile_index is not None:
                 sizes[self.tile_index] = self._channel_tile(point)
         config: dict = {"block_sizes": sizes}
-        if self.mode == "fwd" and self.n_reduction_loops:
+        if self._two_pass(point):
+            config["block_sizes"] = [1 << point["chunk_log2"], sizes[0], 1]
+        elif self.mode == "fwd" and self.n_reduction_loops:
             chunk = None
             if self.can_loop and point.get("chunk_log2", log2i(self.kp)) < log2i(self.kp):
                 chunk = 1 << point["chunk_log2"]
@@ -304,10 +325,14 @@ class SearchSpace:
     def _parse(self, config: dict) -> dict:
         sizes = config["block_sizes"]
         point: dict = {}
-        if self.mode == "fwd":
+        if self.mode == "fwd" and len(sizes) == 3:
+            point["chunk_log2"], point["rows_log2"] = _exact_log2(sizes[0]), _exact_log2(sizes[1])
+            point["two_pass"] = True
+        elif self.mode == "fwd":
             point["rows_log2"] = _exact_log2(sizes[0])
             loops = config.get("reduction_loops") or [None]
             point["chunk_log2"] = log2i(self.kp) if loops[0] is None else _exact_log2(loops[0])
+            point["two_pass"] = False
         else:
             point["m_block_log2"] = _exact_log2(sizes[0])
             point["inner_log2"] = _exact_log2(sizes[self.inner_index])
@@ -370,7 +395,9 @@ def canonical(config: dict, keys: tuple[str, ...] | None = None) -> dict:
 def describe(config: dict, mode: str) -> str:
     """A short label of a config for tables: 'rows=4 w=8 loop=- s=1' and the like."""
     sizes = config["block_sizes"]
-    if mode == "fwd":
+    if mode == "fwd" and len(sizes) == 3:
+        parts = [f"rows={sizes[1]}", f"two-pass={sizes[0]}"]
+    elif mode == "fwd":
         loop = (config.get("reduction_loops") or [None])[0]
         parts = [f"rows={sizes[0]}", f"loop={loop or '-'}"]
     else:

@@ -441,8 +441,10 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
     result.torch_label = wl.torch_label
     result.model_bytes = wl.model_bytes()
     result.heuristic_config = wl.heuristic_config()
-    bound = wl.bound(result.heuristic_config)
-    space = SearchSpace.from_spec(task.mode, task.m, wl.k, bound.config_spec, device.type, wl.split_loads())
+    bound = wl.bound()
+    space = SearchSpace.from_spec(
+        task.mode, task.m, wl.k, bound.config_spec, device.type, wl.other_loads(), chunked=wl.offers_chunked
+    )
     study = open_study(task, gpu, space, options)
     seeds = {
         "heuristic": result.heuristic_config,

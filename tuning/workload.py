@@ -246,22 +246,36 @@ class Workload:
     def heuristic_config(self) -> dict:
         sms = launch._num_sms(self.device)
         if self.task.mode == "fwd":
-            return heuristics.fwd_config(self.m, self.k, self.g, sms)
+            return heuristics.fwd_config(self.m, self.k, self.g, sms, chunked=self.offers_chunked)
         return heuristics.bwd_config(self.m, self.k, self.g, sms, rms=self.variant.rms)
 
+    @property
+    def offers_chunked(self) -> bool:
+        """Whether the forward's space has ``norm_fwd_chunked``: LayerNorm only, whose
+        two reductions cost Helion's reduction loop a third read of x (RMSNorm's one
+        reduction loops in two reads already)."""
+        return self.task.mode == "fwd" and not self.variant.rms
+
     def bound(self, config: dict | None = None) -> helion.runtime.kernel.BoundKernel:
-        """The Helion kernel bound to this workload's arguments (its config_spec is the space's source)."""
-        kernel = launch._kernels(False)[self.task.mode]
+        """The Helion kernel that runs ``config``, bound to this workload's arguments.
+        Without a config, the one whose config_spec the space is built from: ``norm_fwd``,
+        or the backward at the heuristic's schedule."""
         s = self.sets[0]
         if self.task.mode == "fwd":
-            return kernel.bind(self._fwd_args(s))
+            name = "fwd" if config is None else launch.fwd_kernel_name(config)
+            return launch._kernels(False)[name].bind(self._fwd_args(s))
         config = config or self.heuristic_config()
+        kernel = launch._kernels(False)["bwd"]
         return kernel.bind(self._bwd_args(s, self._partials(config), self._coef(config)))
 
-    def split_loads(self) -> int:
-        """Loads of the split backward's binding (more than the fused one's: the coefficients)."""
-        if self.task.mode != "bwd":
-            return 0
+    def other_loads(self) -> int:
+        """Loads of the kernel's other schedule (the split backward, the chunked forward):
+        the space's eviction list must cover its binding too."""
+        if self.task.mode == "fwd":
+            if not self.offers_chunked:
+                return 0
+            bound = launch._kernels(False)["fwd_chunked"].bind(self._fwd_args(self.sets[0]))
+            return bound.config_spec.load_eviction_policies.length
         kernel = launch._kernels(False)["bwd"]
         coef = launch._coef(True, self.m, self.g, self.device)
         bound = kernel.bind(self._bwd_args(self.sets[0], self._partials(self.heuristic_config()), coef))
