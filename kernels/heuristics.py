@@ -36,7 +36,7 @@ def fwd_config(m: int, k: int, g: int, num_sms: int, chunked: bool = False) -> d
     """
     kp = next_pow2(k)
     if kp > MAX_ROW_IN_REGISTERS and chunked:
-        return {"block_sizes": [CHUNKED_LANES, 1, 1], "num_warps": 16, "num_stages": 1}
+        return two_pass_config(k)
     if kp > MAX_ROW_IN_REGISTERS:
         return {
             "block_sizes": [1, 1],
@@ -55,6 +55,14 @@ def fwd_config(m: int, k: int, g: int, num_sms: int, chunked: bool = False) -> d
         "num_warps": warps,
         "num_stages": 1,
     }
+
+
+def two_pass_config(k: int) -> dict:
+    """``norm_fwd_chunked``: 4096 lanes, 16 warps; from 8192-wide rows, 2048 lanes so that
+    a row is at least two chunks (H200, 2026-11-22: the best of lanes 1024-8192 x warps
+    4-32 at bf16 4096x16384 and 2048x32768)."""
+    lanes = CHUNKED_LANES if next_pow2(k) > 8192 else CHUNKED_LANES // 2
+    return {"block_sizes": [lanes, 1, 1], "num_warps": 16 if lanes >= 4096 else 8, "num_stages": 1}
 
 
 def bwd_config(m: int, k: int, g: int, num_sms: int, rms: bool = True) -> dict:

@@ -111,6 +111,15 @@ def _fits_kernel(mode: str, config: dict) -> bool:
     return sizes in (2, 3) if mode == "fwd" else sizes == 4
 
 
+def fwd_kernel_args(config: dict, args: tuple) -> tuple:
+    """``norm_fwd``'s arguments, plus for ``norm_fwd_chunked`` the row width and whether
+    the chunk leaves a ragged last step (compile-time constants of that kernel)."""
+    if fwd_kernel_name(config) == "fwd":
+        return args
+    k = args[0].shape[-1]
+    return (*args, k, k % config["block_sizes"][0] != 0)
+
+
 def fwd_kernel_name(config: dict) -> str:
     """The forward kernel a config is written for: ``norm_fwd_chunked``'s block sizes are
     [chunk, rows, group tile], ``norm_fwd``'s [rows, group tile]."""
@@ -554,8 +563,9 @@ def launch_fwd(
     hit = _compiled.get(key)
     if hit is None:
         config = _fwd_config(variant, x)
-        hit = _compile(key, fwd_kernel_name(config), args, config)
-    return _call(hit[0], args, x.device, record)
+        hit = _compile(key, fwd_kernel_name(config), fwd_kernel_args(config, args), config)
+    fn, config = hit
+    return _call(fn, fwd_kernel_args(config, args), x.device, record)
 
 
 def _fwd_config(variant: Variant, x: torch.Tensor) -> dict:

@@ -212,6 +212,8 @@ def norm_fwd_chunked(
     rms: hl.constexpr,
     gate: hl.constexpr,
     casting: hl.constexpr,
+    width: hl.constexpr,
+    ragged: hl.constexpr,
 ) -> torch.Tensor:
     """``norm_fwd`` for rows too wide to hold: two passes over the row in chunks of L
     columns (the first block size). The first pass reads the row once for the
@@ -219,21 +221,25 @@ def norm_fwd_chunked(
     evict_first) to write the output. A residual sum is stored by the first pass and
     re-read by the second instead of x and the residual.
 
-    Statistics per lane j (column j of every chunk), with pilot p_j = u[j] (the lane's
-    first value), n_j values, S_j = sum(u - p_j) and Q_j = sum((u - p_j)^2):
+    The statistics are sums of the row shifted by a pilot P, the mean of the row's
+    first chunk, kept per lane (column j of every chunk) until the row ends:
 
-        a_j   = (p_j - P) + S_j / n_j        the lane's mean, relative to P = u[0]
-        M2_j  = Q_j - S_j^2 / n_j            the lane's centred sum of squares
-        shift = sum_j n_j a_j / K,   mean = P + shift
-        var   = (sum_j M2_j + n_j (a_j - shift)^2) / K       (Chan's exact merge)
+        S_j = sum(u - P),  Q_j = sum((u - P)^2)
+        shift = sum_j S_j / K,  mean = P + shift,  var = sum_j Q_j / K - shift^2
 
-    A lane's pilot is one of its own values, so n_j (p_j - mean_j)^2 <= (n_j - 1) M2_j
-    and Q_j - S_j^2 / n_j cancels at most a factor n_j (the chunk count): no input
-    (a large mean, an outlier first value) costs more than that. RMSNorm keeps
-    var = sum_j Q_j / K with no pilot (u^2 has nothing to cancel).
+    The subtraction cancels (P - mean)^2 / var digits' worth; for the mean of L of the
+    row's K values, (P - mean)^2 <= var * (K - L) / L: no input (a large mean, an
+    outlier first value) loses more than a factor K / L, the chunk count, of fp32's
+    precision (the tuner's chunks are at least 1/16 of the row). A block reduction per row, not per chunk, and two accumulators: the
+    loop stays as light as a plain sum. RMSNorm keeps var = sum_j Q_j / K with no
+    pilot (u^2 has nothing to cancel).
+
+    ``width`` is K as a compile-time constant and ``ragged`` whether L does not divide
+    it: with both known, a row that is a whole number of chunks is walked without a
+    single mask (Helion masks every chunk of a merely specialized size).
     """
     m, g, k = x.size()
-    k = hl.specialize(k)
+    k = width
     g = hl.specialize(g)
     lanes = hl.register_block_size(k)
     inv_k = 1.0 / k
@@ -241,26 +247,25 @@ def norm_fwd_chunked(
         acc_q = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
         if not rms:
             acc_s = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
-            lane_pilot = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
-            lane_count = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
             pilot = hl.zeros([tile_m, tile_g], dtype=torch.float32)
             for tile_p in hl.tile(lanes, block_size=lanes):  # the first chunk: one step
+                # Only a chunk wider than the row (ragged) has lanes past K here.
                 first = (tile_p.index < k)[None, None, :]
-                xv = hl.load(x, [tile_m, tile_g, tile_p], extra_mask=first)
+                xv = hl.load(x, [tile_m, tile_g, tile_p], extra_mask=first, eviction_policy="evict_last")
                 if residual is not None:
-                    rv = hl.load(residual, [tile_m, tile_g, tile_p], extra_mask=first)
+                    rv = hl.load(residual, [tile_m, tile_g, tile_p], extra_mask=first, eviction_policy="evict_last")
                 else:
                     rv = None
                 if gate == "before":
-                    zv = hl.load(z, [tile_m, tile_g, tile_p], extra_mask=first)
+                    zv = hl.load(z, [tile_m, tile_g, tile_p], extra_mask=first, eviction_policy="evict_last")
                 else:
                     zv = None
-                _, lane_pilot = _norm_input(xv, rv, zv, x.dtype)
-                # n_j = ceil((K - j) / L) for j < K: K // L + (j < K mod L).
-                # P = u[0], lane 0's pilot (a sum picks it out of the register tile).
-                pilot = torch.sum(torch.where((tile_p.index == 0)[None, None, :], lane_pilot, 0.0), dim=-1)
-                per_lane = (k - 1 - tile_p.index) // tile_p.end + 1
-                lane_count = lane_pilot * 0.0 + torch.where(first, per_lane[None, None, :], 0).to(torch.float32)
+                _, up = _norm_input(xv, rv, zv, x.dtype)
+                if ragged:
+                    taken = torch.where(first, 1.0, 0.0)
+                    pilot = torch.sum(up * taken, dim=-1) / torch.sum(taken, dim=-1)
+                else:
+                    pilot = torch.mean(up, dim=-1)
         for tile_k in hl.tile(k, block_size=lanes):
             xv = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
             if residual is not None:
@@ -277,19 +282,16 @@ def norm_fwd_chunked(
             if rms:
                 acc_q = acc_q + u * u
             else:
-                d = torch.where((tile_k.index < k)[None, None, :], u - lane_pilot, 0.0)
+                d = u - pilot[:, :, None]
+                if ragged:  # the last chunk's lanes past K hold 0, not a value near P
+                    d = torch.where((tile_k.index < k)[None, None, :], d, 0.0)
                 acc_s = acc_s + d
                 acc_q = acc_q + d * d
         if rms:
             var = torch.sum(acc_q, dim=-1) * inv_k
         else:
-            count = lane_count
-            inv_count = 1.0 / torch.maximum(count, torch.ones_like(count))
-            lane_mean = (lane_pilot - pilot[:, :, None]) + acc_s * inv_count
-            lane_m2 = acc_q - acc_s * acc_s * inv_count
-            shift = torch.sum(count * lane_mean, dim=-1) * inv_k
-            dev = lane_mean - shift[:, :, None]
-            var = torch.sum(lane_m2 + count * dev * dev, dim=-1) * inv_k
+            shift = torch.sum(acc_s, dim=-1) * inv_k
+            var = torch.sum(acc_q, dim=-1) * inv_k - shift * shift
             var = torch.maximum(var, torch.zeros_like(var))
             if mean_out is not None:
                 mean_out[tile_m, tile_g] = pilot + shift

@@ -259,8 +259,8 @@ class SearchSpace:
             if param is None or not param.contains(value):
                 return f"{name}={value!r} is outside the space"
         rows, width = self._tile(point)
-        # The two-pass forward holds four such tiles: two sums, the pilots, the counts.
-        values = rows * width * (4 if self._two_pass(point) else 1)
+        # The two-pass forward holds two such tiles: the sums of u - P and of its square.
+        values = rows * width * (2 if self._two_pass(point) else 1)
         threads = THREADS_PER_WARP << point["warps_log2"]
         if self.mode == "bwd":
             if point["inner_log2"] > point["m_block_log2"]:

@@ -39,6 +39,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from kernels import heuristics
+
 from . import cache, timing
 from .space import SPACE_VERSION, SearchSpace
 from .workload import Task, TrialError, Workload
@@ -451,6 +453,8 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
         **(_cached_seeds(task, gpu, options) if options.cached_seed else {}),
         "helion_default": dict(bound.config_spec.default_config().config),
     }
+    if wl.offers_chunked:
+        seeds["two_pass"] = heuristics.two_pass_config(wl.k)
     _enqueue_seeds(study, space, seeds)
     result.run_trials = _run_trials(study, space, wl, options)
     result.history, result.trials, result.failed = _history(study)

@@ -262,8 +262,10 @@ class Workload:
         or the backward at the heuristic's schedule."""
         s = self.sets[0]
         if self.task.mode == "fwd":
-            name = "fwd" if config is None else launch.fwd_kernel_name(config)
-            return launch._kernels(False)[name].bind(self._fwd_args(s))
+            if config is None:
+                return launch._kernels(False)["fwd"].bind(self._fwd_args(s))
+            name = launch.fwd_kernel_name(config)
+            return launch._kernels(False)[name].bind(launch.fwd_kernel_args(config, self._fwd_args(s)))
         config = config or self.heuristic_config()
         kernel = launch._kernels(False)["bwd"]
         return kernel.bind(self._bwd_args(s, self._partials(config), self._coef(config)))
@@ -274,7 +276,7 @@ class Workload:
         if self.task.mode == "fwd":
             if not self.offers_chunked:
                 return 0
-            bound = launch._kernels(False)["fwd_chunked"].bind(self._fwd_args(self.sets[0]))
+            bound = self.bound({"block_sizes": [1024, 1, 1]})  # any chunk: the loads are the same
             return bound.config_spec.load_eviction_policies.length
         kernel = launch._kernels(False)["bwd"]
         coef = launch._coef(True, self.m, self.g, self.device)
@@ -290,7 +292,7 @@ class Workload:
         except Exception as e:  # Helion/Triton raise many types for a bad config
             raise TrialError(f"compile: {type(e).__name__}: {e}") from e
         if self.task.mode == "fwd":
-            args = [self._fwd_args(s) for s in self.sets]
+            args = [launch.fwd_kernel_args(config, self._fwd_args(s)) for s in self.sets]
             return lambda i: compiled(*args[i])
         part, coef = self._partials(config), self._coef(config)
         args = [self._bwd_args(s, part, coef) for s in self.sets]
