@@ -27,15 +27,15 @@ def _clamp(v: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, v))
 
 
-def fwd_config(m: int, k: int, g: int, num_sms: int, chunked: bool = False) -> dict:
+def fwd_config(m: int, k: int, g: int, num_sms: int, rms: bool = True) -> dict:
     """Forward: a few rows per program for narrow rows, one row per program otherwise.
 
-    Rows past MAX_ROW_IN_REGISTERS are walked in chunks: by ``norm_fwd_chunked`` (two
-    reads of x) where ``chunked`` (LayerNorm, whose two reductions would cost Helion's
-    reduction loop three reads), else by Helion's reduction loop.
+    Rows past MAX_ROW_IN_REGISTERS are walked in chunks: LayerNorm by
+    ``norm_fwd_chunked`` (two reads of x, where Helion's reduction loop would take one
+    per reduction: three), RMSNorm by Helion's reduction loop (two reads already).
     """
     kp = next_pow2(k)
-    if kp > MAX_ROW_IN_REGISTERS and chunked:
+    if kp > MAX_ROW_IN_REGISTERS and not rms:
         return two_pass_config(k)
     if kp > MAX_ROW_IN_REGISTERS:
         return {
@@ -58,9 +58,9 @@ def fwd_config(m: int, k: int, g: int, num_sms: int, chunked: bool = False) -> d
 
 
 def two_pass_config(k: int) -> dict:
-    """``norm_fwd_chunked``: 4096 lanes, 16 warps; from 8192-wide rows, 2048 lanes so that
-    a row is at least two chunks (H200, 2026-11-22: the best of lanes 1024-8192 x warps
-    4-32 at bf16 4096x16384 and 2048x32768)."""
+    """``norm_fwd_chunked``: 4096 lanes and 16 warps (H200, 2026-11-22: the best of lanes
+    1024-8192 x warps 4-32 at bf16 4096x16384 and 2048x32768); rows up to 8192 wide take
+    2048 lanes and 8 warps, so that a row is at least two chunks."""
     lanes = CHUNKED_LANES if next_pow2(k) > 8192 else CHUNKED_LANES // 2
     return {"block_sizes": [lanes, 1, 1], "num_warps": 16 if lanes >= 4096 else 8, "num_stages": 1}
 
@@ -92,8 +92,9 @@ def bwd_config(m: int, k: int, g: int, num_sms: int, rms: bool = True) -> dict:
 
 
 def coef_config(m: int, k: int, g: int, num_sms: int) -> dict:
-    """Row coefficients of the split backward: a row reduction like the forward."""
-    return fwd_config(m, k, g, num_sms)
+    """Row coefficients of the split backward: a row reduction like the forward's
+    (``norm_bwd_coef`` has no two-pass form: Helion's reduction loop walks wide rows)."""
+    return fwd_config(m, k, g, num_sms, rms=True)
 
 
 def reduce_config(p: int, n: int, num_sms: int) -> dict:

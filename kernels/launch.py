@@ -101,7 +101,7 @@ def choose_config(
     if tuned is not None and _fits_kernel(mode, tuned):
         return tuned
     if mode == "fwd":
-        return heuristics.fwd_config(m, k, g, _num_sms(device), chunked="layer_norm" in kernel)
+        return heuristics.fwd_config(m, k, g, _num_sms(device), rms="rms_norm" in kernel)
     return heuristics.bwd_config(m, k, g, _num_sms(device), rms="rms_norm" in kernel)
 
 

@@ -17,9 +17,10 @@ Forward, per row r and group g, with u the normalized input:
     n     = xhat * (w + offset) + b
     y     = n * silu(z)                     (gate "after"; otherwise y = n)
 
-The variance is two-pass over the row shifted by its first value, held in registers
-(or re-read per chunk for very wide rows), so |mean| >> std stays accurate. Statistics and all arithmetic are fp32
-except where ``casting`` asks for the input dtype.
+The variance is two-pass over the row shifted by a pilot near its mean (its first
+value when the row is held in registers; the mean of its first chunk in
+``norm_fwd_chunked``, which walks wide rows twice), so |mean| >> std stays accurate.
+Statistics and all arithmetic are fp32 except where ``casting`` asks for the input dtype.
 
 Backward, with dn = dy * silu(z) (gate "after") or dy, and dxhat = dn * (w + offset):
 
@@ -230,9 +231,9 @@ def norm_fwd_chunked(
     The subtraction cancels (P - mean)^2 / var digits' worth; for the mean of L of the
     row's K values, (P - mean)^2 <= var * (K - L) / L: no input (a large mean, an
     outlier first value) loses more than a factor K / L, the chunk count, of fp32's
-    precision (the tuner's chunks are at least 1/16 of the row). A block reduction per row, not per chunk, and two accumulators: the
-    loop stays as light as a plain sum. RMSNorm keeps var = sum_j Q_j / K with no
-    pilot (u^2 has nothing to cancel).
+    precision (the tuner's chunks are at least 1/16 of the row). One block reduction
+    per row, not per chunk, and two accumulators: the loop stays as light as a plain
+    sum. RMSNorm keeps var = sum_j Q_j / K with no pilot (u^2 has nothing to cancel).
 
     ``width`` is K as a compile-time constant and ``ragged`` whether L does not divide
     it: with both known, a row that is a whole number of chunks is walked without a

@@ -291,9 +291,7 @@ class SearchSpace:
         if self._two_pass(point):
             config["block_sizes"] = [1 << point["chunk_log2"], sizes[0], 1]
         elif self.mode == "fwd" and self.n_reduction_loops:
-            chunk = None
-            if self.can_loop and point.get("chunk_log2", log2i(self.kp)) < log2i(self.kp):
-                chunk = 1 << point["chunk_log2"]
+            chunk = 1 << point["chunk_log2"] if self._looped(point) else None
             config["reduction_loops"] = [chunk] * self.n_reduction_loops
         config["num_warps"] = 1 << point["warps_log2"]
         config["num_stages"] = point.get("stages", 1)

@@ -246,7 +246,7 @@ class Workload:
     def heuristic_config(self) -> dict:
         sms = launch._num_sms(self.device)
         if self.task.mode == "fwd":
-            return heuristics.fwd_config(self.m, self.k, self.g, sms, chunked=self.offers_chunked)
+            return heuristics.fwd_config(self.m, self.k, self.g, sms, rms=self.variant.rms)
         return heuristics.bwd_config(self.m, self.k, self.g, sms, rms=self.variant.rms)
 
     @property
