@@ -15,6 +15,7 @@ MAX_ROW_IN_REGISTERS = 32768
 ROW_CHUNK = 8192
 # Lanes (columns per step) of the two-pass chunked forward.
 CHUNKED_LANES = 4096
+MIN_CHUNKED_LANES = 512
 # Channel tile of the split backward (rows too wide for register-resident dw/db).
 SPLIT_TILE = 4096
 
@@ -58,11 +59,15 @@ def fwd_config(m: int, k: int, g: int, num_sms: int, rms: bool = True) -> dict:
 
 
 def two_pass_config(k: int) -> dict:
-    """``norm_fwd_chunked``: 4096 lanes and 16 warps (H200, 2026-11-22: the best of lanes
-    1024-8192 x warps 4-32 at bf16 4096x16384 and 2048x32768); rows up to 8192 wide take
-    2048 lanes and 8 warps, so that a row is at least two chunks."""
-    lanes = CHUNKED_LANES if next_pow2(k) > 8192 else CHUNKED_LANES // 2
-    return {"block_sizes": [lanes, 1, 1], "num_warps": 16 if lanes >= 4096 else 8, "num_stages": 1}
+    """``norm_fwd_chunked``: the widest chunk of up to 4096 lanes that leaves the row at
+    least two chunks (2048 up to 8192-wide rows) and wastes at most 1/16 of it in a
+    masked tail (a 8704-wide row takes 1024 lanes: 9 chunks, 512 lanes idle; 4096 would
+    idle 3584), with 256 lanes per warp (H200, 2026-11-22: 4096 lanes and 16 warps were
+    the best of lanes 1024-8192 x warps 4-32 at bf16 4096x16384 and 2048x32768)."""
+    lanes = CHUNKED_LANES if k > 8192 else CHUNKED_LANES // 2
+    while lanes > MIN_CHUNKED_LANES and (2 * lanes > k or (-k % lanes) * 16 > k):
+        lanes //= 2
+    return {"block_sizes": [lanes, 1, 1], "num_warps": _clamp(lanes // 256, 4, 16), "num_stages": 1}
 
 
 def bwd_config(m: int, k: int, g: int, num_sms: int, rms: bool = True) -> dict:

@@ -100,7 +100,7 @@ def choose_config(
     tuned = config_cache.lookup(kernel, mode, m, k * g, dtype, device)
     if tuned is not None and _fits_kernel(mode, tuned):
         return tuned
-    if mode == "fwd":
+    if mode != config_cache.BWD:
         return heuristics.fwd_config(m, k, g, _num_sms(device), rms="rms_norm" in kernel)
     return heuristics.bwd_config(m, k, g, _num_sms(device), rms="rms_norm" in kernel)
 
@@ -108,7 +108,7 @@ def choose_config(
 def _fits_kernel(mode: str, config: dict) -> bool:
     """A cached config written for another layout of the kernel's tiles is ignored."""
     sizes = len(config.get("block_sizes", ()))
-    return sizes in (2, 3) if mode == "fwd" else sizes == 4
+    return sizes == 4 if mode == config_cache.BWD else sizes in (2, 3)
 
 
 def fwd_kernel_args(config: dict, args: tuple) -> tuple:
@@ -562,15 +562,18 @@ def launch_fwd(
     )  # fmt: skip
     hit = _compiled.get(key)
     if hit is None:
-        config = _fwd_config(variant, x)
+        config = _fwd_config(variant, x, training=rstd_out is not None)
         hit = _compile(key, fwd_kernel_name(config), fwd_kernel_args(config, args), config)
     fn, config = hit
     return _call(fn, fwd_kernel_args(config, args), x.device, record)
 
 
-def _fwd_config(variant: Variant, x: torch.Tensor) -> dict:
+def _fwd_config(variant: Variant, x: torch.Tensor, training: bool) -> dict:
+    """The training forward (statistics saved) and the inference forward have their own
+    cache entries: the same config can run them at different speeds."""
     m, g, k = x.shape
-    return choose_config(variant.tuning_name, "fwd", m, k, g, x.dtype, x.device)
+    mode = config_cache.FWD if training else config_cache.INFER
+    return choose_config(variant.tuning_name, mode, m, k, g, x.dtype, x.device)
 
 
 def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_db, offset):  # noqa: ANN001, ANN202

@@ -376,17 +376,18 @@ CHUNKED = [
 
 @pytest.fixture
 def chunked_cache(tmp_path, device):
-    """Write one forward config per call into a cache file the lookup reads."""
+    """Write one forward config per call into a cache file the lookup reads (``mode``:
+    "fwd", the training forward, or "infer", the forward without grad)."""
     from tuning import cache
 
-    def force(kernel: str, dtype: torch.dtype, m: int, n: int, config: dict) -> None:
+    def force(kernel: str, dtype: torch.dtype, m: int, n: int, config: dict, mode: str = "fwd") -> None:
         gpu = cache.gpu_model(torch.device(device))
         entry = {
-            "kernel": kernel, "mode": "fwd", "dtype": cache.dtype_name(dtype), "m": m, "n": n,
+            "kernel": kernel, "mode": mode, "dtype": cache.dtype_name(dtype), "m": m, "n": n,
             "config": config, "ms": 1.0, "gbps": 1.0, "trials": 1, "date": "2026-11-22T00:00:00Z",
             "versions": {},
         }  # fmt: skip
-        cache.write_entries(tmp_path / f"{gpu}.json", gpu, gpu, {cache.entry_key(kernel, "fwd", entry["dtype"], m, n): entry})
+        cache.write_entries(tmp_path / f"{gpu}.json", gpu, gpu, {cache.entry_key(kernel, mode, entry["dtype"], m, n): entry})
         cache.set_cache_path(tmp_path)
         kernels.launch.clear_compiled()
 
@@ -467,6 +468,29 @@ def test_chunked_forward(device, chunked_cache, dtype, case):
     for i, (g, w64, p) in enumerate(zip(got, want, peer_g)):
         # The backward reads the mean and rstd the chunked forward saved.
         assert_close(f"grad[{i}]", g, w64, p, dtype)
+
+
+def test_training_and_inference_forwards_take_their_own_entries(device, chunked_cache):
+    """A call with grad (statistics saved) runs the ``fwd`` entry, one without grad the
+    ``infer`` entry: the same config can run the two compiled programs at different speeds."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    m, n = 6, 200
+    whole = {"block_sizes": [2, 1], "num_warps": 2, "num_stages": 1, "reduction_loops": [None]}
+    two_pass = {"block_sizes": [64, 1, 1], "num_warps": 2, "num_stages": 1}
+    chunked_cache("layer_norm", torch.float32, m, n, whole, mode="fwd")
+    chunked_cache("layer_norm", torch.float32, m, n, two_pass, mode="infer")
+    x = make((m, n), torch.float32, device, mean=40.0, std=0.5, requires_grad=True)
+    w = make((n,), torch.float32, device, mean=1.0)
+    b = make((n,), torch.float32, device)
+    with torch.no_grad():
+        inferred = kernels.layer_norm(x, w, b)
+    trained = kernels.layer_norm(x, w, b)
+    ran = {key[6]: config for key, (_, config) in kernels.launch._compiled.items() if key[0] == "fwd"}
+    assert ran == {True: two_pass, False: whole}, "key[6]: no statistics saved"
+    ref = norm64(leaf64(x), leaf64(w), leaf64(b), 1e-5, rms=False)[0]
+    for got in (inferred, trained):
+        assert (got.double() - ref).abs().max() < 1e-4
 
 
 # --------------------------------------------------------------------- edge cases

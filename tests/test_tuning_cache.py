@@ -25,7 +25,7 @@ VERSIONS = {"torch": "t", "triton": "tr", "helion": "h", "kernels": "k"}
 def entry(kernel: str, mode: str, m: int, n: int, ms: float = 1.0, *, dtype: str = "float32",
           rows: int = 4, date: str = "2026-01-01T00:00:00Z", versions: dict | None = None) -> dict:  # fmt: skip
     # bwd: [m_block, group tile, channel tile (the whole row: fused), inner rows]
-    sizes = [rows, 1] if mode == "fwd" else [rows, 1, 1 << (n - 1).bit_length(), min(rows, 2)]
+    sizes = [rows, 1] if mode != "bwd" else [rows, 1, 1 << (n - 1).bit_length(), min(rows, 2)]
     return {
         "kernel": kernel, "mode": mode, "dtype": dtype, "m": m, "n": n,
         "config": {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, "reduction_loops": [None]},
@@ -305,6 +305,24 @@ def test_fp16_borrows_bf16_entries_exact_first(tmp_path: Path) -> None:
     assert rows("fwd", 4096, 4096, torch.bfloat16) == 2
 
 
+def test_inference_lookup_falls_back_to_the_training_forward(tmp_path: Path) -> None:
+    path = tmp_path / "cpu.json"
+    cache.write_entries(path, GPU, "cpu", keyed(
+        entry("rms_norm", "fwd", 4096, 4096, rows=2, dtype="bfloat16"),
+        entry("rms_norm", "fwd", 8192, 4096, rows=4, dtype="bfloat16"),
+        entry("rms_norm", "infer", 8192, 4096, rows=8, dtype="bfloat16"),
+        entry("rms_norm", "fwd", 2048, 4096, rows=16, dtype="float16"),
+    ))  # fmt: skip
+    cache.set_cache_path(path)
+    assert rows("infer", 8192, 4096, torch.bfloat16) == 8, "its own exact entry"
+    assert rows("fwd", 8192, 4096, torch.bfloat16) == 4, "training keeps its own"
+    assert rows("infer", 4096, 4096, torch.bfloat16) == 2, "the training forward's exact entry beats inference's nearest"
+    assert rows("infer", 6000, 4096, torch.bfloat16) == 4, "no exact entry of either: the training forward's lookup"
+    assert rows("infer", 8192, 4096, torch.float16) == 8, "the other 16-bit dtype's exact inference entry"
+    assert rows("infer", 2048, 4096, torch.float16) == 16, "fp16's own training entry"
+    assert rows("infer", 8192, 4096, torch.float32) is None, "nothing for fp32: the heuristic"
+
+
 def test_a_16bit_study_is_seeded_with_the_other_dtypes_exact_config(tmp_path: Path) -> None:
     """Re-tuning an fp16 shape that has its own entry still tries bf16's config for it."""
     from tuning import tuner
@@ -320,3 +338,8 @@ def test_a_16bit_study_is_seeded_with_the_other_dtypes_exact_config(tmp_path: Pa
     assert seeds["sibling"]["block_sizes"][0] == 2
     fp32 = tuner._cached_seeds(Task("rms_norm", "fwd", 4096, 4096, "float32"), GPU, options)
     assert fp32 == {"cached": None, "sibling": None}
+    # An inference study starts from the training forward's config too, even once it has its own.
+    infer = entry("rms_norm", "infer", 4096, 4096, rows=8, dtype="float16")
+    cache.write_entries(path, GPU, "cpu", keyed(infer))
+    seeds = tuner._cached_seeds(Task("rms_norm", "infer", 4096, 4096, "float16"), GPU, options)
+    assert [seeds[k]["block_sizes"][0] for k in ("cached", "training")] == [8, 4]

@@ -184,3 +184,19 @@ def test_sampled_configs_compile_and_compute_correctly(spaces: dict) -> None:
         assert wl.check(wl.runner(space.to_config(two_pass))) < 1e-4
     finally:
         launch.set_cpu_backend(previous)
+
+
+@pytest.mark.parametrize("k", [4608, 5000, 8192, 8704, 9728, 12288, 12800, 15872, 16384, 32768, 40000])
+def test_two_pass_seed_wastes_little_of_the_row(k: int) -> None:
+    """The two-pass seed's chunk: a power of two of 512-4096 lanes, at least two chunks per
+    row, and a masked tail of at most 1/16 of the row unless no wider chunk has one."""
+    from kernels import heuristics
+
+    config = heuristics.two_pass_config(k)
+    lanes = config["block_sizes"][0]
+    assert config["block_sizes"][1:] == [1, 1] and lanes & (lanes - 1) == 0 and 512 <= lanes <= 4096
+    assert 2 * lanes <= k and (lanes <= 2048 or k > 8192)
+    assert (-k % lanes) * 16 <= k or lanes == 512
+    wider = lanes * 2
+    assert wider > 4096 or 2 * wider > k or (-k % wider) * 16 > k or (k <= 8192 and wider > 2048), "the widest that fits"
+    assert config["num_warps"] == max(4, min(16, lanes // 256))

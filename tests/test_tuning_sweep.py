@@ -79,7 +79,8 @@ def restore_cache_state():
 
 def test_sweep_tunes_caches_and_continues(tmp_path: Path, restore_cache_state) -> None:
     out = tmp_path / "out"
-    first = run_sweep(out, "--modes", "fwd", "bwd", "--trials", "2", "--workers", "1")
+    first = run_sweep(out, "--trials", "2", "--workers", "1")  # every mode by default
+    assert set(first) == {"fwd", "infer", "bwd"}
     for mode, r in first.items():
         assert r["error"] is None, r["error"]
         assert r["trials"] == 2 and r["run_trials"] == 2, mode
@@ -90,18 +91,20 @@ def test_sweep_tunes_caches_and_continues(tmp_path: Path, restore_cache_state) -
     assert (out / "optuna.journal").exists()
 
     # Run again with a higher target: the same studies continue, nothing is re-measured.
-    second = run_sweep(out, "--modes", "fwd", "bwd", "--trials", "3", "--workers", "0")
+    second = run_sweep(out, "--modes", "fwd", "infer", "bwd", "--trials", "3", "--workers", "0")
     for mode, r in second.items():
         assert r["trials"] == 3 and r["run_trials"] == 1, mode
         assert r["history"][:2] == first[mode]["history"], "earlier trials are kept, not redone"
 
     # The cache holds both results and the kernels pick them up.
     entries = json.loads((out / "cpu.json").read_text())["entries"]
-    assert set(entries) == {f"rms_norm/{mode}/float32/{SHAPE}" for mode in ("fwd", "bwd")}
+    assert set(entries) == {f"rms_norm/{mode}/float32/{SHAPE}" for mode in ("fwd", "infer", "bwd")}
     cache.set_cache_path(out / "cpu.json")
     from kernels import launch, rms_norm
+    from tuning.sweep import MODES
 
-    for mode in ("fwd", "bwd"):
+    assert MODES == cache.MODES
+    for mode in MODES:
         assert (
             launch.choose_config("rms_norm", mode, 4, 32, 1, torch.float32, CPU)
             == entries[f"rms_norm/{mode}/float32/{SHAPE}"]["config"]

@@ -66,11 +66,12 @@ def test_a_trial_past_its_timeout_fails(tmp_path: Path) -> None:
     assert tuner.measure(wl, wl.heuristic_config(), tuner.TuneOptions(), timing.TRIAL_TIMING).ms > 0
 
 
-@pytest.mark.parametrize("mode", ["fwd", "bwd"])
+@pytest.mark.parametrize("mode", ["fwd", "infer", "bwd"])
 def test_wrong_outputs_are_rejected(mode: str) -> None:
     wl = Workload(Task("layer_norm", mode, 4, 32, "float32"), CPU)
+    assert (wl.sets[0].get("rstd") is None) == (mode == "infer"), "inference saves no statistics"
     with pytest.raises(TrialError, match="wrong"):
-        wl.check(lambda i: None if mode == "fwd" else (torch.zeros(32), torch.zeros(32)))  # writes no dx
+        wl.check(lambda i: None if mode != "bwd" else (torch.zeros(32), torch.zeros(32)))  # writes no dx
     run = wl.runner(wl.heuristic_config())
     assert wl.check(run) < 1e-4
 
@@ -88,6 +89,9 @@ def test_byte_counts() -> None:
     assert fwd.model_bytes() == 2 * 4 * 32 * 2
     # x, y; weight, bias; fp32 mean and rstd per row.
     assert fwd.exact_bytes(fwd.heuristic_config()) == 2 * 4 * 32 * 2 + 2 * 32 * 2 + 2 * 4 * 4
+    infer = Workload(Task("layer_norm", "infer", 4, 32, "bfloat16"), CPU)
+    assert infer.model_bytes() == fwd.model_bytes()
+    assert infer.exact_bytes(infer.heuristic_config()) == 2 * 4 * 32 * 2 + 2 * 32 * 2, "no statistics"
     bwd = Workload(Task("rms_norm", "bwd", 8, 32, "bfloat16"), CPU)
     config = {"block_sizes": [4, 1, 32, 1]}
     # dy, x, dx; weight; rstd; 2 fp32 partial rows written, read back and reduced to a bf16 [N].

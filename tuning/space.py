@@ -391,11 +391,13 @@ def canonical(config: dict, keys: tuple[str, ...] | None = None) -> dict:
 
 
 def describe(config: dict, mode: str) -> str:
-    """A short label of a config for tables: 'rows=4 w=8 loop=- s=1' and the like."""
+    """A short label of a config for tables: 'rows=4 w=8 loop=- s=1' and the like
+    (``mode``: a cache mode; both forwards label alike)."""
     sizes = config["block_sizes"]
-    if mode == "fwd" and len(sizes) == 3:
+    forward = mode != "bwd"
+    if forward and len(sizes) == 3:
         parts = [f"rows={sizes[1]}", f"two-pass={sizes[0]}"]
-    elif mode == "fwd":
+    elif forward:
         loop = (config.get("reduction_loops") or [None])[0]
         parts = [f"rows={sizes[0]}", f"loop={loop or '-'}"]
     else:

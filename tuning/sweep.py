@@ -2,13 +2,16 @@
 
 Examples::
 
-    # the GPU host's table, bf16, both norms, fwd and bwd, ~6 minutes on one H200
+    # the GPU host's table, bf16, both norms, training fwd and bwd, ~6 minutes on one H200
     python -m tuning.sweep --kernels layer_norm rms_norm --modes fwd bwd --dtypes bf16 \\
         --shapes gpu_host --trials 30 --wall-budget 330 --workers 4 \\
         --cache tuning/configs/ --out tuning_out/h200
 
     # explicit shapes, resumable: run it again to continue the same studies
     python -m tuning.sweep --kernels rms_norm --shapes 4096x4096 8192x4096 --trials 40
+
+Modes: ``fwd`` the training forward (it saves the statistics the backward reads),
+``infer`` the forward of a call without grad, ``bwd`` the backward; all three by default.
 
 One Optuna study per (kernel, mode, shape, dtype, GPU model) in ``--storage`` (default:
 a journal file in ``--out``). Work is spread over ``--workers`` processes, each pinned to
@@ -46,6 +49,8 @@ PRESETS = {
 }
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
           "fp32": "float32", "float32": "float32", "float": "float32"}  # fmt: skip
+# tuning.cache.MODES, spelled out: this module imports nothing heavy before it must.
+MODES = ("fwd", "infer", "bwd")
 FINAL_OVERHEAD_S = 6.0  # per study: final measurements, cache write
 STARTUP_S = 20.0  # worker start: imports, first compile
 
@@ -61,7 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["layer_norm", "rms_norm"],
         help="tuning names (kernels.launch.Variant.tuning_name)",
     )
-    p.add_argument("--modes", nargs="+", default=["fwd", "bwd"], choices=["fwd", "bwd"])
+    p.add_argument(
+        "--modes", nargs="+", default=list(MODES), choices=MODES,
+        help="fwd: training forward (saves the statistics); infer: forward without grad; bwd",
+    )
     p.add_argument("--dtypes", nargs="+", default=["bf16"], help="bf16 fp16 fp32")
     p.add_argument(
         "--shapes", nargs="+", default=["gpu_host"], help=f"presets ({', '.join(PRESETS)}) and/or MxN"

@@ -350,7 +350,8 @@ def _cached_seeds(task: Task, gpu: str, options: TuneOptions) -> dict[str, dict 
     """From the output and shipped caches: the config the kernels would look up for this
     task ("cached": exact, else the other 16-bit dtype's exact, else nearest) and the
     other 16-bit dtype's exact config ("sibling"), which a study re-tuning a shape that
-    already has its own entry would otherwise never try."""
+    already has its own entry would otherwise never try; an inference study also
+    starts from the training forward's exact config ("training")."""
     entries: dict[str, dict] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", cache.CacheFileWarning)
@@ -359,10 +360,13 @@ def _cached_seeds(task: Task, gpu: str, options: TuneOptions) -> dict[str, dict 
             entries.update(cache.load_entries(options.cache_path, gpu))
     index = cache.Index(entries)
     sibling = cache.SAME_WIDTH.get(task.dtype)
-    return {
+    seeds = {
         "cached": index.find(task.kernel, task.mode, task.dtype, task.m, task.n),
         "sibling": sibling and index.exact_config(task.kernel, task.mode, sibling, task.m, task.n),
     }
+    if task.mode == cache.INFER:
+        seeds["training"] = index.exact_config(task.kernel, cache.FWD, task.dtype, task.m, task.n)
+    return seeds
 
 
 def _history(study: optuna.Study) -> tuple[list, int, int]:
@@ -445,7 +449,7 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
     result.heuristic_config = wl.heuristic_config()
     bound = wl.bound()
     space = SearchSpace.from_spec(
-        task.mode, task.m, wl.k, bound.config_spec, device.type, wl.other_loads(), chunked=wl.offers_chunked
+        task.kernel_mode, task.m, wl.k, bound.config_spec, device.type, wl.other_loads(), chunked=wl.offers_chunked
     )
     study = open_study(task, gpu, space, options)
     seeds = {

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from kernels import heuristics, launch
 from kernels.launch import Variant
 
-from . import timing
+from . import cache, timing
 
 BASE_KERNELS = ("layer_norm", "rms_norm")
 EPS = 1e-5
@@ -48,6 +48,11 @@ class Task:
     @property
     def shape(self) -> str:
         return f"{self.m}x{self.n}"
+
+    @property
+    def kernel_mode(self) -> str:
+        """The kernel the task runs: "fwd" for both forwards (training and inference), or "bwd"."""
+        return cache.BWD if self.mode == cache.BWD else cache.FWD
 
     @property
     def label(self) -> str:
@@ -143,11 +148,14 @@ class Workload:
     """Inputs, kernel arguments, reference, baseline and byte counts of one task on one device."""
 
     def __init__(self, task: Task, device: torch.device, n_sets: int | None = None, seed: int = 0) -> None:
-        if task.mode not in ("fwd", "bwd"):
-            raise ValueError(f"mode must be 'fwd' or 'bwd', got {task.mode!r}")
+        if task.mode not in cache.MODES:
+            raise ValueError(f"mode must be one of {cache.MODES}, got {task.mode!r}")
         if task.n % task.groups:
             raise ValueError(f"groups={task.groups} does not divide N={task.n}")
         self.task, self.device = task, device
+        self.forward = task.mode != cache.BWD
+        # The training forward writes the mean/rstd the backward reads; inference none.
+        self.saves_stats = task.mode == cache.FWD
         self.variant = variant_for(task.kernel)
         self.dtype = getattr(torch, task.dtype)
         self.m, self.g, self.k = task.m, task.groups, task.n // task.groups
@@ -173,7 +181,7 @@ class Workload:
     def _set_bytes(self) -> int:
         """Bytes of the [M, N] tensors in one input set."""
         v, gated = self.variant, self.variant.gate != "none"
-        if self.task.mode == "fwd":
+        if self.forward:
             tensors = 2 + 2 * v.residual + gated  # x, out (+ residual, h) (+ z)
         else:
             tensors = 3 + v.residual + 2 * gated  # dy, x, dx (+ dh) (+ z, dz)
@@ -182,12 +190,12 @@ class Workload:
     def _make_set(self) -> dict:
         v = self.variant
         z = self._x3() if v.gate != "none" else None
-        if self.task.mode == "fwd":
+        if self.forward:
             return {
                 "x": self._x3(), "residual": self._x3() if v.residual else None, "z": z,
                 "out": self._empty3(), "h_out": self._empty3() if v.residual else None,
-                "mean": None if v.rms else torch.empty((self.m, self.g), device=self.device),
-                "rstd": torch.empty((self.m, self.g), device=self.device),
+                "mean": torch.empty((self.m, self.g), device=self.device) if self.saves_stats and not v.rms else None,
+                "rstd": torch.empty((self.m, self.g), device=self.device) if self.saves_stats else None,
             }  # fmt: skip
         x = self._x3()  # for residual variants this is h = x + residual, what bwd reads
         mean, rstd = _stats(v, x.view(self.m, -1), self.g)
@@ -215,7 +223,7 @@ class Workload:
         """A backward config whose channel tile is narrower than the row: the split schedule
         (``norm_bwd_coef`` computes the row coefficients first), as kernels.launch decides."""
         sizes = config["block_sizes"]
-        return self.task.mode == "bwd" and len(sizes) == 4 and sizes[2] < self.k
+        return not self.forward and len(sizes) == 4 and sizes[2] < self.k
 
     def _coef(self, config: dict) -> torch.Tensor | None:
         return launch._coef(self.is_split(config), self.m, self.g, self.device)
@@ -237,7 +245,7 @@ class Workload:
 
     def kernel_args(self) -> tuple:
         """Arguments of the Helion kernel on input set 0 that suit every config (bwd: M partial rows)."""
-        if self.task.mode == "fwd":
+        if self.forward:
             return self._fwd_args(self.sets[0])
         return self._bwd_args(self.sets[0], self._partials(), None)
 
@@ -245,7 +253,7 @@ class Workload:
 
     def heuristic_config(self) -> dict:
         sms = launch._num_sms(self.device)
-        if self.task.mode == "fwd":
+        if self.forward:
             return heuristics.fwd_config(self.m, self.k, self.g, sms, rms=self.variant.rms)
         return heuristics.bwd_config(self.m, self.k, self.g, sms, rms=self.variant.rms)
 
@@ -254,14 +262,14 @@ class Workload:
         """Whether the forward's space has ``norm_fwd_chunked``: LayerNorm only, whose
         two reductions cost Helion's reduction loop a third read of x (RMSNorm's one
         reduction loops in two reads already)."""
-        return self.task.mode == "fwd" and not self.variant.rms
+        return self.forward and not self.variant.rms
 
     def bound(self, config: dict | None = None) -> helion.runtime.kernel.BoundKernel:
         """The Helion kernel that runs ``config``, bound to this workload's arguments.
         Without a config, the one whose config_spec the space is built from: ``norm_fwd``,
         or the backward at the heuristic's schedule."""
         s = self.sets[0]
-        if self.task.mode == "fwd":
+        if self.forward:
             if config is None:
                 return launch._kernels(False)["fwd"].bind(self._fwd_args(s))
             name = launch.fwd_kernel_name(config)
@@ -273,7 +281,7 @@ class Workload:
     def other_loads(self) -> int:
         """Loads of the kernel's other schedule (the split backward, the chunked forward):
         the space's eviction list must cover its binding too."""
-        if self.task.mode == "fwd":
+        if self.forward:
             if not self.offers_chunked:
                 return 0
             bound = self.bound({"block_sizes": [1024, 1, 1]})  # any chunk: the loads are the same
@@ -291,7 +299,7 @@ class Workload:
             raise
         except Exception as e:  # Helion/Triton raise many types for a bad config
             raise TrialError(f"compile: {type(e).__name__}: {e}") from e
-        if self.task.mode == "fwd":
+        if self.forward:
             args = [launch.fwd_kernel_args(config, self._fwd_args(s)) for s in self.sets]
             return lambda i: compiled(*args[i])
         part, coef = self._partials(config), self._coef(config)
@@ -320,12 +328,14 @@ class Workload:
 
         w = self.weight.reshape(n).double()
         b = None if self.bias is None else self.bias.reshape(n).double()
-        if self.task.mode == "fwd":
+        if self.forward:
             y, h = torch_norm(v, flat(s["x"]), flat(s["residual"]), flat(s["z"]), w, b, self.g)
-            mean, rstd = _stats(v, h, self.g)
-            ref = {"out": y, "rstd": rstd.double()}
-            if mean is not None:
-                ref["mean"] = mean.double()
+            ref = {"out": y}
+            if self.saves_stats:
+                mean, rstd = _stats(v, h, self.g)
+                ref["rstd"] = rstd.double()
+                if mean is not None:
+                    ref["mean"] = mean.double()
             if v.residual:
                 ref["h_out"] = h
             return ref
@@ -341,7 +351,7 @@ class Workload:
     def check(self, run: Callable[[int], object]) -> float:
         """Run once on set 0 with NaN-filled outputs; the worst relative error, or TrialError."""
         s = self.sets[0]
-        names = ("out", "h_out", "mean", "rstd") if self.task.mode == "fwd" else ("dx", "dz")
+        names = ("out", "h_out", "mean", "rstd") if self.forward else ("dx", "dz")
         for name in names:
             if s[name] is not None:
                 s[name].fill_(float("nan"))
@@ -354,7 +364,7 @@ class Workload:
         except Exception as e:
             raise TrialError(f"launch: {type(e).__name__}: {e}") from e
         got = {name: s[name] for name in names if s[name] is not None}
-        if self.task.mode == "bwd":
+        if not self.forward:
             got["dw"], got["db"] = result
         worst = 0.0
         for name, want in self.reference.items():
@@ -385,7 +395,7 @@ class Workload:
         def flat(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.reshape(self.m, n)
 
-        if self.task.mode == "fwd":
+        if self.forward:
             ins = [(flat(s["x"]), flat(s["residual"]), flat(s["z"])) for s in self.sets]
             return lambda i: torch_norm(v, *ins[i], w, b, self.g)
         wl = w.detach().requires_grad_()
@@ -409,15 +419,16 @@ class Workload:
 
     def model_bytes(self) -> int:
         """TritonBench's byte model: fwd 2x, bwd 3x the bytes of x."""
-        return (2 if self.task.mode == "fwd" else 3) * self.m * self.task.n * self.dtype.itemsize
+        return (2 if self.forward else 3) * self.m * self.task.n * self.dtype.itemsize
 
     def exact_bytes(self, config: dict) -> int:
         """Bytes this kernel (bwd: plus the dW/dB partial reduce) must read and write."""
         v, mn, es = self.variant, self.m * self.task.n, self.dtype.itemsize
         params = (1 + (self.bias is not None)) * self.task.n * es
-        stats = (1 + (not v.rms)) * self.m * self.g * 4
+        # The training forward writes the statistics and the backward reads them.
+        stats = (1 + (not v.rms)) * self.m * self.g * 4 if self.task.mode != cache.INFER else 0
         gated = v.gate != "none"
-        if self.task.mode == "fwd":
+        if self.forward:
             return mn * es * (2 + 2 * v.residual + gated) + params + stats
         tensors = 3 + 2 * gated + v.residual  # dy, x, dx (+ z, dz) (+ dh)
         rows = self.partial_rows(config)
