@@ -55,7 +55,7 @@ def test_failing_configs_fail_their_trial_and_the_study_goes_on(tmp_path: Path) 
     assert (
         t2.state == TrialState.COMPLETE and t2.value > 0 and t2.user_attrs["config"]["block_sizes"] == [4, 1]
     )
-    assert tuner._best_config(study) == t2.user_attrs["config"]
+    assert tuner._best_configs(study) == [t2.user_attrs["config"]], "failed trials are never finalists"
 
 
 def test_a_trial_past_its_timeout_fails(tmp_path: Path) -> None:
@@ -97,3 +97,23 @@ def test_byte_counts() -> None:
     # dy, x, dx; weight; rstd; 2 fp32 partial rows written, read back and reduced to a bf16 [N].
     assert bwd.exact_bytes(config) == 3 * 8 * 32 * 2 + 32 * 2 + 8 * 4 + 2 * 32 * 4 + (2 * 32 * 4 + 32 * 2)
 
+
+
+def test_finalists_are_the_fastest_distinct_configs_and_a_failing_one_is_skipped(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    dist = {"x": optuna.distributions.IntDistribution(0, 9)}
+    configs = [{"block_sizes": [r, 1], "num_warps": 4} for r in (1, 2, 4, 8)]
+    # (config index, ms): config 2 twice (its faster time ranks it), config 3 slowest.
+    for i, (c, ms) in enumerate([(0, 3.0), (2, 2.5), (1, 2.0), (2, 1.0), (3, 9.0)]):
+        study.add_trial(optuna.trial.create_trial(params={"x": i}, distributions=dist, value=ms,
+                                                  user_attrs={"config": configs[c]}))  # fmt: skip
+    assert tuner._best_configs(study) == [configs[2], configs[1], configs[0]]
+    assert tuner._best_configs(study, 2) == [configs[2], configs[1]]
+
+    wl = Workload(Task("rms_norm", "fwd", 4, 32, "float32"), CPU)
+    result = tuner.TuneResult(task=wl.task, gpu="cpu", study="t", heuristic_config=wl.heuristic_config())
+    broken = {"block_sizes": [2, 1], "num_warps": 4, "pid_type": "persistent_blocked"}  # no CPU launch
+    tuner._final(wl, result, [broken, configs[1]], tuner.TuneOptions())
+    assert "tuned config failed" in result.error
+    assert result.config in (configs[1], wl.heuristic_config()) and result.ms > 0
+    assert result.heuristic_ms > 0 and result.torch_ms > 0

@@ -51,7 +51,7 @@ DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float1
           "fp32": "float32", "float32": "float32", "float": "float32"}  # fmt: skip
 # tuning.cache.MODES, spelled out: this module imports nothing heavy before it must.
 MODES = ("fwd", "infer", "bwd")
-FINAL_OVERHEAD_S = 6.0  # per study: final measurements, cache write
+FINAL_OVERHEAD_S = 10.0  # per study: final measurements (finalists, heuristic, torch), cache write
 STARTUP_S = 20.0  # worker start: imports, first compile
 
 
