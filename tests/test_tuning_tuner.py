@@ -109,6 +109,10 @@ def test_finalists_are_the_fastest_distinct_configs_and_a_failing_one_is_skipped
                                                   user_attrs={"config": configs[c]}))  # fmt: skip
     assert tuner._best_configs(study) == [configs[2], configs[1], configs[0]]
     assert tuner._best_configs(study, 2) == [configs[2], configs[1]]
+    # The cache's incumbent is a finalist however its trial ranked.
+    study.add_trial(optuna.trial.create_trial(params={"x": 5}, distributions=dist, value=9.5,
+                                              user_attrs={"config": configs[0] | {"num_warps": 8}, "seed": "training"}))  # fmt: skip
+    assert tuner._best_configs(study, 2) == [configs[2], configs[1], configs[0] | {"num_warps": 8}]
 
     wl = Workload(Task("rms_norm", "fwd", 4, 32, "float32"), CPU)
     result = tuner.TuneResult(task=wl.task, gpu="cpu", study="t", heuristic_config=wl.heuristic_config())

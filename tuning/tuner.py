@@ -50,6 +50,8 @@ from .workload import Task, TrialError, Workload
 MAX_IDLE_PROPOSALS = 60
 # Distinct best trial configs measured again with the final timing.
 FINALISTS = 3
+# Seeds that hold what the cache already answers for a key: always finalists.
+INCUMBENT_SEEDS = ("cached", "sibling", "training")
 FATAL_CUDA_MARKERS = (
     "illegal memory access",
     "unspecified launch failure",
@@ -382,16 +384,21 @@ def _history(study: optuna.Study) -> tuple[list, int, int]:
 
 
 def _best_configs(study: optuna.Study, count: int = FINALISTS) -> list[dict]:
-    """The ``count`` fastest distinct configs of the study's completed trials, fastest first."""
+    """The study's finalists: the ``count`` fastest distinct configs of its completed
+    trials, fastest first, then any completed incumbent (a config the cache holds for
+    this key: ``INCUMBENT_SEEDS``) that is not among them."""
     done = sorted(
         (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "config" in t.user_attrs),
         key=lambda t: t.value,
     )
     best: dict[str, dict] = {}
     for t in done:
-        best.setdefault(config_key(t.user_attrs["config"]), t.user_attrs["config"])
         if len(best) == count:
             break
+        best.setdefault(config_key(t.user_attrs["config"]), t.user_attrs["config"])
+    for t in done:
+        if t.user_attrs.get("seed") in INCUMBENT_SEEDS:
+            best.setdefault(config_key(t.user_attrs["config"]), t.user_attrs["config"])
     return list(best.values())
 
 
@@ -401,7 +408,10 @@ def _final(wl: Workload, result: TuneResult, finalists: list[dict], options: Tun
 
     Several finalists, not only the best trial: a trial's short timing can rank two
     configs within a few percent the wrong way round (H200, 2026-11-22: inference
-    LayerNorm bf16 4096x16384 picked a config the benchmark then ran 3.5% slower).
+    LayerNorm bf16 4096x16384 picked a config the benchmark then ran 3.5% slower), and
+    the cache's incumbents are among them, so that a new config replaces one only by
+    beating it under the final timing (inference LayerNorm 2048x32768 took a two-pass
+    config, 3% slower than the training forward's, that never met it in a final).
     """
     heuristic = result.heuristic_config
     candidates = [("heuristic", heuristic)]
