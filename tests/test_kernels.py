@@ -375,7 +375,7 @@ CHUNKED = [
 
 
 @pytest.fixture
-def chunked_cache(tmp_path, device):
+def cached_fwd_config(tmp_path, device):
     """Write one forward config per call into a cache file the lookup reads (``mode``:
     "fwd", the training forward, or "infer", the forward without grad)."""
     from tuning import cache
@@ -421,13 +421,13 @@ def _kernel_name(rms: bool, gate: str, residual: bool) -> str:
 
 @pytest.mark.parametrize("case", CHUNKED, ids=lambda c: "-".join(f"{k}={v}" for k, v in c[0].items()))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_chunked_forward(device, chunked_cache, dtype, case):
+def test_chunked_forward(device, cached_fwd_config, dtype, case):
     if device == "cpu" and kernels.get_cpu_backend() == "ref":
         pytest.skip("the reference mode runs the whole-row kernel; its semantics are the other routes' reference")
     opts, m, n, lanes, rows = case
     rms, gate, residual = opts["rms"], opts.get("gate", "none"), opts.get("residual", False)
     group = opts.get("group")
-    chunked_cache(
+    cached_fwd_config(
         _kernel_name(rms, gate, residual) + ("_grouped" if group else ""), dtype, m, n,
         {"block_sizes": [lanes, rows, 1], "num_warps": 2, "num_stages": 1},
     )  # fmt: skip
@@ -470,7 +470,7 @@ def test_chunked_forward(device, chunked_cache, dtype, case):
         assert_close(f"grad[{i}]", g, w64, p, dtype)
 
 
-def test_training_and_inference_forwards_take_their_own_entries(device, chunked_cache):
+def test_training_and_inference_forwards_take_their_own_entries(device, cached_fwd_config):
     """A call with grad (statistics saved) runs the ``fwd`` entry, one without grad the
     ``infer`` entry: the same config can run the two compiled programs at different speeds."""
     if device == "cpu" and kernels.get_cpu_backend() == "ref":
@@ -478,8 +478,8 @@ def test_training_and_inference_forwards_take_their_own_entries(device, chunked_
     m, n = 6, 200
     whole = {"block_sizes": [2, 1], "num_warps": 2, "num_stages": 1, "reduction_loops": [None]}
     two_pass = {"block_sizes": [64, 1, 1], "num_warps": 2, "num_stages": 1}
-    chunked_cache("layer_norm", torch.float32, m, n, whole, mode="fwd")
-    chunked_cache("layer_norm", torch.float32, m, n, two_pass, mode="infer")
+    cached_fwd_config("layer_norm", torch.float32, m, n, whole, mode="fwd")
+    cached_fwd_config("layer_norm", torch.float32, m, n, two_pass, mode="infer")
     x = make((m, n), torch.float32, device, mean=40.0, std=0.5, requires_grad=True)
     w = make((n,), torch.float32, device, mean=1.0)
     b = make((n,), torch.float32, device)

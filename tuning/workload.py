@@ -153,7 +153,7 @@ class Workload:
         if task.n % task.groups:
             raise ValueError(f"groups={task.groups} does not divide N={task.n}")
         self.task, self.device = task, device
-        self.forward = task.mode != cache.BWD
+        self.forward = task.kernel_mode == cache.FWD
         # The training forward writes the mean/rstd the backward reads; inference none.
         self.saves_stats = task.mode == cache.FWD
         self.variant = variant_for(task.kernel)
