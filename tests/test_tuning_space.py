@@ -9,7 +9,7 @@ import optuna
 import pytest
 import torch
 
-from tuning.space import SPACE_KEYS, SearchSpace, canonical
+from tuning.space import SPACE_KEYS, IntParam, SearchSpace, canonical
 from tuning.workload import Task, Workload
 
 CPU = torch.device("cpu")
@@ -145,6 +145,45 @@ def test_invalid_points_are_pruned(spaces: dict) -> None:
             sizes = space.to_config(point)["block_sizes"]
             rows = sizes[1] if len(sizes) == 3 else sizes[0]  # the two-pass forward: [chunk, rows, 1]
             assert rows <= 1 << (space.m - 1).bit_length(), key
+
+
+def _items(point: dict) -> tuple:
+    return tuple(sorted(point.items(), key=str))
+
+
+def test_neighbours_are_the_valid_points_one_step_away(spaces: dict) -> None:
+    """The tuner's local search: each numeric parameter one step up or down, a yes/no one
+    flipped, a named choice switched; parameters the step deactivates drop out, ones it
+    activates start plain."""
+    ln_wide = spaces[("add_layer_norm", "fwd", 32, 4096, "cpu")][0]
+    whole = {"rows_log2": 1, "chunk_log2": 12, "warps_log2": 3, "eviction": ""}
+    got = ln_wide.neighbours(whole)
+    expected = [
+        {**whole, "rows_log2": 0},
+        {**whole, "rows_log2": 2},
+        {**whole, "chunk_log2": 11, "two_pass": False, "stages": 1},  # now looped: stages matter
+        {**whole, "warps_log2": 2},
+        {**whole, "warps_log2": 4},
+        {**whole, "eviction": "first"},
+        {**whole, "eviction": "last"},
+    ]
+    assert sorted(map(_items, got)) == sorted(map(_items, expected))
+    looped = {"rows_log2": 0, "chunk_log2": 11, "two_pass": True, "warps_log2": 3, "eviction": "", "stages": 2}
+    got = ln_wide.neighbours(looped)
+    assert {**looped, "two_pass": False} in got and {**looped, "stages": 1} in got and {**looped, "stages": 3} in got
+    assert {k: v for k, v in looped.items() if k not in ("two_pass", "stages")} | {"chunk_log2": 12} in got, (
+        "the whole row: no two-pass, no stages"
+    )
+    for key, (space, _, _) in spaces.items():
+        for point in list(space.points())[::7]:
+            near = space.neighbours(point)
+            assert point not in near and len(set(map(_items, near))) == len(near), key
+            for other in near:
+                assert space.invalid_reason(other) is None, (key, other)
+                both = [n for n in point if n in other and point[n] != other[n]]
+                assert len(both) == 1, (key, point, other)  # and what that one change (de)activates
+                if isinstance(space.by_name[both[0]], IntParam):
+                    assert abs(point[both[0]] - other[both[0]]) == 1, (key, point, other)
 
 
 def test_heuristic_configs_are_points_of_the_space(spaces: dict) -> None:

@@ -79,7 +79,7 @@ def restore_cache_state():
 
 def test_sweep_tunes_caches_and_continues(tmp_path: Path, restore_cache_state) -> None:
     out = tmp_path / "out"
-    first = run_sweep(out, "--trials", "2", "--workers", "1")  # every mode by default
+    first = run_sweep(out, "--trials", "2", "--refine", "0", "--workers", "1")  # every mode by default
     assert set(first) == {"fwd", "infer", "bwd"}
     for mode, r in first.items():
         assert r["error"] is None, r["error"]
@@ -90,10 +90,12 @@ def test_sweep_tunes_caches_and_continues(tmp_path: Path, restore_cache_state) -
     ).stat().st_size > 0
     assert (out / "optuna.journal").exists()
 
-    # Run again with a higher target: the same studies continue, nothing is re-measured.
+    # Run again with a higher target: the same studies continue, nothing is re-measured;
+    # then the local search (on by default) measures the best trial's unmeasured neighbours.
     second = run_sweep(out, "--modes", "fwd", "infer", "bwd", "--trials", "3", "--workers", "0")
     for mode, r in second.items():
-        assert r["trials"] == 3 and r["run_trials"] == 1, mode
+        assert r["run_trials"] == 1 + r["refined"] and r["trials"] == 3 + r["refined"], mode
+        assert r["refined"] > 0, mode
         assert r["history"][:2] == first[mode]["history"], "earlier trials are kept, not redone"
 
     # The cache holds both results and the kernels pick them up.
@@ -140,7 +142,7 @@ def test_sweep_resumes_after_being_killed(tmp_path: Path) -> None:
     assert not (out / "results.json").exists(), "killed mid-study"
 
     target = len(before) + 1
-    r = run_sweep(out, "--modes", "fwd", "--trials", str(target), "--workers", "0")["fwd"]
+    r = run_sweep(out, "--modes", "fwd", "--trials", str(target), "--refine", "0", "--workers", "0")["fwd"]
     assert r["error"] is None, r["error"]
     assert r["trials"] == target and r["run_trials"] == 1, "the study continued where it was killed"
     assert [n for n, _ in r["history"][: len(before)]] == [t.number for t in before]

@@ -84,6 +84,10 @@ class IntParam:
     def contains(self, value: object) -> bool:
         return isinstance(value, int) and self.low <= value <= self.high
 
+    def steps(self, value: int) -> list:
+        """The values one step from ``value``."""
+        return [v for v in (value - 1, value + 1) if self.contains(v)]
+
 
 @dataclass(frozen=True)
 class ChoiceParam:
@@ -98,6 +102,17 @@ class ChoiceParam:
 
     def contains(self, value: object) -> bool:
         return value in self.choices
+
+    def steps(self, value: object) -> list:
+        """The values one step from ``value``: a yes/no flipped, a number's neighbours in
+        order, any other choice of a name (an eviction policy, a pid type)."""
+        choices = list(self.choices)
+        if all(isinstance(c, bool) for c in choices):
+            return [not value]
+        if all(isinstance(c, int) for c in choices):
+            i = choices.index(value)
+            return choices[max(0, i - 1) : i] + choices[i + 1 : i + 2]
+        return [c for c in choices if c != value]
 
 
 class SearchSpace:
@@ -225,6 +240,27 @@ class SearchSpace:
             if self._active(param.name, point):
                 point[param.name] = param.suggest(trial)
         return point
+
+    def neighbours(self, point: dict) -> list[dict]:
+        """The valid points one step away from ``point`` (one parameter changed, see each
+        parameter's ``steps``). A parameter the step makes inactive is dropped (two_pass
+        once the row is whole); one it makes active takes its first, plainest value
+        (stages 1, no two-pass, multiplier 1), which a later step may change."""
+        steps = [
+            {**point, param.name: other}
+            for param in self.params
+            if param.name in point
+            for other in param.steps(point[param.name])
+        ]
+        found: dict[tuple, dict] = {}
+        for step in steps:
+            full: dict = {}
+            for param in self.params:
+                if self._active(param.name, full):
+                    full[param.name] = step.get(param.name, param.values()[0])
+            if full != point and self.invalid_reason(full) is None:
+                found.setdefault(tuple(sorted(full.items())), full)
+        return list(found.values())
 
     def grid(self) -> dict[str, list]:
         """Every parameter's values, for optuna.samplers.GridSampler."""

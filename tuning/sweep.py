@@ -75,7 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--shapes", nargs="+", default=["gpu_host"], help=f"presets ({', '.join(PRESETS)}) and/or MxN"
     )
     p.add_argument("--groups", type=int, default=None, help="groups for *_grouped kernels (default 8)")
-    p.add_argument("--trials", type=int, default=20, help="evaluated configs per study, in total over runs")
+    p.add_argument("--trials", type=int, default=20, help="sampled configs per study, in total over runs")
+    p.add_argument(
+        "--refine", type=int, default=None,
+        help="rounds of local search from the best trial (its config's neighbours) after the sampled"
+        " trials (default: tuner.REFINE_ROUNDS; 0: none)",
+    )  # fmt: skip
     p.add_argument("--time-budget", type=float, default=None, help="seconds per study per run")
     p.add_argument(
         "--wall-budget",
@@ -279,7 +284,10 @@ class Progress:
         self.done += 1
         t = result["task"]
         if result.get("gbps"):
-            outcome = f"{result['gbps']:.4g} GB/s, {result['trials']} trials, {result['source']} config"
+            outcome = (
+                f"{result['gbps']:.4g} GB/s, {result['trials']} trials"
+                f" ({result.get('refined', 0)} local), {result['source']} config"
+            )
         else:
             outcome = (result.get("error") or "no result")[:80]
         line = f"{t['kernel']} {t['mode']} {t['dtype']} {t['m']}x{t['n']}: {outcome}"
@@ -379,10 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         args.cache = args.cache / f"{gpu}.json"  # a folder of caches: this GPU model's file
     _check_cache_writable(args.cache, gpu)
     time_budget, deadline = _budgets(args, len(tasks), workers, start)
+    refine = {} if args.refine is None else {"refine_rounds": args.refine}
     options = TuneOptions(
         n_trials=args.trials, time_budget_s=time_budget, deadline=deadline, sampler=args.sampler,
         storage=args.storage, out_dir=args.out, cache_path=args.cache, seed=args.seed,
-        trial_timeout_s=args.trial_timeout, n_sets=args.sets,
+        trial_timeout_s=args.trial_timeout, n_sets=args.sets, **refine,
     )  # fmt: skip
     budget = f", {time_budget:.0f} s per study" if time_budget else ""
     print(f"{len(tasks)} studies on {gpu}, {workers or 1} worker(s){budget}; cache: {args.cache}", flush=True)
