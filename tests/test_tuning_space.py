@@ -124,6 +124,12 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
     whole = {"rows_log2": 1, "chunk_log2": 12, "warps_log2": 3}
     assert ln_wide.from_config(ln_wide.to_config(whole)) == {**whole, "eviction": ""}, "no two_pass without a chunk"
     assert fwd_wide.from_config(config) is None, "a two-pass config is no point of RMSNorm's space"
+    # One eviction policy for all loads is one point, however many loads the config
+    # listed (a training forward's config seeds the inference study: fewer loads).
+    last = ln_wide.to_config({**whole, "eviction": "last"})
+    for n in (ln_wide.n_loads - 1, ln_wide.n_loads + 3):
+        assert ln_wide.from_config({**last, "load_eviction_policies": ["last"] * n}) == {**whole, "eviction": "last"}
+    assert ln_wide.from_config({**last, "load_eviction_policies": ["last", "first"]}) is None
 
 
 def test_invalid_points_are_pruned(spaces: dict) -> None:

@@ -64,35 +64,36 @@ def _add_trial(study: optuna.Study, config: dict, ms: float) -> None:
                                               user_attrs={"config": config, "evaluated": True}))  # fmt: skip
 
 
-def test_local_search_measures_each_neighbour_of_the_fastest_trial_once(tmp_path: Path) -> None:
+def test_local_search_measures_the_neighbours_of_the_fastest_configs_once(tmp_path: Path) -> None:
     wl = Workload(Task("rms_norm", "fwd", 8, 256, "float32"), CPU)
     space = SearchSpace.from_spec("fwd", 8, 256, wl.bound().config_spec, "cpu")
+    key = lambda point: tuner.config_key(space.to_config(point))  # noqa: E731
     study = _study(tmp_path)
-    best = {"rows_log2": 1, "warps_log2": 1, "eviction": ""}
-    _add_trial(study, space.to_config({**best, "rows_log2": 2}), 2e-3)
-    _add_trial(study, space.to_config(best), 1e-9)  # nothing real is this fast: one round only
+    best, second, third = ({"rows_log2": r, "warps_log2": 1, "eviction": ""} for r in (1, 3, 2))
+    # Nothing real is this fast: the starting points stay the fastest, one round only.
+    for point, ms in ((third, 2e-3), (best, 1e-9), (second, 2e-9)):
+        _add_trial(study, space.to_config(point), ms)
     options = tuner.TuneOptions(out_dir=tmp_path, refine_rounds=3)
     evaluated = tuner._refine(study, space, wl, options, stop=float("inf"))
     refined = [t for t in study.get_trials() if "refine" in t.user_attrs]
-    want = {tuner.config_key(space.to_config(p)) for p in space.neighbours(best)} - {
-        tuner.config_key(space.to_config({**best, "rows_log2": 2}))  # measured already
-    }
-    assert evaluated == len(refined) == len(want) >= 3
+    want = {key(p) for p in space.neighbours(best) + space.neighbours(second)} - {key(third)}
+    assert tuner.REFINE_FROM == 2 and evaluated == len(refined) == len(want) >= 4
     assert {tuner.config_key(t.user_attrs["config"]) for t in refined} == want
     assert all(t.state == TrialState.COMPLETE and t.user_attrs["refine"] == 1 for t in refined)
     assert tuner._refine(study, space, wl, options, stop=float("inf")) == 0, "nothing new around the same best"
 
-    # A slow best: the search moves to the fastest neighbour and goes on from there.
+    # A slow start: the search moves to the fastest configs and goes on from them.
     study = _study(tmp_path / "slow")
     _add_trial(study, space.to_config(best), 1e3)
     evaluated = tuner._refine(study, space, wl, options, stop=float("inf"))
-    rounds = [t.user_attrs["refine"] for t in study.get_trials() if "refine" in t.user_attrs]
+    trials = study.get_trials()
+    rounds = [t.user_attrs["refine"] for t in trials if "refine" in t.user_attrs]
     assert evaluated == len(rounds) and rounds == sorted(rounds) and rounds[0] == 1
     for r in set(rounds) - {1}:
-        before = [t for t in study.get_trials() if t.state == TrialState.COMPLETE and t.user_attrs.get("refine", 0) < r]
-        start = space.from_config(min(before, key=lambda t: t.value).user_attrs["config"])
-        near = {tuner.config_key(space.to_config(p)) for p in space.neighbours(start)}
-        assert all(tuner.config_key(t.user_attrs["config"]) in near for t in study.get_trials() if t.user_attrs.get("refine") == r)
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("refine", 0) < r]
+        starts = sorted(done, key=lambda t: t.value)[: tuner.REFINE_FROM]
+        near = {key(p) for t in starts for p in space.neighbours(space.from_config(t.user_attrs["config"]))}
+        assert all(tuner.config_key(t.user_attrs["config"]) in near for t in trials if t.user_attrs.get("refine") == r)
     assert tuner._refine(study, space, wl, tuner.TuneOptions(out_dir=tmp_path, refine_rounds=0), float("inf")) == 0
 
 

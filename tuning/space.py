@@ -347,6 +347,11 @@ class SearchSpace:
         Fields outside SPACE_KEYS are ignored; None when a searched field's value is not
         in the space (e.g. a block size past next_pow2(M), per-load eviction policies).
         """
+        evictions = config.get("load_eviction_policies")
+        if evictions and len(set(evictions)) == 1:
+            # One policy for every load is the same point whatever the kernel's load count
+            # (a training forward's config seeds an inference study, whose kernel loads less).
+            config = {**config, "load_eviction_policies": [evictions[0]] * self.n_loads}
         try:
             point = self._parse(config)
         except (KeyError, TypeError, ValueError, IndexError):

@@ -54,6 +54,8 @@ MAX_IDLE_PROPOSALS = 60
 FINALISTS = 3
 # Rounds of local search from the best trial after the sampled trials (0: none).
 REFINE_ROUNDS = 3
+# Configs whose neighbourhood the first round of local search measures.
+REFINE_FROM = 2
 # Seeds that hold what the cache already answers for a key: always finalists.
 INCUMBENT_SEEDS = ("cached", "sibling", "training")
 FATAL_CUDA_MARKERS = (
@@ -345,38 +347,52 @@ def _run_trials(
     return evaluated
 
 
-def _fastest_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    done = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "config" in t.user_attrs
-    ]
-    return min(done, key=lambda t: t.value, default=None)
+def _fastest_configs(study: optuna.Study, count: int) -> list[dict]:
+    """The ``count`` fastest distinct configs of the study's completed trials, fastest first."""
+    done = sorted(
+        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "config" in t.user_attrs),
+        key=lambda t: t.value,
+    )
+    best: dict[str, dict] = {}
+    for t in done:
+        if len(best) == count:
+            break
+        best.setdefault(config_key(t.user_attrs["config"]), t.user_attrs["config"])
+    return list(best.values())
 
 
 def _refine(study: optuna.Study, space: SearchSpace, wl: Workload, options: TuneOptions, stop: float) -> int:
-    """Local search once sampling is done: measure every unmeasured neighbour of the
-    fastest trial's point (:meth:`SearchSpace.neighbours`), and again from the new
-    fastest while a round finds a faster one, up to ``options.refine_rounds`` rounds;
-    returns evaluations.
+    """Local search once sampling is done: measure every unmeasured neighbour
+    (:meth:`SearchSpace.neighbours`) of the ``REFINE_FROM`` fastest configs, and again
+    around the new fastest while a round finds a faster one, up to
+    ``options.refine_rounds`` rounds; returns evaluations.
 
     A dozen sampled trials leave most of a space of thousands of points unseen, and the
     best config is often one step from a good one: LayerNorm inference bf16 4096x8704
-    (H200, 2026-11-22) was tuned to 3063 GB/s while two rows per program instead of one,
-    a step from its second-best trial, ran 3331.
+    (H200, 2026-11-22) was tuned to 3063 GB/s, while two rows per program instead of
+    one, a step from a config within 1% of the best trial, ran 3331. Two starting
+    points, not one, because trials that close are ranked by noise.
     """
     evaluated = 0
+    explored: set[str] = set()
     for round_number in range(1, options.refine_rounds + 1):
-        best = _fastest_trial(study)
-        point = best and space.from_config(best.user_attrs["config"])
-        if point is None:
-            break
+        starts = [c for c in _fastest_configs(study, REFINE_FROM) if config_key(c) not in explored]
         known = _measured(study)
-        fresh = [p for p in space.neighbours(point) if config_key(space.to_config(p)) not in known]
+        fresh: dict[str, dict] = {}
+        for config in starts:
+            explored.add(config_key(config))
+            point = space.from_config(config)
+            for p in space.neighbours(point) if point is not None else []:
+                key = config_key(space.to_config(p))
+                if key not in known:
+                    fresh.setdefault(key, p)
         if not fresh:
             break
-        for p in fresh:
+        fastest = _fastest_configs(study, 1)
+        for p in fresh.values():
             study.enqueue_trial(p, user_attrs={"refine": round_number})
         evaluated += _run_trials(study, space, wl, options, target=len(known) + len(fresh), stop=stop)
-        if _fastest_trial(study).number == best.number or time.monotonic() >= stop:
+        if _fastest_configs(study, 1) == fastest or time.monotonic() >= stop:
             break
     return evaluated
 
@@ -443,17 +459,9 @@ def _best_configs(study: optuna.Study, count: int = FINALISTS) -> list[dict]:
     """The study's finalists: the ``count`` fastest distinct configs of its completed
     trials, fastest first, then any completed incumbent (a config the cache holds for
     this key: ``INCUMBENT_SEEDS``) that is not among them."""
-    done = sorted(
-        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "config" in t.user_attrs),
-        key=lambda t: t.value,
-    )
-    best: dict[str, dict] = {}
-    for t in done:
-        if len(best) == count:
-            break
-        best.setdefault(config_key(t.user_attrs["config"]), t.user_attrs["config"])
-    for t in done:
-        if t.user_attrs.get("seed") in INCUMBENT_SEEDS:
+    best = {config_key(c): c for c in _fastest_configs(study, count)}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("seed") in INCUMBENT_SEEDS and "config" in t.user_attrs:
             best.setdefault(config_key(t.user_attrs["config"]), t.user_attrs["config"])
     return list(best.values())
 
