@@ -10,6 +10,9 @@ Examples::
     # explicit shapes, resumable: run it again to continue the same studies
     python -m tuning.sweep --kernels rms_norm --shapes 4096x4096 8192x4096 --trials 40
 
+Each study samples ``--trials`` configs, then searches locally around its fastest ones
+(``--refine`` rounds), then re-times its finalists against the cache's incumbents.
+
 Modes: ``fwd`` the training forward (it saves the statistics the backward reads),
 ``infer`` the forward of a call without grad, ``bwd`` the backward; all three by default.
 
