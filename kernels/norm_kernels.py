@@ -300,13 +300,15 @@ def norm_fwd_chunked(
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
         for tile_k in hl.tile(k, block_size=lanes):
-            if residual is not None:
-                u = hl.load(h_out, [tile_m, tile_g, tile_k], eviction_policy="evict_first").to(torch.float32)
+            if residual is not None:  # the residual sum stored by the first pass
+                xb = hl.load(h_out, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
             else:
-                u = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_first").to(torch.float32)
+                xb = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
             if gate == "before":
-                zb = hl.load(z, [tile_m, tile_g, tile_k], eviction_policy="evict_first").to(torch.float32)
-                u = u * zb * torch.sigmoid(zb)
+                zb = hl.load(z, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
+            else:
+                zb = None
+            _, u = _norm_input(xb, None, zb, x.dtype)
             if rms:
                 xc = u
             else:
