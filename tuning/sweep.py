@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=20, help="sampled configs per study, in total over runs")
     p.add_argument(
         "--refine", type=int, default=None,
-        help="rounds of local search from the best trial (its config's neighbours) after the sampled"
+        help="rounds of local search around the fastest configs (their neighbours) after the sampled"
         " trials (default: tuner.REFINE_ROUNDS; 0: none)",
     )  # fmt: skip
     p.add_argument("--time-budget", type=float, default=None, help="seconds per study per run")

@@ -13,8 +13,8 @@ for several processes on one host), or any Optuna storage URL. ``n_trials`` is t
 number of evaluated configs the study should hold in total: a resumed study continues
 where it stopped.
 
-When the sampled trials are done, a local search measures the neighbours of the fastest
-trial's point (one step of each parameter) for a few rounds. Then the finalists (the
+When the sampled trials are done, a local search measures the neighbours (one step of
+each parameter) of the two fastest configs, then of each new fastest, for a few rounds. Then the finalists (the
 fastest distinct trial configs and the cache's incumbents), the heuristic config and
 torch's own norm are measured again, back to back, with longer timing; the fastest
 config is the result written to the config cache.
@@ -52,7 +52,7 @@ from .workload import Task, TrialError, Workload
 MAX_IDLE_PROPOSALS = 60
 # Distinct best trial configs measured again with the final timing.
 FINALISTS = 3
-# Rounds of local search from the best trial after the sampled trials (0: none).
+# Rounds of local search around the fastest configs after the sampled trials (0: none).
 REFINE_ROUNDS = 3
 # Configs whose neighbourhood the first round of local search measures.
 REFINE_FROM = 2
@@ -89,7 +89,7 @@ class TuneOptions:
     trial_timeout_s: float = 180.0
     n_sets: int | None = None  # rotating input sets (default: enough to exceed 2x L2)
     cached_seed: bool = True  # warm-start from the nearest cached config
-    refine_rounds: int = REFINE_ROUNDS  # local search from the best trial once sampling is done
+    refine_rounds: int = REFINE_ROUNDS  # local search around the fastest configs once sampling is done
 
 
 @dataclass
@@ -120,7 +120,7 @@ class TuneResult:
     trials: int = 0  # evaluated configs in the study, all runs
     failed: int = 0
     run_trials: int = 0  # evaluated in this run
-    refined: int = 0  # of which by the local search from the best trial
+    refined: int = 0  # of which by the local search
     history: list = field(default_factory=list)  # [trial number, ms or None] in order
     model_bytes: int = 0  # TritonBench's bytes for this task: GB/s = model_bytes / ms / 1e6
     wall_s: float = 0.0
