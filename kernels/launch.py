@@ -111,13 +111,19 @@ def _fits_kernel(mode: str, config: dict) -> bool:
     return sizes == 4 if mode == config_cache.BWD else sizes in (2, 3)
 
 
+# Values a 16-bit input's two-pass forward averages for its pilot (norm_fwd_chunked).
+PILOT_VALUES = 16
+
+
 def fwd_kernel_args(config: dict, args: tuple) -> tuple:
-    """``norm_fwd``'s arguments, plus for ``norm_fwd_chunked`` the row width and whether
-    the chunk leaves a ragged last step (compile-time constants of that kernel)."""
+    """``norm_fwd``'s arguments, plus for ``norm_fwd_chunked`` the row width, whether
+    the chunk leaves a ragged last step and the pilot's width (compile-time constants of
+    that kernel: one chunk for fp32 inputs, PILOT_VALUES for 16-bit ones)."""
     if fwd_kernel_name(config) == "fwd":
         return args
-    k = args[0].shape[-1]
-    return (*args, k, k % config["block_sizes"][0] != 0)
+    x = args[0]
+    k, chunk = x.shape[-1], config["block_sizes"][0]
+    return (*args, k, k % chunk != 0, chunk if x.dtype == torch.float32 else PILOT_VALUES)
 
 
 def fwd_kernel_name(config: dict) -> str:

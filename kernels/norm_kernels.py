@@ -215,6 +215,7 @@ def norm_fwd_chunked(
     casting: hl.constexpr,
     width: hl.constexpr,
     ragged: hl.constexpr,
+    pilot_width: hl.constexpr,
 ) -> torch.Tensor:
     """``norm_fwd`` for rows too wide to hold: two passes over the row in chunks of L
     columns (the first block size). The first pass reads the row once for the
@@ -223,17 +224,22 @@ def norm_fwd_chunked(
     re-read by the second instead of x and the residual.
 
     The statistics are sums of the row shifted by a pilot P, the mean of the row's
-    first chunk, kept per lane (column j of every chunk) until the row ends:
+    first ``pilot_width`` = L values, kept per lane (column j of every chunk) until the
+    row ends:
 
         S_j = sum(u - P),  Q_j = sum((u - P)^2)
         shift = sum_j S_j / K,  mean = P + shift,  var = sum_j Q_j / K - shift^2
 
-    The subtraction cancels (P - mean)^2 / var digits' worth; for the mean of L of the
-    row's K values, (P - mean)^2 <= var * (K - L) / L: no input (a large mean, an
-    outlier first value) loses more than a factor K / L, the chunk count, of fp32's
-    precision (the tuner's chunks are at least 1/16 of the row). One block reduction
-    per row, not per chunk, and two accumulators: the loop stays as light as a plain
-    sum. RMSNorm keeps var = sum_j Q_j / K with no pilot (u^2 has nothing to cancel).
+    The subtraction cancels (P - mean)^2 / var digits' worth, and for the mean of L of
+    the row's K values (P - mean)^2 <= var * (K - L) / L: no input (a large mean, outlier
+    first values) loses more than a factor K / L of fp32's precision. 16-bit inputs take
+    L = 16: 16 values are one short load and an in-warp sum, where a whole first chunk
+    costs a block reduction before the loop can start (H200, bf16 4096x16384: 3695 vs
+    3856 GB/s, NOTES attempt 29); even K = 65536 then keeps var to 2^-12, below an fp16
+    output's rounding. fp32 inputs take L = one chunk (>= K / 16, the tuner's limit).
+    One block reduction per row, not per chunk, and two accumulators: the loop stays as
+    light as a plain sum. RMSNorm keeps var = sum_j Q_j / K with no pilot (u^2 has
+    nothing to cancel).
 
     ``width`` is K as a compile-time constant and ``ragged`` whether L does not divide
     it: with both known, a row that is a whole number of chunks is walked without a
@@ -244,29 +250,26 @@ def norm_fwd_chunked(
     g = hl.specialize(g)
     lanes = hl.register_block_size(k)
     inv_k = 1.0 / k
+    inv_pilot = 1.0 / min(pilot_width, k)
     for tile_m, tile_g in hl.tile([m, g]):
         acc_q = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
         if not rms:
             acc_s = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
             pilot = hl.zeros([tile_m, tile_g], dtype=torch.float32)
-            for tile_p in hl.tile(lanes, block_size=lanes):  # the first chunk: one step
-                # Only a chunk wider than the row (ragged) has lanes past K here.
+            for tile_p in hl.tile(pilot_width, block_size=pilot_width):  # one step
+                # Only a pilot wider than the row has lanes past K here.
                 first = (tile_p.index < k)[None, None, :]
-                xv = hl.load(x, [tile_m, tile_g, tile_p], extra_mask=first, eviction_policy="evict_last")
+                xp = hl.load(x, [tile_m, tile_g, tile_p], extra_mask=first, eviction_policy="evict_last")
                 if residual is not None:
-                    rv = hl.load(residual, [tile_m, tile_g, tile_p], extra_mask=first, eviction_policy="evict_last")
+                    rp = hl.load(residual, [tile_m, tile_g, tile_p], extra_mask=first, eviction_policy="evict_last")
                 else:
-                    rv = None
+                    rp = None
                 if gate == "before":
-                    zv = hl.load(z, [tile_m, tile_g, tile_p], extra_mask=first, eviction_policy="evict_last")
+                    zp = hl.load(z, [tile_m, tile_g, tile_p], extra_mask=first, eviction_policy="evict_last")
                 else:
-                    zv = None
-                _, up = _norm_input(xv, rv, zv, x.dtype)
-                if ragged:
-                    taken = torch.where(first, 1.0, 0.0)
-                    pilot = torch.sum(up * taken, dim=-1) / torch.sum(taken, dim=-1)
-                else:
-                    pilot = torch.mean(up, dim=-1)
+                    zp = None
+                _, up = _norm_input(xp, rp, zp, x.dtype)
+                pilot = torch.sum(up, dim=-1) * inv_pilot  # masked lanes hold u = 0
         for tile_k in hl.tile(k, block_size=lanes):
             xv = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
             if residual is not None:

@@ -361,7 +361,8 @@ def test_add_norm(device, rms, dtype):
 # ``norm_fwd_chunked`` runs where a config asks for it (a tuned cache entry, or the
 # heuristic for rows past the registers). These cases give it configs through a real
 # cache file: chunks that do not divide the row, a chunk wider than the row, groups,
-# gates, a residual, and rows whose first value is an outlier (the lane pilots).
+# gates, a residual, and rows whose first values are outliers (the pilot: the mean of
+# the first 16 values of a 16-bit row, of the first chunk of an fp32 one).
 
 CHUNKED = [
     # (kernel args, M, N, lanes, rows per program)
@@ -371,6 +372,8 @@ CHUNKED = [
     (dict(rms=False, gate="after", bias=False), 4, 80, 32, 4),
     (dict(rms=False, residual=True), 3, 70, 16, 2),
     (dict(rms=True, gate="after", residual=False), 3, 70, 16, 1),
+    (dict(rms=False), 2, 12, 8, 1),  # a 16-bit input's pilot (16 values) wider than the row
+    (dict(rms=False, lead=16), 3, 200, 64, 1),  # every pilot value an outlier
 ]
 
 
@@ -433,7 +436,7 @@ def test_chunked_forward(device, cached_fwd_config, dtype, case):
     )  # fmt: skip
     x = make((m, n), dtype, device, mean=40.0, std=0.5)
     with torch.no_grad():
-        x[0, 0] = 90.0  # an outlier first value: a pilot 100 std away from its row
+        x[0, : opts.get("lead", 1)] = 90.0  # outlier first values: a pilot 100 std away from its row
     x.requires_grad_()
     w = make((n,), dtype, device, mean=1.0, std=0.3)
     b = None if rms or opts.get("bias") is False else make((n,), dtype, device, std=0.3)
