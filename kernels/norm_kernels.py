@@ -236,7 +236,8 @@ def norm_fwd_chunked(
     L = 16: 16 values are one short load and an in-warp sum, where a whole first chunk
     costs a block reduction before the loop can start (H200, bf16 4096x16384: 3695 vs
     3856 GB/s, NOTES attempt 29); even K = 65536 then keeps var to 2^-12, below an fp16
-    output's rounding. fp32 inputs take L = one chunk (>= K / 16, the tuner's limit).
+    output's rounding. fp32 inputs and the training forward take L = one chunk (>= K / 16,
+    the tuner's limit; see ``kernels.launch.fwd_kernel_args``).
     One block reduction per row, not per chunk, and two accumulators: the loop stays as
     light as a plain sum. RMSNorm keeps var = sum_j Q_j / K with no pilot (u^2 has
     nothing to cancel).

@@ -362,7 +362,7 @@ def test_add_norm(device, rms, dtype):
 # heuristic for rows past the registers). These cases give it configs through a real
 # cache file: chunks that do not divide the row, a chunk wider than the row, groups,
 # gates, a residual, and rows whose first values are outliers (the pilot: the mean of
-# the first 16 values of a 16-bit row, of the first chunk of an fp32 one).
+# the first 16 values of a 16-bit row in inference, else of the first chunk).
 
 CHUNKED = [
     # (kernel args, M, N, lanes, rows per program)
@@ -430,10 +430,9 @@ def test_chunked_forward(device, cached_fwd_config, dtype, case):
     opts, m, n, lanes, rows = case
     rms, gate, residual = opts["rms"], opts.get("gate", "none"), opts.get("residual", False)
     group = opts.get("group")
-    cached_fwd_config(
-        _kernel_name(rms, gate, residual) + ("_grouped" if group else ""), dtype, m, n,
-        {"block_sizes": [lanes, rows, 1], "num_warps": 2, "num_stages": 1},
-    )  # fmt: skip
+    name = _kernel_name(rms, gate, residual) + ("_grouped" if group else "")
+    config = {"block_sizes": [lanes, rows, 1], "num_warps": 2, "num_stages": 1}
+    cached_fwd_config(name, dtype, m, n, config)
     x = make((m, n), dtype, device, mean=40.0, std=0.5)
     with torch.no_grad():
         x[0, : opts.get("lead", 1)] = 90.0  # outlier first values: a pilot 100 std away from its row
@@ -443,13 +442,16 @@ def test_chunked_forward(device, cached_fwd_config, dtype, case):
     z = make((m, n), dtype, device, std=2.0) if gate != "none" else None
     r = make((m, n), dtype, device, std=3.0) if residual else None
     kw = dict(z=z, norm_before_gate=gate != "before", group_size=group)
-    if residual:
-        fn = kernels.add_rms_norm if rms else kernels.add_layer_norm
-        out, h = fn(x, r, w, 1e-5) if rms else fn(x, r, w, b, 1e-5)
-    elif rms:
-        out, h = kernels.rms_norm(x, w, 1e-5, casting="gemma", **kw), None
-    else:
-        out, h = kernels.layer_norm(x, w, b, 1e-5, **kw), None
+
+    def call() -> tuple:
+        if residual:
+            fn = kernels.add_rms_norm if rms else kernels.add_layer_norm
+            return fn(x, r, w, 1e-5) if rms else fn(x, r, w, b, 1e-5)
+        if rms:
+            return kernels.rms_norm(x, w, 1e-5, casting="gemma", **kw), None
+        return kernels.layer_norm(x, w, b, 1e-5, **kw), None
+
+    out, h = call()
     inputs = [x, w, b, z, r]
     ref_in = [leaf64(t) for t in inputs]
     ref, ref_h = norm64(
@@ -471,6 +473,13 @@ def test_chunked_forward(device, cached_fwd_config, dtype, case):
     for i, (g, w64, p) in enumerate(zip(got, want, peer_g)):
         # The backward reads the mean and rstd the chunked forward saved.
         assert_close(f"grad[{i}]", g, w64, p, dtype)
+    # The inference forward, whose 16-bit pilot is the row's first 16 values.
+    cached_fwd_config(name, dtype, m, n, config, mode="infer")
+    with torch.no_grad():
+        out_infer, h_infer = call()
+    assert_close("out (inference)", out_infer, ref, peer.detach(), dtype)
+    if residual:
+        assert torch.equal(h_infer, h)
 
 
 def test_training_and_inference_forwards_take_their_own_entries(device, cached_fwd_config):
