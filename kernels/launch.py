@@ -148,6 +148,10 @@ def _fit(config: dict, bound: helion.runtime.kernel.BoundKernel) -> helion.Confi
     loops = fitted.get("reduction_loops")
     if loops is not None:
         fitted["reduction_loops"] = loops[: len(bound.config_spec.reduction_loops)]
+    # Likewise a loop's pipelining where Helion does not offer it for this binding.
+    stages = fitted.get("range_num_stages")
+    if stages is not None and len(stages) != len(bound.config_spec.range_num_stages):
+        del fitted["range_num_stages"]
     return helion.Config(**fitted)
 
 

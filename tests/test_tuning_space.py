@@ -105,6 +105,15 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
     assert bwd.to_config(point)["block_sizes"] == [8, 1, 64, 2], "[m_block, group, whole row, inner]"
     wide = spaces[("rms_norm", "bwd", 64, 8192, "cpu")][0]
     assert wide.to_config({**point, "tile_k_log2": 11})["block_sizes"] == [8, 1, 2048, 2], "split"
+    # The row loop's pipelining: its entry of range_num_stages, every other loop's left 0.
+    for key, (space, _, _) in spaces.items():
+        if key[1] == "bwd":
+            assert "row_stages" in space.by_name, f"{key}: Helion dropped range_num_stages from norm_bwd's spec"
+    piped = bwd.to_config({**point, "row_stages": 3})
+    assert piped["range_num_stages"][bwd.row_range] == 3 and sum(piped["range_num_stages"]) == 3
+    assert bwd.from_config(piped) == {**point, "row_stages": 3, "eviction": ""}
+    assert "range_num_stages" not in bwd.to_config({**point, "row_stages": 0})
+    assert bwd.from_config({**piped, "range_num_stages": [3] * bwd.n_ranges}) is None, "only the row loop's"
     assert wide.to_config({**point, "tile_k_log2": 13})["block_sizes"] == [8, 1, 8192, 2], "fused"
     # Chunked configs carry the chunk; the top exponent means the whole row.
     assert fwd_wide.to_config({"rows_log2": 0, "chunk_log2": 11, "warps_log2": 3, "stages": 2})[
@@ -222,6 +231,10 @@ def test_sampled_configs_compile_and_compute_correctly(spaces: dict) -> None:
         config = space.to_config(split)
         assert wl.is_split(config) and space.invalid_reason(split) is None
         assert wl.check(wl.runner(config)) < 1e-4
+        # Pipelined row loops, fused and split.
+        for pipelined in ({**split, "row_stages": 3}, {**split, "tile_k_log2": 13, "inner_log2": 0, "row_stages": 2}):
+            assert space.invalid_reason(pipelined) is None
+            assert wl.check(wl.runner(space.to_config(pipelined))) < 1e-4
         # The two-pass forward (norm_fwd_chunked) of a LayerNorm with a residual.
         space, _, wl = spaces[("add_layer_norm", "fwd", 32, 4096, "cpu")]
         two_pass = {"rows_log2": 2, "chunk_log2": 10, "two_pass": True, "warps_log2": 2, "stages": 1}

@@ -25,6 +25,9 @@ positions are read from the config spec: the inner block is the one bounded by m
                  schedule), below it the split schedule (``norm_bwd_coef`` first, a
                  second read of x and dy). Offered only for wide rows.
   inner_log2     rows per step of the program's loop over its m_block rows
+  row_stages     software pipelining of that loop (its ``range_num_stages``: Triton
+                 prefetches the next steps' rows while this one reduces); 0 = off.
+                 Offered when Helion's config spec has the knob for the loop.
   warps_log2, stages, eviction, pid_type, sm_mult_log2 as above. No reduction loop.
 
 The group tile (block_sizes[1]) stays 1. Points that cannot be good are pruned before
@@ -40,7 +43,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-SPACE_VERSION = 3  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 4  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -56,6 +59,7 @@ MIN_SPLIT_WIDTH = 8192
 MAX_PARTIAL_ROWS = 2048
 MAX_WARPS_LOG2 = 5
 STAGES = (1, 2, 3)
+ROW_STAGES = (0, 2, 3, 4)
 MAX_SM_MULT_LOG2 = 3
 THREADS_PER_WARP = 32
 PERSISTENT = ("persistent_blocked", "persistent_interleaved")
@@ -132,6 +136,8 @@ class SearchSpace:
         inner_index: int | None = None,
         tile_index: int | None = None,
         chunked: bool = False,
+        n_ranges: int = 0,
+        row_range: int | None = None,
     ) -> None:
         if mode not in ("fwd", "bwd"):
             raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
@@ -144,6 +150,9 @@ class SearchSpace:
         # Backward block positions (see from_spec); the fwd uses block 0 only.
         self.inner_index = n_block_sizes - 1 if inner_index is None else inner_index
         self.tile_index = tile_index
+        # The config's range_num_stages list (one entry per device loop) and the entry
+        # of the backward's row loop, when Helion offers the knob.
+        self.n_ranges, self.row_range = n_ranges, row_range
         self.params = self._params(evictions, pid_types)
         self.by_name = {p.name: p for p in self.params}
 
@@ -163,6 +172,7 @@ class SearchSpace:
         if device_type == "cuda":
             pid_types += tuple(p for p in PERSISTENT if p in spec.allowed_pid_types)
         inner_index, tile_index = _bwd_block_positions(spec) if mode == "bwd" else (None, None)
+        row_range = _row_range(spec, inner_index) if mode == "bwd" else None
         return cls(
             mode, m, k,
             n_block_sizes=len(spec.block_sizes),
@@ -173,6 +183,8 @@ class SearchSpace:
             inner_index=inner_index,
             tile_index=tile_index,
             chunked=chunked and mode == "fwd",
+            n_ranges=len(spec.range_num_stages),
+            row_range=row_range,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ parameters
@@ -193,6 +205,8 @@ class SearchSpace:
                 top = log2i(self.kp)
                 params.append(IntParam("tile_k_log2", max(0, top - MAX_CHUNK_STEPS_LOG2), top))
             params.append(IntParam("inner_log2", 0, min(rows_cap, log2i(MAX_INNER_BWD))))
+            if self.row_range is not None:
+                params.append(ChoiceParam("row_stages", ROW_STAGES))
         params.append(IntParam("warps_log2", 0, MAX_WARPS_LOG2))
         if self.n_loads and len(evictions) > 1:
             params.append(ChoiceParam("eviction", evictions))
@@ -334,6 +348,10 @@ class SearchSpace:
         eviction = point.get("eviction", "")
         if eviction:
             config["load_eviction_policies"] = [eviction] * self.n_loads
+        if point.get("row_stages", 0):
+            stages = [0] * self.n_ranges
+            stages[self.row_range] = point["row_stages"]
+            config["range_num_stages"] = stages
         pid_type = point.get("pid_type", "flat")
         if pid_type != "flat":
             config["pid_type"] = pid_type
@@ -377,6 +395,13 @@ class SearchSpace:
             point["inner_log2"] = _exact_log2(sizes[self.inner_index])
             if self.tile_index is not None:
                 point["tile_k_log2"] = min(_exact_log2(sizes[self.tile_index]), log2i(self.kp))
+            ranges = config.get("range_num_stages") or []
+            if any(s for i, s in enumerate(ranges) if i != self.row_range):
+                raise ValueError("only the row loop's range_num_stages is in the space")
+            if self.row_range is not None and self.row_range < len(ranges):
+                point["row_stages"] = ranges[self.row_range]
+            else:
+                point["row_stages"] = 0
         point["warps_log2"] = _exact_log2(config.get("num_warps", 4))
         point["stages"] = config.get("num_stages", 1)
         evictions = set(config.get("load_eviction_policies") or [""])
@@ -401,6 +426,13 @@ def _bwd_block_positions(spec) -> tuple[int, int | None]:  # noqa: ANN001
     return inner, (tiles[0] if tiles else None)
 
 
+def _row_range(spec, inner_index: int) -> int | None:  # noqa: ANN001
+    """The entry of ``range_num_stages`` that pipelines the backward's row loop (the loop
+    over the inner block), or None where Helion does not offer the knob."""
+    inner_id = list(spec.block_sizes)[inner_index].block_ids[0]
+    return next((i for i, r in enumerate(spec.range_num_stages) if inner_id in r.block_ids), None)
+
+
 def _exact_log2(n: int) -> int:
     if not isinstance(n, int) or n < 1 or n & (n - 1):
         raise ValueError(f"{n!r} is not a power of two")
@@ -411,7 +443,7 @@ def _exact_log2(n: int) -> int:
 # Helion's defaults.
 SPACE_KEYS = (
     "block_sizes", "reduction_loops", "num_warps", "num_stages",
-    "load_eviction_policies", "pid_type", "num_sm_multiplier",
+    "load_eviction_policies", "pid_type", "num_sm_multiplier", "range_num_stages",
 )  # fmt: skip
 
 
@@ -428,6 +460,8 @@ def canonical(config: dict, keys: tuple[str, ...] | None = None) -> dict:
         out.pop("pid_type")
     if out.get("num_sm_multiplier") == 1:
         out.pop("num_sm_multiplier")
+    if not any(out.get("range_num_stages") or []):
+        out.pop("range_num_stages", None)
     return out
 
 
@@ -444,6 +478,9 @@ def describe(config: dict, mode: str) -> str:
     else:
         parts = [f"mb={sizes[0]}"] + ([f"tile={sizes[2]}"] if len(sizes) > 3 else []) + [f"in={sizes[-1]}"]
     parts += [f"w={config.get('num_warps', 4)}", f"s={config.get('num_stages', 1)}"]
+    row_stages = max(config.get("range_num_stages") or [0])
+    if row_stages:
+        parts.append(f"rs={row_stages}")
     evictions = [e for e in config.get("load_eviction_policies") or [] if e]
     if evictions:
         parts.append(f"ev={evictions[0]}")
