@@ -378,9 +378,9 @@ CHUNKED = [
 
 
 @pytest.fixture
-def cached_fwd_config(tmp_path, device):
-    """Write one forward config per call into a cache file the lookup reads (``mode``:
-    "fwd", the training forward, or "infer", the forward without grad)."""
+def cached_config(tmp_path, device):
+    """Write one config per call into a cache file the lookup reads (``mode``: "fwd", the
+    training forward, "infer", the forward without grad, or "bwd")."""
     from tuning import cache
 
     def force(kernel: str, dtype: torch.dtype, m: int, n: int, config: dict, mode: str = "fwd") -> None:
@@ -424,7 +424,7 @@ def _kernel_name(rms: bool, gate: str, residual: bool) -> str:
 
 @pytest.mark.parametrize("case", CHUNKED, ids=lambda c: "-".join(f"{k}={v}" for k, v in c[0].items()))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_chunked_forward(device, cached_fwd_config, dtype, case):
+def test_chunked_forward(device, cached_config, dtype, case):
     if device == "cpu" and kernels.get_cpu_backend() == "ref":
         pytest.skip("the reference mode runs the whole-row kernel; its semantics are the other routes' reference")
     opts, m, n, lanes, rows = case
@@ -432,7 +432,7 @@ def test_chunked_forward(device, cached_fwd_config, dtype, case):
     group = opts.get("group")
     name = _kernel_name(rms, gate, residual) + ("_grouped" if group else "")
     config = {"block_sizes": [lanes, rows, 1], "num_warps": 2, "num_stages": 1}
-    cached_fwd_config(name, dtype, m, n, config)
+    cached_config(name, dtype, m, n, config)
     x = make((m, n), dtype, device, mean=40.0, std=0.5)
     with torch.no_grad():
         x[0, : opts.get("lead", 1)] = 90.0  # outlier first values: a pilot 100 std away from its row
@@ -474,7 +474,7 @@ def test_chunked_forward(device, cached_fwd_config, dtype, case):
         # The backward reads the mean and rstd the chunked forward saved.
         assert_close(f"grad[{i}]", g, w64, p, dtype)
     # The inference forward, whose 16-bit pilot is the row's first 16 values.
-    cached_fwd_config(name, dtype, m, n, config, mode="infer")
+    cached_config(name, dtype, m, n, config, mode="infer")
     with torch.no_grad():
         out_infer, h_infer = call()
     assert_close("out (inference)", out_infer, ref, peer.detach(), dtype)
@@ -482,7 +482,58 @@ def test_chunked_forward(device, cached_fwd_config, dtype, case):
         assert torch.equal(h_infer, h)
 
 
-def test_training_and_inference_forwards_take_their_own_entries(device, cached_fwd_config):
+# (kernel options, M, N, backward block sizes [m_block, group tile, channel tile, inner
+# rows], row-loop stages): M leaves a short last program and a short last step.
+PIPELINED_BWD = [
+    (dict(rms=False), 37, 256, [8, 1, 256, 2], 3),
+    (dict(rms=True, gate="before", group=64), 21, 256, [4, 1, 64, 2], 2),
+    (dict(rms=True, residual=True), 19, 320, [4, 1, 512, 1], 4),  # K padded to the tile
+    (dict(rms=False, gate="after"), 13, 2048, [8, 1, 512, 2], 3),  # split: channel tiles
+]
+
+
+@pytest.mark.parametrize("case", PIPELINED_BWD, ids=lambda c: f"{c[1]}x{c[2]}-{c[3]}-s{c[4]}")
+def test_pipelined_backward(device, cached_config, case):
+    """The backward with its row loop software-pipelined (``range_num_stages``: on CUDA,
+    Triton prefetches the next steps' rows into shared memory) matches the float64
+    reference, ragged last program and step included."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    opts, m, n, sizes, stages = case
+    rms, gate, residual, group = opts["rms"], opts.get("gate", "none"), opts.get("residual", False), opts.get("group")
+    name = _kernel_name(rms, gate, residual) + ("_grouped" if group else "")
+    dtype = torch.bfloat16
+    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, "range_num_stages": [0, stages]}
+    cached_config(name, dtype, m, n, config, mode="bwd")
+    x = make((m, n), dtype, device, mean=3.0)
+    w = make((n,), dtype, device, mean=1.0, std=0.3)
+    b = None if rms else make((n,), dtype, device, std=0.3)
+    z = make((m, n), dtype, device, std=2.0) if gate != "none" else None
+    r = make((m, n), dtype, device, std=3.0) if residual else None
+    if residual:
+        out, h = kernels.add_rms_norm(x, r, w, 1e-5)
+    elif rms:
+        out, h = kernels.rms_norm(x, w, 1e-5, z=z, norm_before_gate=gate != "before", group_size=group), None
+    else:
+        out, h = kernels.layer_norm(x, w, b, 1e-5, z=z, norm_before_gate=gate != "before"), None
+    inputs = [x, w, b, z, r]
+    ref_in = [leaf64(t) for t in inputs]
+    ref, ref_h = norm64(
+        ref_in[0], ref_in[1], ref_in[2], 1e-5, rms=rms, z=ref_in[3], norm_before_gate=gate != "before",
+        group_size=group, residual=ref_in[4],
+    )  # fmt: skip
+    outs, refs = ([out, h], [ref, ref_h]) if residual else ([out], [ref])
+    douts = [torch.randn_like(o) for o in outs]
+    live = lambda ts: [t for t in ts if t is not None]  # noqa: E731
+    got = torch.autograd.grad(outs, live(inputs), douts)
+    compiled = [c for _, c in kernels.launch._compiled.values()]
+    assert config in compiled, "the backward did not run the pipelined config"
+    want = torch.autograd.grad(refs, live(ref_in), [d.double() for d in douts])
+    for i, (g, w64) in enumerate(zip(got, want)):
+        assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
+
+
+def test_training_and_inference_forwards_take_their_own_entries(device, cached_config):
     """A call with grad (statistics saved) runs the ``fwd`` entry, one without grad the
     ``infer`` entry: the same config can run the two compiled programs at different speeds."""
     if device == "cpu" and kernels.get_cpu_backend() == "ref":
@@ -490,8 +541,8 @@ def test_training_and_inference_forwards_take_their_own_entries(device, cached_f
     m, n = 6, 200
     whole = {"block_sizes": [2, 1], "num_warps": 2, "num_stages": 1, "reduction_loops": [None]}
     two_pass = {"block_sizes": [64, 1, 1], "num_warps": 2, "num_stages": 1}
-    cached_fwd_config("layer_norm", torch.float32, m, n, whole, mode="fwd")
-    cached_fwd_config("layer_norm", torch.float32, m, n, two_pass, mode="infer")
+    cached_config("layer_norm", torch.float32, m, n, whole, mode="fwd")
+    cached_config("layer_norm", torch.float32, m, n, two_pass, mode="infer")
     x = make((m, n), torch.float32, device, mean=40.0, std=0.5, requires_grad=True)
     w = make((n,), torch.float32, device, mean=1.0)
     b = make((n,), torch.float32, device)
