@@ -418,6 +418,15 @@ def _torch_norm(x, w, b, z, r, *, rms, gate, group, eps):  # noqa: ANN001, ANN20
     return y, h
 
 
+def _reference64(inputs: list, *, rms: bool, gate: str, group: int | None) -> tuple:
+    """float64 leaves of [x, w, b, z, residual] (None kept) and the reference (out, h), eps 1e-5."""
+    x, w, b, z, r = ref_in = [leaf64(t) for t in inputs]
+    ref, ref_h = norm64(
+        x, w, b, 1e-5, rms=rms, z=z, norm_before_gate=gate != "before", group_size=group, residual=r
+    )
+    return ref_in, ref, ref_h
+
+
 def _kernel_name(rms: bool, gate: str, residual: bool) -> str:
     return kernels.launch.Variant(rms=rms, gate=gate, residual=residual).tuning_name
 
@@ -453,11 +462,7 @@ def test_chunked_forward(device, cached_config, dtype, case):
 
     out, h = call()
     inputs = [x, w, b, z, r]
-    ref_in = [leaf64(t) for t in inputs]
-    ref, ref_h = norm64(
-        ref_in[0], ref_in[1], ref_in[2], 1e-5, rms=rms, z=ref_in[3], norm_before_gate=gate != "before",
-        group_size=group, residual=ref_in[4],
-    )  # fmt: skip
+    ref_in, ref, ref_h = _reference64(inputs, rms=rms, gate=gate, group=group)
     peer_in = [None if t is None else t.detach().requires_grad_() for t in inputs]
     peer, peer_h = _torch_norm(*peer_in, rms=rms, gate=gate, group=group, eps=1e-5)
     assert_close("out", out, ref, peer.detach(), dtype)
@@ -517,11 +522,7 @@ def test_pipelined_backward(device, cached_config, case):
     else:
         out, h = kernels.layer_norm(x, w, b, 1e-5, z=z, norm_before_gate=gate != "before"), None
     inputs = [x, w, b, z, r]
-    ref_in = [leaf64(t) for t in inputs]
-    ref, ref_h = norm64(
-        ref_in[0], ref_in[1], ref_in[2], 1e-5, rms=rms, z=ref_in[3], norm_before_gate=gate != "before",
-        group_size=group, residual=ref_in[4],
-    )  # fmt: skip
+    ref_in, ref, ref_h = _reference64(inputs, rms=rms, gate=gate, group=group)
     outs, refs = ([out, h], [ref, ref_h]) if residual else ([out], [ref])
     douts = [torch.randn_like(o) for o in outs]
     live = lambda ts: [t for t in ts if t is not None]  # noqa: E731
