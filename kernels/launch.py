@@ -142,16 +142,13 @@ _compiled: dict[tuple, tuple[Callable, dict]] = {}
 
 
 def _fit(config: dict, bound: helion.runtime.kernel.BoundKernel) -> helion.Config:
-    """Drop the reduction-loop knob where this specialization has no loop to configure
-    (a row of 1 element, say), so one config dict serves every hidden size."""
+    """Cut the per-loop knobs to the loops this binding has: no reduction loop where a
+    row is 1 element, say, and no pipelining where Helion does not offer it, so one
+    config dict serves every hidden size."""
     fitted = dict(config)
-    loops = fitted.get("reduction_loops")
-    if loops is not None:
-        fitted["reduction_loops"] = loops[: len(bound.config_spec.reduction_loops)]
-    # Likewise a loop's pipelining where Helion does not offer it for this binding.
-    stages = fitted.get("range_num_stages")
-    if stages is not None and len(stages) != len(bound.config_spec.range_num_stages):
-        del fitted["range_num_stages"]
+    for knob in ("reduction_loops", "range_num_stages"):
+        if fitted.get(knob) is not None:
+            fitted[knob] = fitted[knob][: len(getattr(bound.config_spec, knob))]
     return helion.Config(**fitted)
 
 
