@@ -70,7 +70,7 @@ def two_pass_config(k: int) -> dict:
     return {"block_sizes": [lanes, 1, 1], "num_warps": _clamp(lanes // 256, 4, 16), "num_stages": 1}
 
 
-def bwd_config(m: int, k: int, g: int, num_sms: int, rms: bool = True) -> dict:
+def bwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
     """Backward: each program walks ``m_block`` rows of one channel tile, keeping the
     dw/db partials of that tile in registers.
 
@@ -78,11 +78,13 @@ def bwd_config(m: int, k: int, g: int, num_sms: int, rms: bool = True) -> dict:
     the partial-sum buffer (P x N fp32, written once and read once by the reduce)
     stays small next to x; measured on the H200 (2026-11-21), P ~ 64-128 was best
     for M = 2048-4096. The channel tile spans the whole row (the fused schedule)
-    unless the row's accumulators would spill: LayerNorm (dw and db) from 16384
-    channels, RMSNorm from 32768; then 4096-channel tiles (the split schedule).
+    unless the row's accumulators spill badly: from 32768 channels (at 16384 LayerNorm's
+    dw and db spill a little and still beat the split's second read of x and dy: H200
+    bf16 4096x16384, 2548-2755 against 2395 GB/s); then 4096-channel tiles (the split
+    schedule).
     """
     kp = next_pow2(k)
-    split = kp >= (32768 if rms else 16384)
+    split = kp >= 32768
     tile_k = SPLIT_TILE if split else kp
     inner = _clamp(4096 // tile_k, 1, 4)
     programs = max(1, num_sms // (g * (kp // tile_k)))

@@ -102,7 +102,7 @@ def choose_config(
         return tuned
     if mode != config_cache.BWD:
         return heuristics.fwd_config(m, k, g, _num_sms(device), rms="rms_norm" in kernel)
-    return heuristics.bwd_config(m, k, g, _num_sms(device), rms="rms_norm" in kernel)
+    return heuristics.bwd_config(m, k, g, _num_sms(device))
 
 
 def _fits_kernel(mode: str, config: dict) -> bool:

@@ -258,3 +258,18 @@ def test_two_pass_seed_wastes_little_of_the_row(k: int) -> None:
     wider = lanes * 2
     assert wider > 4096 or 2 * wider > k or (-k % wider) * 16 > k or (k <= 8192 and wider > 2048), "the widest that fits"
     assert config["num_warps"] == max(4, min(16, lanes // 256))
+
+
+@pytest.mark.parametrize(("m", "k"), [(4096, 1024), (4096, 9728), (4096, 16384), (2048, 32768), (1, 40000), (3, 7)])
+def test_backward_heuristic_holds_rows_up_to_16384_channels_whole(m: int, k: int) -> None:
+    """The heuristic backward runs the fused schedule (one channel tile spanning the
+    padded row) below 32768 channels and the split one (4096-channel tiles) from there,
+    with P = ceil(M / m_block) partial rows never past M rounded up."""
+    from kernels import heuristics
+
+    config = heuristics.bwd_config(m, k, 1, 132)
+    m_block, groups, tile, inner = config["block_sizes"]
+    padded = heuristics.next_pow2(k)
+    assert groups == 1 and tile == (padded if padded < 32768 else heuristics.SPLIT_TILE)
+    assert inner <= m_block <= max(inner, heuristics.next_pow2(m))
+    assert 4 <= config["num_warps"] <= 16

@@ -160,3 +160,20 @@ def test_finalists_are_the_fastest_distinct_configs_and_a_failing_one_is_skipped
     assert "tuned config failed" in result.error
     assert result.config in (configs[1], wl.heuristic_config()) and result.ms > 0
     assert result.heuristic_ms > 0 and result.torch_ms > 0
+
+
+def test_backward_studies_seed_both_likely_schedules_pipelined(tmp_path: Path) -> None:
+    """The heuristic's backward schedule and the cached one each get a pipelined seed
+    (rs=3 on the row loop), and each seed runs and matches the reference."""
+    task = Task("layer_norm", "bwd", 40, 96, "float32")
+    wl = Workload(task, CPU)
+    space = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cpu", wl.other_loads())
+    options = tuner.TuneOptions(out_dir=tmp_path, cached_seed=False)
+    seeds = tuner.seed_configs(task, "cpu", wl, space, options)
+    heuristic, piped = seeds["heuristic"], seeds["pipelined_heuristic"]
+    assert seeds["pipelined"] is None, "no cached config here to pipeline"
+    assert piped["block_sizes"] == heuristic["block_sizes"]
+    assert piped["range_num_stages"][space.row_range] == tuner.PIPELINED_ROW_STAGES
+    assert not any(heuristic.get("range_num_stages") or [])
+    assert space.from_config(piped) is not None, "the seed is a point of the space"
+    assert wl.check(wl.runner(piped)) < 1e-4

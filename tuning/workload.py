@@ -255,7 +255,7 @@ class Workload:
         sms = launch._num_sms(self.device)
         if self.forward:
             return heuristics.fwd_config(self.m, self.k, self.g, sms, rms=self.variant.rms)
-        return heuristics.bwd_config(self.m, self.k, self.g, sms, rms=self.variant.rms)
+        return heuristics.bwd_config(self.m, self.k, self.g, sms)
 
     @property
     def offers_chunked(self) -> bool:
