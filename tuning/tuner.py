@@ -538,7 +538,8 @@ def write_result(result: TuneResult, device: torch.device, path: Path) -> None:
 
 
 def seed_configs(task: Task, gpu: str, wl: Workload, space: SearchSpace, options: TuneOptions) -> dict:
-    """The configs every study measures first, by name (None where there is none)."""
+    """The configs every study measures first, by name (None where there is none); the
+    space is built from ``wl.bound()``'s config spec, whose default is one of them."""
     heuristic = wl.heuristic_config()
     seeds = {
         "heuristic": heuristic,
@@ -562,13 +563,13 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
     wl = Workload(task, device, n_sets=options.n_sets, seed=options.seed or 0)
     result.torch_label = wl.torch_label
     result.model_bytes = wl.model_bytes()
-    result.heuristic_config = wl.heuristic_config()
-    bound = wl.bound()
     space = SearchSpace.from_spec(
-        task.kernel_mode, task.m, wl.k, bound.config_spec, device.type, wl.other_loads(), chunked=wl.offers_chunked
-    )
+        task.kernel_mode, task.m, wl.k, wl.bound().config_spec, device.type, wl.other_loads(),
+        chunked=wl.offers_chunked,
+    )  # fmt: skip
     study = open_study(task, gpu, space, options)
     seeds = seed_configs(task, gpu, wl, space, options)
+    result.heuristic_config = seeds["heuristic"]
     _enqueue_seeds(study, space, seeds)
     stop = _stop_time(options)
     result.run_trials = _run_trials(study, space, wl, options, stop=stop)
