@@ -18,6 +18,8 @@ CHUNKED_LANES = 4096
 MIN_CHUNKED_LANES = 512
 # Channel tile of the split backward (rows too wide for register-resident dw/db).
 SPLIT_TILE = 4096
+# Widest row whose LayerNorm backward uses a row sum before taking the next.
+ROW_SUMS_INTERLEAVED_UP_TO = 8192
 
 
 def next_pow2(n: int) -> int:
@@ -96,6 +98,13 @@ def bwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
         "num_warps": warps,
         "num_stages": 1,
     }
+
+
+def bwd_sums_first(k: int) -> bool:
+    """Whether LayerNorm's fused backward takes both row sums before using either
+    (``norm_bwd``'s ``sums_first``): on rows held in registers wider than 8192 channels,
+    where the other order spills (H200 bf16, NOTES attempts 31-32)."""
+    return next_pow2(k) > ROW_SUMS_INTERLEAVED_UP_TO
 
 
 def coef_config(m: int, k: int, g: int, num_sms: int) -> dict:

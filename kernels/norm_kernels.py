@@ -358,6 +358,7 @@ def norm_bwd(
     offset: float,
     rms: hl.constexpr,
     gate: hl.constexpr,
+    sums_first: hl.constexpr,
 ) -> torch.Tensor:
     """dx (and dz) for every row; per-program fp32 partial sums of dw and db.
 
@@ -429,12 +430,14 @@ def norm_bwd(
             dxhat = dyf
             if weight is not None:
                 dxhat = dyf * wf
-            # Both row sums before any use of either: with du's first term computed
-            # between them, Triton kept it live across the second reduction (LayerNorm
-            # bf16 4096x16384, 16 warps: 86 -> 20 spilled registers, 1414 -> 2548 GB/s).
+            # LayerNorm's two row sums: ``sums_first`` takes both before either is used.
+            # Otherwise Triton keeps du's first term live across the second reduction,
+            # which spills wide rows (bf16 4096x16384, 16 warps: 86 -> 20 spilled
+            # registers, 1414 -> 2548 GB/s) but is the faster order on rows that fit
+            # (8192 wide: 0.7-3.4% ahead). ``launch._bwd_args`` picks it by width.
             if coef is None:
                 c2 = torch.sum(dxhat * xhat, dim=-1) * inv_k
-                if not rms:
+                if not rms and sums_first:
                     c1 = torch.sum(dxhat, dim=-1) * inv_k
             else:
                 c2 = coef[1, tile_m, tile_g]
@@ -442,6 +445,8 @@ def norm_bwd(
                     c1 = coef[0, tile_m, tile_g]
             du = dxhat - xhat * c2[:, :, None]
             if not rms:
+                if coef is None and not sums_first:
+                    c1 = torch.sum(dxhat, dim=-1) * inv_k
                 du = du - c1[:, :, None]
             du = du * rs
             if gate == "before":
