@@ -99,7 +99,7 @@ def choose_config(
     """Tuned cache entry for this shape if there is one, else the built-in heuristic."""
     tuned = config_cache.lookup(kernel, mode, m, k * g, dtype, device)
     if tuned is not None and _fits_kernel(mode, tuned):
-        return tuned
+        return _fits_grid(mode, tuned, k, g)
     if mode != config_cache.BWD:
         return heuristics.fwd_config(m, k, g, _num_sms(device), rms="rms_norm" in kernel)
     return heuristics.bwd_config(m, k, g, _num_sms(device))
@@ -109,6 +109,22 @@ def _fits_kernel(mode: str, config: dict) -> bool:
     """A cached config written for another layout of the kernel's tiles is ignored."""
     sizes = len(config.get("block_sizes", ()))
     return sizes == 4 if mode == config_cache.BWD else sizes in (2, 3)
+
+
+# Programs a CUDA grid allows along y and z, where an "xyz" config (one grid axis per
+# tiled dim) puts the group tiles and the backward's channel tiles.
+MAX_GRID_YZ = 65535
+
+
+def _fits_grid(mode: str, config: dict, k: int, g: int) -> dict:
+    """``config``, or with the flat grid if its "xyz" grid would exceed MAX_GRID_YZ (a
+    nearest-shape entry applied to a call with far more groups than it was tuned for)."""
+    if config.get("pid_type") != "xyz":
+        return config
+    channel_tiles = -(-k // config["block_sizes"][2]) if mode == config_cache.BWD else 1
+    if max(g, channel_tiles) <= MAX_GRID_YZ:
+        return config
+    return {name: v for name, v in config.items() if name != "pid_type"}
 
 
 # Values the two-pass inference forward of a 16-bit input averages for its pilot.

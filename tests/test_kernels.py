@@ -534,6 +534,72 @@ def test_pipelined_backward(device, cached_config, case):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 
 
+# (kernel options, M, N, forward block sizes, backward block sizes): configs with one
+# grid axis per tiled dim (pid_type "xyz"): the group tiles on y, the split backward's
+# channel tiles on z, the two-pass forward's rows on x.
+XYZ_GRIDS = [
+    (dict(rms=True, group=64), 37, 256, [2, 1], [8, 1, 64, 2]),
+    (dict(rms=False, gate="after"), 21, 4096, [1024, 2, 1], [4, 1, 4096, 1]),
+    (dict(rms=False), 13, 2048, [1, 1], [8, 1, 512, 2]),  # split backward
+]
+
+
+@pytest.mark.parametrize("case", XYZ_GRIDS, ids=lambda c: f"{c[1]}x{c[2]}-{c[3]}-{c[4]}")
+def test_per_axis_grids(device, cached_config, case):
+    """Forward and backward launched on a per-axis grid (``pid_type="xyz"``: no program-id
+    decode) match the float64 reference, ragged last tiles included."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    opts, m, n, fwd_sizes, bwd_sizes = case
+    rms, gate, group = opts["rms"], opts.get("gate", "none"), opts.get("group")
+    name = _kernel_name(rms, gate, False) + ("_grouped" if group else "")
+    dtype = torch.bfloat16
+    base = {"num_warps": 4, "num_stages": 1, "pid_type": "xyz"}
+    fwd = {**base, "block_sizes": fwd_sizes} | ({"reduction_loops": [None]} if len(fwd_sizes) == 2 else {})
+    bwd = {**base, "block_sizes": bwd_sizes}
+    cached_config(name, dtype, m, n, fwd, mode="fwd")
+    cached_config(name, dtype, m, n, bwd, mode="bwd")
+    x = make((m, n), dtype, device, mean=3.0)
+    w = make((n,), dtype, device, mean=1.0, std=0.3)
+    b = None if rms else make((n,), dtype, device, std=0.3)
+    z = make((m, n), dtype, device, std=2.0) if gate != "none" else None
+    if rms:
+        out = kernels.rms_norm(x, w, 1e-5, z=z, group_size=group)
+    else:
+        out = kernels.layer_norm(x, w, b, 1e-5, z=z)
+    inputs = [x, w, b, z, None]
+    ref_in, ref, _ = _reference64(inputs, rms=rms, gate=gate, group=group)
+    compiled = [c for _, c in kernels.launch._compiled.values()]
+    assert fwd in compiled, "the forward did not run the xyz config"
+    assert_close("out", out, ref, ref.to(dtype), dtype, slack=8.0)
+    dy = torch.randn_like(out)
+    live = lambda ts: [t for t in ts if t is not None]  # noqa: E731
+    got = torch.autograd.grad(out, live(inputs), dy)
+    assert bwd in [c for _, c in kernels.launch._compiled.values()], "the backward did not run the xyz config"
+    want = torch.autograd.grad(ref, live(ref_in), dy.double())
+    for i, (g, w64) in enumerate(zip(got, want)):
+        assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
+
+
+def test_per_axis_grid_falls_back_to_flat_past_the_grid_limit(cached_config):
+    """A nearest-shape "xyz" entry applied to a call whose groups (or channel tiles) would
+    exceed CUDA's 65535 programs along y runs on the flat grid instead."""
+    from kernels import launch
+
+    limit = launch.MAX_GRID_YZ
+    n = 2 * (limit + 1)  # one entry; calls split it into k channels x g groups
+    xyz = {"block_sizes": [2, 1], "reduction_loops": [None], "num_warps": 4, "num_stages": 1, "pid_type": "xyz"}
+    cached_config("rms_norm_grouped", torch.bfloat16, 8, n, xyz)
+    pick = lambda k: launch.choose_config("rms_norm_grouped", "fwd", 8, k, n // k, torch.bfloat16, torch.device("cpu"))  # noqa: E731
+    assert pick(4) == xyz, "(limit + 1) / 2 groups fit on y"
+    flat = pick(2)
+    assert "pid_type" not in flat and {**flat, "pid_type": "xyz"} == xyz, "limit + 1 groups do not"
+    bwd = {"block_sizes": [8, 1, 1, 1], "num_warps": 4, "num_stages": 1, "pid_type": "xyz"}
+    cached_config("rms_norm_grouped", torch.bfloat16, 8, n, bwd, mode="bwd")
+    pick_bwd = lambda k: launch.choose_config("rms_norm_grouped", "bwd", 8, k, n // k, torch.bfloat16, torch.device("cpu"))  # noqa: E731
+    assert pick_bwd(n // 4) == bwd and "pid_type" not in pick_bwd(n // 2), "channel tiles on z"
+
+
 @pytest.mark.parametrize("gate", ["none", "after", "before"])
 @pytest.mark.parametrize("sums_first", [True, False], ids=["sums-first", "interleaved"])
 def test_layer_norm_backward_row_sums_in_either_order(device, monkeypatch, sums_first, gate):

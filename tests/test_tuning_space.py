@@ -90,13 +90,19 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
     fwd_wide = spaces[("rms_norm", "fwd", 64, 8192, "cpu")][0]
     assert "chunk_log2" in fwd_wide.by_name, "wide rows offer a chunked reduction"
     assert "chunk_log2" not in spaces[("layer_norm", "fwd", 8, 64, "cpu")][0].by_name
-    assert "pid_type" not in fwd_wide.by_name, "no persistent grid under the CPU interpreter"
+    # The interpreter runs flat and per-axis grids; a persistent grid needs the SM count.
+    assert set(fwd_wide.by_name["pid_type"].choices) == {"flat", "xyz"}
+    assert "sm_mult_log2" not in fwd_wide.by_name
+    bwd_small = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
+    assert set(bwd_small.by_name["pid_type"].choices) == {"flat", "xyz"}
     cuda_space = spaces[("rms_norm", "fwd", 64, 8192, "cuda")][0]
     assert set(cuda_space.by_name["pid_type"].choices) == {
         "flat",
+        "xyz",
         "persistent_blocked",
         "persistent_interleaved",
     }
+    assert "sm_mult_log2" in cuda_space.by_name
     bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
     assert {"m_block_log2", "inner_log2"} <= set(bwd.by_name)
     assert "chunk_log2" not in bwd.by_name, "the backward has no reduction loop"
@@ -111,7 +117,7 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
             assert "row_stages" in space.by_name, f"{key}: Helion dropped range_num_stages from norm_bwd's spec"
     piped = bwd.to_config({**point, "row_stages": 3})
     assert piped["range_num_stages"][bwd.row_range] == 3 and sum(piped["range_num_stages"]) == 3
-    assert bwd.from_config(piped) == {**point, "row_stages": 3, "eviction": ""}
+    assert bwd.from_config(piped) == {**point, "row_stages": 3, "eviction": "", "pid_type": "flat"}
     assert "range_num_stages" not in bwd.to_config({**point, "row_stages": 0})
     assert bwd.from_config({**piped, "range_num_stages": [3] * bwd.n_ranges}) is None, "only the row loop's"
     assert wide.to_config({**point, "tile_k_log2": 13})["block_sizes"] == [8, 1, 8192, 2], "fused"
@@ -128,16 +134,19 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
     two_pass = {"rows_log2": 1, "chunk_log2": 11, "two_pass": True, "warps_log2": 3, "stages": 2}
     config = ln_wide.to_config(two_pass)
     assert config["block_sizes"] == [2048, 2, 1] and "reduction_loops" not in config
-    assert ln_wide.from_config(config) == {**two_pass, "eviction": ""}
+    assert ln_wide.from_config(config) == {**two_pass, "eviction": "", "pid_type": "flat"}
     assert ln_wide.to_config({**two_pass, "two_pass": False})["reduction_loops"] == [2048]
     whole = {"rows_log2": 1, "chunk_log2": 12, "warps_log2": 3}
-    assert ln_wide.from_config(ln_wide.to_config(whole)) == {**whole, "eviction": ""}, "no two_pass without a chunk"
+    assert ln_wide.from_config(ln_wide.to_config(whole)) == {**whole, "eviction": "", "pid_type": "flat"}, (
+        "no two_pass without a chunk"
+    )
     assert fwd_wide.from_config(config) is None, "a two-pass config is no point of RMSNorm's space"
     # One eviction policy for all loads is one point, however many loads the config
     # listed (a training forward's config seeds the inference study: fewer loads).
     last = ln_wide.to_config({**whole, "eviction": "last"})
     for n in (ln_wide.n_loads - 1, ln_wide.n_loads + 3):
-        assert ln_wide.from_config({**last, "load_eviction_policies": ["last"] * n}) == {**whole, "eviction": "last"}
+        point = ln_wide.from_config({**last, "load_eviction_policies": ["last"] * n})
+        assert point == {**whole, "eviction": "last", "pid_type": "flat"}
     assert ln_wide.from_config({**last, "load_eviction_policies": ["last", "first"]}) is None
 
 
@@ -171,7 +180,7 @@ def test_neighbours_are_the_valid_points_one_step_away(spaces: dict) -> None:
     flipped, a named choice switched; parameters the step deactivates drop out, ones it
     activates start plain."""
     ln_wide = spaces[("add_layer_norm", "fwd", 32, 4096, "cpu")][0]
-    whole = {"rows_log2": 1, "chunk_log2": 12, "warps_log2": 3, "eviction": ""}
+    whole = {"rows_log2": 1, "chunk_log2": 12, "warps_log2": 3, "eviction": "", "pid_type": "flat"}
     got = ln_wide.neighbours(whole)
     expected = [
         {**whole, "rows_log2": 0},
@@ -181,9 +190,11 @@ def test_neighbours_are_the_valid_points_one_step_away(spaces: dict) -> None:
         {**whole, "warps_log2": 4},
         {**whole, "eviction": "first"},
         {**whole, "eviction": "last"},
+        {**whole, "pid_type": "xyz"},
     ]
     assert sorted(map(_items, got)) == sorted(map(_items, expected))
-    looped = {"rows_log2": 0, "chunk_log2": 11, "two_pass": True, "warps_log2": 3, "eviction": "", "stages": 2}
+    looped = {"rows_log2": 0, "chunk_log2": 11, "two_pass": True, "warps_log2": 3, "eviction": "", "stages": 2,
+              "pid_type": "flat"}  # fmt: skip
     got = ln_wide.neighbours(looped)
     assert {**looped, "two_pass": False} in got and {**looped, "stages": 1} in got and {**looped, "stages": 3} in got
     assert {k: v for k, v in looped.items() if k not in ("two_pass", "stages")} | {"chunk_log2": 12} in got, (
@@ -240,6 +251,17 @@ def test_sampled_configs_compile_and_compute_correctly(spaces: dict) -> None:
         two_pass = {"rows_log2": 2, "chunk_log2": 10, "two_pass": True, "warps_log2": 2, "stages": 1}
         assert space.invalid_reason(two_pass) is None
         assert wl.check(wl.runner(space.to_config(two_pass))) < 1e-4
+        # Per-axis grids ("xyz"): the two-pass forward, and group tiles on y (forward and
+        # backward). Helion offers xyz only where the grid's size hints multiply to fewer
+        # than 65535 programs: never for the backward of a real row (M x G x K).
+        xyz = space.to_config({**two_pass, "pid_type": "xyz"})
+        assert space.from_config(xyz) == {**two_pass, "pid_type": "xyz", "eviction": ""}
+        assert wl.check(wl.runner(xyz)) < 1e-4
+        assert "pid_type" not in spaces[("rms_norm", "bwd", 64, 8192, "cpu")][0].by_name
+        for mode in ("fwd", "bwd"):
+            space, _, wl = spaces[("gated_rms_norm_grouped", mode, 16, 256, "cpu")]
+            point = next(p for p in space.points() if p.get("pid_type") == "xyz")
+            assert wl.check(wl.runner(space.to_config(point))) < 1e-4
     finally:
         launch.set_cpu_backend(previous)
 

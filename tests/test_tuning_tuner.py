@@ -69,7 +69,7 @@ def test_local_search_measures_the_neighbours_of_the_fastest_configs_once(tmp_pa
     space = SearchSpace.from_spec("fwd", 8, 256, wl.bound().config_spec, "cpu")
     key = lambda point: tuner.config_key(space.to_config(point))  # noqa: E731
     study = _study(tmp_path)
-    best, second, third = ({"rows_log2": r, "warps_log2": 1, "eviction": ""} for r in (1, 3, 2))
+    best, second, third = ({"rows_log2": r, "warps_log2": 1, "eviction": "", "pid_type": "flat"} for r in (1, 3, 2))
     # Nothing real is this fast: the starting points stay the fastest, one round only.
     for point, ms in ((third, 2e-3), (best, 1e-9), (second, 2e-9)):
         _add_trial(study, space.to_config(point), ms)
