@@ -581,7 +581,7 @@ def test_per_axis_grids(device, cached_config, case):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 
 
-def test_per_axis_grid_falls_back_to_flat_past_the_grid_limit(cached_config):
+def test_per_axis_grid_falls_back_to_flat_past_the_grid_limit(device, cached_config):
     """A nearest-shape "xyz" entry applied to a call whose groups (or channel tiles) would
     exceed CUDA's 65535 programs along y runs on the flat grid instead."""
     from kernels import launch
@@ -590,13 +590,14 @@ def test_per_axis_grid_falls_back_to_flat_past_the_grid_limit(cached_config):
     n = 2 * (limit + 1)  # one entry; calls split it into k channels x g groups
     xyz = {"block_sizes": [2, 1], "reduction_loops": [None], "num_warps": 4, "num_stages": 1, "pid_type": "xyz"}
     cached_config("rms_norm_grouped", torch.bfloat16, 8, n, xyz)
-    pick = lambda k: launch.choose_config("rms_norm_grouped", "fwd", 8, k, n // k, torch.bfloat16, torch.device("cpu"))  # noqa: E731
+    dev = torch.device(device)
+    pick = lambda k: launch.choose_config("rms_norm_grouped", "fwd", 8, k, n // k, torch.bfloat16, dev)  # noqa: E731
     assert pick(4) == xyz, "(limit + 1) / 2 groups fit on y"
     flat = pick(2)
     assert "pid_type" not in flat and {**flat, "pid_type": "xyz"} == xyz, "limit + 1 groups do not"
     bwd = {"block_sizes": [8, 1, 1, 1], "num_warps": 4, "num_stages": 1, "pid_type": "xyz"}
     cached_config("rms_norm_grouped", torch.bfloat16, 8, n, bwd, mode="bwd")
-    pick_bwd = lambda k: launch.choose_config("rms_norm_grouped", "bwd", 8, k, n // k, torch.bfloat16, torch.device("cpu"))  # noqa: E731
+    pick_bwd = lambda k: launch.choose_config("rms_norm_grouped", "bwd", 8, k, n // k, torch.bfloat16, dev)  # noqa: E731
     assert pick_bwd(n // 4) == bwd and "pid_type" not in pick_bwd(n // 2), "channel tiles on z"
 
 
