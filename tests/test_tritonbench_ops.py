@@ -252,6 +252,16 @@ def test_results_document_follows_the_design_schema(cudagraph):
     assert failed["error"] == "CUDA OOM"
 
 
+@pytest.mark.parametrize("device, cudagraph, noted", [
+    ("cuda", False, True), ("cuda:1", False, True), ("cuda", True, False), ("cpu", False, False),
+])
+def test_launch_timed_gpu_runs_say_their_rows_include_host_time(device, cudagraph, noted):
+    note = harness.timing_note(device, cudagraph)
+    assert (note is not None) == noted
+    if noted:
+        assert "--cudagraph" in note and "host time" in note
+
+
 # ------------------------------------------------------------ without TritonBench
 
 

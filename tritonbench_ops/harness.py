@@ -213,6 +213,22 @@ def write_outputs(operator, tb_args, output_dir: Path, plot: bool) -> list[Path]
     return written
 
 
+def timing_note(device: str, cudagraph: bool) -> str | None:
+    """What a GPU run's rows measure, when that is not the kernels alone.
+
+    TritonBench's default timing launches each call from Python between L2 flushes; on
+    the lent H200 host every Triton-based provider's row then varied by 30-200% from
+    run to run while torch's single kernel held within 1% (bench/NOTES.md, Next 7).
+    """
+    if cudagraph or not device.startswith("cuda"):
+        return None
+    return (
+        "[tritonbench_ops] note: each call was timed as a Python launch between L2 flushes, so "
+        "these rows include host time and move with the host's load; pass --cudagraph to time "
+        "the kernels alone"
+    )
+
+
 def _print_result(result, tb_args) -> None:
     if tb_args.skip_print:
         return
@@ -240,4 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_result(operator.output, tb_args)
         for path in write_outputs(operator, tb_args, output_dir, plot=not own.no_plot):
             print(f"[tritonbench_ops] wrote {path}")
+    note = timing_note(str(tb_args.device), bool(tb_args.cudagraph))
+    if note:
+        print(note)
     return 0
