@@ -9,7 +9,7 @@ import optuna
 import pytest
 import torch
 
-from tuning.space import SPACE_KEYS, IntParam, SearchSpace, canonical
+from tuning.space import SPACE_KEYS, IntParam, SearchSpace, canonical, describe
 from tuning.workload import Task, Workload
 
 CPU = torch.device("cpu")
@@ -295,3 +295,11 @@ def test_backward_heuristic_holds_rows_up_to_16384_channels_whole(m: int, k: int
     assert groups == 1 and tile == (padded if padded < 32768 else heuristics.SPLIT_TILE)
     assert inner <= m_block <= max(inner, heuristics.next_pow2(m))
     assert 4 <= config["num_warps"] <= 16
+
+
+def test_config_labels_name_the_grid() -> None:
+    base = {"block_sizes": [2, 1], "reduction_loops": [None], "num_warps": 8, "num_stages": 1}
+    assert describe(base, "infer") == "rows=2 loop=- w=8 s=1"
+    assert describe({**base, "pid_type": "xyz"}, "infer") == "rows=2 loop=- w=8 s=1 xyz"
+    persistent = {**base, "pid_type": "persistent_blocked", "num_sm_multiplier": 4}
+    assert describe(persistent, "fwd") == "rows=2 loop=- w=8 s=1 p-blockedx4"

@@ -489,8 +489,9 @@ def describe(config: dict, mode: str) -> str:
     evictions = [e for e in config.get("load_eviction_policies") or [] if e]
     if evictions:
         parts.append(f"ev={evictions[0]}")
-    if config.get("pid_type", "flat") != "flat":
-        parts.append(
-            f"{config['pid_type'].replace('persistent_', 'p-')}x{config.get('num_sm_multiplier', 1)}"
-        )
+    pid_type = config.get("pid_type", "flat")
+    if pid_type in PERSISTENT:
+        parts.append(f"{pid_type.replace('persistent_', 'p-')}x{config.get('num_sm_multiplier', 1)}")
+    elif pid_type != "flat":
+        parts.append(pid_type)
     return " ".join(parts)
