@@ -162,6 +162,25 @@ def test_finalists_are_the_fastest_distinct_configs_and_a_failing_one_is_skipped
     assert result.heuristic_ms > 0 and result.torch_ms > 0
 
 
+def test_studies_seed_their_incumbent_on_a_per_axis_grid(tmp_path: Path) -> None:
+    """Where the space offers pid_type "xyz", the incumbent (here the heuristic) is also
+    measured on it; the seed runs and matches the reference. A backward of a real row has
+    no such seed: Helion does not offer xyz there."""
+    options = tuner.TuneOptions(out_dir=tmp_path, cached_seed=False)
+    task = Task("rms_norm", "infer", 40, 96, "float32")
+    wl = Workload(task, CPU)
+    space = SearchSpace.from_spec("fwd", 40, 96, wl.bound().config_spec, "cpu", wl.other_loads())
+    seeds = tuner.seed_configs(task, "cpu", wl, space, options)
+    per_axis = seeds["per_axis"]
+    assert per_axis == {**seeds["heuristic"], "pid_type": "xyz"}
+    assert space.from_config(per_axis) is not None, "the seed is a point of the space"
+    assert wl.check(wl.runner(per_axis)) < 1e-4
+    task = Task("rms_norm", "bwd", 64, 8192, "float32")
+    wl = Workload(task, CPU)
+    space = SearchSpace.from_spec("bwd", 64, 8192, wl.bound().config_spec, "cpu", wl.other_loads())
+    assert tuner.seed_configs(task, "cpu", wl, space, options)["per_axis"] is None
+
+
 def test_backward_studies_seed_both_likely_schedules_pipelined(tmp_path: Path) -> None:
     """The heuristic's backward schedule and the cached one each get a pipelined seed
     (rs=3 on the row loop), and each seed runs and matches the reference."""
