@@ -1,0 +1,141 @@
+"""Row groups for the split backward (bench/NOTES.md Next 3): does walking the rows in
+groups that fit the L2 turn the split schedule's second read of x and dy into L2 hits?
+
+The split backward (rows of 32768 channels) runs two kernels over all M rows: the row
+coefficients (``norm_bwd_coef``: reads x and dy) and the channel-tiled main kernel
+(``norm_bwd``: reads x and dy again, writes dx and per-program dW/dB partial rows). Five
+units of x's bytes from HBM where three are needed. Here both kernels run once per group
+of R rows instead: the group's x and dy (R x K x 4 bytes in bf16: 16 MB at R = 128,
+K = 32768) are still in the H200's 60 MB L2 when the main kernel reads them again. The
+main kernel then takes one m-block per group (m_block = R) and narrow channel tiles, so a
+group still spreads over ~128 programs, and each group writes its own partial rows
+(M / R of them, reduced once at the end as now).
+
+    python bench/prototypes/row_group_probe.py [--budget SECONDS]
+
+Per shape it prints the shipped schedule and each grouped variant: kernel time (CUDA
+graph over two rotating input sets, bytes past the L2) and GB/s by the bwd byte model
+(3x the bytes of x), after checking dx and dW/dB against the shipped schedule's.
+"""
+
+import itertools
+import sys
+import time
+
+import torch
+
+from kernels import heuristics, launch
+from kernels.launch import Variant
+from tuning import timing
+
+SHAPES = [("layer_norm", 2048, 32768), ("rms_norm", 2048, 32768), ("layer_norm", 4096, 32768)]
+GROUP_ROWS = [128, 256, 64]
+TILES = [256, 512]
+INNER = [2, 4]
+WARPS = [4, 8]
+ROW_STAGES = [0, 3]
+
+
+def make_set(rms: bool, m: int, k: int, dev: torch.device, seed: int) -> dict:
+    """x, dy, w, b and the forward's mean/rstd for one bf16 input set."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x = (torch.randn(m, k, generator=gen) * 2 + 0.5).to(torch.bfloat16).to(dev)
+    dy = torch.randn(m, k, generator=gen).to(torch.bfloat16).to(dev)
+    w = (torch.randn(k, generator=gen) * 0.3 + 1).to(torch.bfloat16).to(dev)
+    b = None if rms else (torch.randn(k, generator=gen) * 0.3).to(torch.bfloat16).to(dev)
+    xf = x.float()
+    mean = None if rms else xf.mean(-1, keepdim=True)
+    centered = xf if rms else xf - mean
+    rstd = torch.rsqrt(centered.pow(2).mean(-1, keepdim=True) + 1e-5)
+    return {"x": x.view(m, 1, k), "dy": dy.view(m, 1, k), "w": w.view(1, k), "b": None if b is None else b.view(1, k),
+            "mean": mean, "rstd": rstd, "dx": torch.empty_like(x).view(m, 1, k),
+            "coef": torch.empty((2, m, 1), dtype=torch.float32, device=dev)}  # fmt: skip
+
+
+def compiled(name: str, args: tuple, config: dict):  # noqa: ANN201
+    bound = launch._kernels(False)[name].bind(args)
+    return bound.compile_config(launch._fit(config, bound))
+
+
+class Schedule:
+    """Coefficients then main kernel per group of ``rows`` rows (rows = M: the shipped one)."""
+
+    def __init__(self, variant: Variant, sets: list[dict], m: int, k: int, rows: int, main_config: dict) -> None:
+        self.variant, self.sets, self.m, self.k, self.rows = variant, sets, m, k, rows
+        self.m_block = main_config["block_sizes"][0]
+        n_params = 1 if variant.rms else 2
+        self.part = torch.empty((-(-m // self.m_block), n_params, 1, k), dtype=torch.float32, device=sets[0]["x"].device)
+        self.dw = torch.empty(k, dtype=torch.float32, device=self.part.device)
+        self.db = None if variant.rms else torch.empty_like(self.dw)
+        s, g = sets[0], slice(0, rows)
+        self.coef_fn = compiled("bwd_coef", self._coef_args(s, g), heuristics.coef_config(rows, k, 1, 132))
+        self.main_fn = compiled("bwd", self._main_args(s, g, 0), main_config)
+
+    def _coef_args(self, s: dict, g: slice) -> tuple:
+        mean = None if s["mean"] is None else s["mean"][g]
+        return (s["dy"][g], s["x"][g], None, s["w"], s["b"], mean, s["rstd"][g], s["coef"][:, g], 0.0,
+                self.variant.rms, self.variant.gate)  # fmt: skip
+
+    def _main_args(self, s: dict, g: slice, p0: int) -> tuple:
+        mean = None if s["mean"] is None else s["mean"][g]
+        p1 = p0 + -(-(g.stop - g.start) // self.m_block)
+        return launch._bwd_args(
+            self.variant, s["dy"][g], s["x"][g], None, s["w"], s["b"], mean, s["rstd"][g], s["coef"][:, g],
+            None, s["dx"][g], None, self.part[p0:p1], True, 0.0,
+        )  # fmt: skip
+
+    def __call__(self, i: int) -> None:
+        s = self.sets[i]
+        for r0 in range(0, self.m, self.rows):
+            g = slice(r0, min(self.m, r0 + self.rows))
+            self.coef_fn(*self._coef_args(s, g))
+            self.main_fn(*self._main_args(s, g, r0 // self.m_block))
+        launch._reduce_into(self.part, self.dw, self.db)
+
+
+def gbps(sched: Schedule, m: int, k: int) -> float:
+    ms = timing.time_ms(sched, len(sched.sets), sched.part.device)
+    return 3 * m * k * 2 / ms / 1e6
+
+
+def main() -> None:
+    budget = float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 1e9
+    start = time.perf_counter()
+    dev = torch.device("cuda")
+    for kernel, m, k in SHAPES:
+        variant = Variant(rms=kernel == "rms_norm")
+        sets = [make_set(variant.rms, m, k, dev, seed) for seed in (0, 1)]
+        shipped_config = launch.choose_config(kernel, "bwd", m, k, 1, torch.bfloat16, dev)
+        shipped = Schedule(variant, sets, m, k, m, shipped_config)
+        shipped(0)
+        want = (sets[0]["dx"].clone(), shipped.dw.clone(), None if shipped.db is None else shipped.db.clone())
+        base = gbps(shipped, m, k)
+        print(f"{kernel} {m}x{k} shipped {base:6.0f} GB/s  {shipped_config}", flush=True)
+        best = (0.0, None)
+        for rows, tile, inner, warps, stages in itertools.product(GROUP_ROWS, TILES, INNER, WARPS, ROW_STAGES):
+            if time.perf_counter() - start > budget:
+                print("budget spent", flush=True)
+                return
+            config = {"block_sizes": [rows, 1, tile, inner], "num_warps": warps, "num_stages": 1}
+            if stages:
+                config["range_num_stages"] = [0, stages]
+            try:
+                sched = Schedule(variant, sets, m, k, rows, config)
+                sched(0)
+                torch.cuda.synchronize()
+                errs = [(got.float() - ref.float()).abs().max().item() / max(ref.float().abs().max().item(), 1e-6)
+                        for got, ref in zip((sets[0]["dx"], sched.dw, sched.db), want) if ref is not None]  # fmt: skip
+                if max(errs) > 2e-2:
+                    print(f"  R={rows} {config}: WRONG (relative error {max(errs):.3g})", flush=True)
+                    continue
+                got = gbps(sched, m, k)
+            except Exception as e:  # noqa: BLE001
+                print(f"  R={rows} {config}: FAIL {str(e)[:100]}", flush=True)
+                continue
+            best = max(best, (got, config), key=lambda t: t[0])
+            print(f"  R={rows:4d} tile={tile:5d} in={inner} w={warps} rs={stages}: {got:6.0f} GB/s ({got / base:.2f}x)", flush=True)
+        print(f"{kernel} {m}x{k}: best grouped {best[0]:.0f} GB/s ({best[0] / base:.2f}x shipped) {best[1]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
