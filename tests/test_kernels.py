@@ -497,19 +497,15 @@ PIPELINED_BWD = [
 ]
 
 
-@pytest.mark.parametrize("case", PIPELINED_BWD, ids=lambda c: f"{c[1]}x{c[2]}-{c[3]}-s{c[4]}")
-def test_pipelined_backward(device, cached_config, case):
-    """The backward with its row loop software-pipelined (``range_num_stages``: on CUDA,
-    Triton prefetches the next steps' rows into shared memory) matches the float64
-    reference, ragged last program and step included."""
-    if device == "cpu" and kernels.get_cpu_backend() == "ref":
-        pytest.skip("the reference mode runs without configs")
-    opts, m, n, sizes, stages = case
+def _tuning_name(opts: dict) -> str:
+    name = _kernel_name(opts["rms"], opts.get("gate", "none"), opts.get("residual", False))
+    return name + ("_grouped" if opts.get("group") else "")
+
+
+def _norm_and_reference(opts: dict, m: int, n: int, device, dtype) -> tuple:  # noqa: ANN001
+    """Fresh inputs for ``opts`` (a large-mean x; gate, residual, groups as asked), our
+    outputs through the public API and the float64 ones: (outs, refs, inputs, ref_in)."""
     rms, gate, residual, group = opts["rms"], opts.get("gate", "none"), opts.get("residual", False), opts.get("group")
-    name = _kernel_name(rms, gate, residual) + ("_grouped" if group else "")
-    dtype = torch.bfloat16
-    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, "range_num_stages": [0, stages]}
-    cached_config(name, dtype, m, n, config, mode="bwd")
     x = make((m, n), dtype, device, mean=3.0)
     w = make((n,), dtype, device, mean=1.0, std=0.3)
     b = None if rms else make((n,), dtype, device, std=0.3)
@@ -524,12 +520,35 @@ def test_pipelined_backward(device, cached_config, case):
     inputs = [x, w, b, z, r]
     ref_in, ref, ref_h = _reference64(inputs, rms=rms, gate=gate, group=group)
     outs, refs = ([out, h], [ref, ref_h]) if residual else ([out], [ref])
+    return outs, refs, inputs, ref_in
+
+
+def _grads_and_reference(outs: list, refs: list, inputs: list, ref_in: list) -> tuple:
+    """The gradients of every input that has one, ours and float64, for one random dout."""
     douts = [torch.randn_like(o) for o in outs]
     live = lambda ts: [t for t in ts if t is not None]  # noqa: E731
     got = torch.autograd.grad(outs, live(inputs), douts)
-    compiled = [c for _, c in kernels.launch._compiled.values()]
-    assert config in compiled, "the backward did not run the pipelined config"
     want = torch.autograd.grad(refs, live(ref_in), [d.double() for d in douts])
+    return got, want
+
+
+def _compiled_configs() -> list[dict]:
+    return [c for _, c in kernels.launch._compiled.values()]
+
+
+@pytest.mark.parametrize("case", PIPELINED_BWD, ids=lambda c: f"{c[1]}x{c[2]}-{c[3]}-s{c[4]}")
+def test_pipelined_backward(device, cached_config, case):
+    """The backward with its row loop software-pipelined (``range_num_stages``: on CUDA,
+    Triton prefetches the next steps' rows into shared memory) matches the float64
+    reference, ragged last program and step included."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    opts, m, n, sizes, stages = case
+    dtype = torch.bfloat16
+    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, "range_num_stages": [0, stages]}
+    cached_config(_tuning_name(opts), dtype, m, n, config, mode="bwd")
+    got, want = _grads_and_reference(*_norm_and_reference(opts, m, n, device, dtype))
+    assert config in _compiled_configs(), "the backward did not run the pipelined config"
     for i, (g, w64) in enumerate(zip(got, want)):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 
@@ -551,32 +570,17 @@ def test_per_axis_grids(device, cached_config, case):
     if device == "cpu" and kernels.get_cpu_backend() == "ref":
         pytest.skip("the reference mode runs without configs")
     opts, m, n, fwd_sizes, bwd_sizes = case
-    rms, gate, group = opts["rms"], opts.get("gate", "none"), opts.get("group")
-    name = _kernel_name(rms, gate, False) + ("_grouped" if group else "")
     dtype = torch.bfloat16
     base = {"num_warps": 4, "num_stages": 1, "pid_type": "xyz"}
     fwd = {**base, "block_sizes": fwd_sizes} | ({"reduction_loops": [None]} if len(fwd_sizes) == 2 else {})
     bwd = {**base, "block_sizes": bwd_sizes}
-    cached_config(name, dtype, m, n, fwd, mode="fwd")
-    cached_config(name, dtype, m, n, bwd, mode="bwd")
-    x = make((m, n), dtype, device, mean=3.0)
-    w = make((n,), dtype, device, mean=1.0, std=0.3)
-    b = None if rms else make((n,), dtype, device, std=0.3)
-    z = make((m, n), dtype, device, std=2.0) if gate != "none" else None
-    if rms:
-        out = kernels.rms_norm(x, w, 1e-5, z=z, group_size=group)
-    else:
-        out = kernels.layer_norm(x, w, b, 1e-5, z=z)
-    inputs = [x, w, b, z, None]
-    ref_in, ref, _ = _reference64(inputs, rms=rms, gate=gate, group=group)
-    compiled = [c for _, c in kernels.launch._compiled.values()]
-    assert fwd in compiled, "the forward did not run the xyz config"
-    assert_close("out", out, ref, ref.to(dtype), dtype, slack=8.0)
-    dy = torch.randn_like(out)
-    live = lambda ts: [t for t in ts if t is not None]  # noqa: E731
-    got = torch.autograd.grad(out, live(inputs), dy)
-    assert bwd in [c for _, c in kernels.launch._compiled.values()], "the backward did not run the xyz config"
-    want = torch.autograd.grad(ref, live(ref_in), dy.double())
+    cached_config(_tuning_name(opts), dtype, m, n, fwd, mode="fwd")
+    cached_config(_tuning_name(opts), dtype, m, n, bwd, mode="bwd")
+    outs, refs, inputs, ref_in = _norm_and_reference(opts, m, n, device, dtype)
+    assert fwd in _compiled_configs(), "the forward did not run the xyz config"
+    assert_close("out", outs[0], refs[0], refs[0].to(dtype), dtype, slack=8.0)
+    got, want = _grads_and_reference(outs, refs, inputs, ref_in)
+    assert bwd in _compiled_configs(), "the backward did not run the xyz config"
     for i, (g, w64) in enumerate(zip(got, want)):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 

@@ -449,25 +449,28 @@ def _cached_seeds(task: Task, gpu: str, options: TuneOptions) -> dict[str, dict 
 PIPELINED_ROW_STAGES = 3
 
 
-def _pipelined(space: SearchSpace, config: dict | None) -> dict | None:
-    """``config`` with the backward's row loop pipelined, a seed of its own: one stage
-    (2) often loses where three win, so the local search, one value at a time, would
-    not walk there from an unpipelined incumbent."""
-    point = space.from_config(config) if config and "row_stages" in space.by_name else None
-    if point is None or point.get("row_stages"):
+def _with_param(space: SearchSpace, config: dict | None, name: str, value: object, plain: object) -> dict | None:
+    """``config`` with parameter ``name`` moved from its ``plain`` value to ``value``, a
+    seed of its own where the space offers that value; None otherwise."""
+    param = space.by_name.get(name)
+    point = space.from_config(config) if config and param is not None and param.contains(value) else None
+    if point is None or point.get(name, plain) != plain:
         return None
-    return space.to_config({**point, "row_stages": PIPELINED_ROW_STAGES})
+    return space.to_config({**point, name: value})
+
+
+def _pipelined(space: SearchSpace, config: dict | None) -> dict | None:
+    """``config`` with the backward's row loop pipelined: one stage (2) often loses where
+    three win, so the local search, one value at a time, would not walk there from an
+    unpipelined incumbent."""
+    return _with_param(space, config, "row_stages", PIPELINED_ROW_STAGES, 0)
 
 
 def _per_axis(space: SearchSpace, config: dict | None) -> dict | None:
-    """``config`` on a per-axis grid (pid_type "xyz"), where the space offers one: the
-    shipped forward configs ran 1-10% faster that way on most H200 rows (NOTES attempt
-    33), and the local search would reach it only from the two fastest trials."""
-    pid_types = getattr(space.by_name.get("pid_type"), "choices", ())
-    point = space.from_config(config) if config and "xyz" in pid_types else None
-    if point is None or point.get("pid_type", "flat") != "flat":
-        return None
-    return space.to_config({**point, "pid_type": "xyz"})
+    """``config`` on a per-axis grid (pid_type "xyz"): the shipped forward configs ran
+    1-10% faster that way on most H200 rows (NOTES attempt 33), and the local search
+    would reach it only from the two fastest trials."""
+    return _with_param(space, config, "pid_type", "xyz", "flat")
 
 
 def _history(study: optuna.Study) -> tuple[list, int, int]:
