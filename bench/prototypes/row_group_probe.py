@@ -7,9 +7,9 @@ coefficients (``norm_bwd_coef``: reads x and dy) and the channel-tiled main kern
 units of x's bytes from HBM where three are needed. Here both kernels run once per group
 of R rows instead: the group's x and dy (R x K x 4 bytes in bf16: 16 MB at R = 128,
 K = 32768) are still in the H200's 60 MB L2 when the main kernel reads them again. The
-main kernel then takes one m-block per group (m_block = R) and narrow channel tiles, so a
-group still spreads over ~128 programs, and each group writes its own partial rows
-(M / R of them, reduced once at the end as now).
+main kernel cuts each group into a few m-blocks and wide channel tiles, so a group
+launch still spreads over 64-512 programs, and each group writes its own partial rows
+(M / m_block of them in all, reduced once at the end as now).
 
     python bench/prototypes/row_group_probe.py [--budget SECONDS]
 
@@ -28,12 +28,30 @@ from kernels import heuristics, launch
 from kernels.launch import Variant
 from tuning import timing
 
-SHAPES = [("layer_norm", 2048, 32768), ("rms_norm", 2048, 32768), ("layer_norm", 4096, 32768)]
-GROUP_ROWS = [128, 256, 64]
-TILES = [256, 512]
+SHAPES = [("layer_norm", 2048, 32768), ("rms_norm", 2048, 32768)]
+GROUP_ROWS = [128, 256]
+M_BLOCK_SPLITS = [2, 4, 8]  # m-blocks per group
+TILES = [1024, 2048, 4096]
+PROGRAMS = (64, 512)  # programs per group launch: enough to fill 132 SMs, no more
 INNER = [2, 4]
 WARPS = [4, 8]
-ROW_STAGES = [0, 3]
+ROW_STAGES = [3]  # the first run (m_block = R, 256-512 tiles) never won without it
+
+
+def group_configs(k: int):
+    """(R, main config) pairs whose group launch spreads over PROGRAMS[0]..PROGRAMS[1] programs.
+
+    The first run of this probe tied m_block to R, so each program walked R rows of a
+    256-512-channel tile: 0.07-0.39x of the shipped split (per-step loads too narrow).
+    Here a group is cut into several m-blocks and the tiles are wide.
+    """
+    for rows, splits, tile in itertools.product(GROUP_ROWS, M_BLOCK_SPLITS, TILES):
+        if not PROGRAMS[0] <= splits * (k // tile) <= PROGRAMS[1]:
+            continue
+        for inner, warps, stages in itertools.product(INNER, WARPS, ROW_STAGES):
+            config = {"block_sizes": [rows // splits, 1, tile, inner], "num_warps": warps, "num_stages": 1,
+                      "range_num_stages": [0, stages]}  # fmt: skip
+            yield rows, config
 
 
 def make_set(rms: bool, m: int, k: int, dev: torch.device, seed: int) -> dict:
@@ -112,13 +130,10 @@ def main() -> None:
         base = gbps(shipped, m, k)
         print(f"{kernel} {m}x{k} shipped {base:6.0f} GB/s  {shipped_config}", flush=True)
         best = (0.0, None)
-        for rows, tile, inner, warps, stages in itertools.product(GROUP_ROWS, TILES, INNER, WARPS, ROW_STAGES):
+        for rows, config in group_configs(k):
             if time.perf_counter() - start > budget:
                 print("budget spent", flush=True)
                 return
-            config = {"block_sizes": [rows, 1, tile, inner], "num_warps": warps, "num_stages": 1}
-            if stages:
-                config["range_num_stages"] = [0, stages]
             try:
                 sched = Schedule(variant, sets, m, k, rows, config)
                 sched(0)
@@ -133,7 +148,8 @@ def main() -> None:
                 print(f"  R={rows} {config}: FAIL {str(e)[:100]}", flush=True)
                 continue
             best = max(best, (got, config), key=lambda t: t[0])
-            print(f"  R={rows:4d} tile={tile:5d} in={inner} w={warps} rs={stages}: {got:6.0f} GB/s ({got / base:.2f}x)", flush=True)
+            mb, _, tile, inner = config["block_sizes"]
+            print(f"  R={rows:4d} m_block={mb:3d} tile={tile:5d} in={inner} w={config['num_warps']}: {got:6.0f} GB/s ({got / base:.2f}x)", flush=True)
         print(f"{kernel} {m}x{k}: best grouped {best[0]:.0f} GB/s ({best[0] / base:.2f}x shipped) {best[1]}", flush=True)
 
 
