@@ -12,7 +12,12 @@ import warnings
 from typing import Any, Callable, Iterable
 
 import torch
-from tritonbench.utils.triton_op import REGISTERED_METRICS, REGISTERED_X_VALS, Mode
+from tritonbench.utils.triton_op import (
+    REGISTERED_BENCHMARKS,
+    REGISTERED_METRICS,
+    REGISTERED_X_VALS,
+    Mode,
+)
 
 from tritonbench_ops import byte_model, inputs
 
@@ -171,8 +176,40 @@ class TilenormOperatorMixin:
         differentiates the same loss and their input gradients can be compared.
         """
         outputs = _flatten(fwd_fn())
-        grads = [self._output_grad(out, seed) for seed, out in enumerate(outputs)]
+        grads = self._output_grads(outputs)
         return lambda: torch.autograd.backward(outputs, grads, retain_graph=True)
+
+    def _get_bm_func(self, bm_func_name: str):
+        """The timed function of one provider; in fwd_bwd mode, a forward and then the
+        backward of that same forward.
+
+        TritonBench's own fwd_bwd step runs a forward and then replays the backward of
+        an older forward taken outside the timing. Under ``--cudagraph`` that backward
+        runs on the stream of the old forward, the legacy default stream, which no
+        capture may touch: every provider, torch's included, failed with
+        cudaErrorStreamCaptureImplicit (H200, 2026-11-22). Differentiating the step's
+        own forward keeps the whole step on the capturing stream, and is the step a
+        training loop (and ``python -m bench.run``) times.
+        """
+        if self.mode != Mode.FWD_BWD:
+            return super()._get_bm_func(bm_func_name)
+        if REGISTERED_BENCHMARKS[self.name][bm_func_name].fwd_only:
+            raise ValueError(f"{bm_func_name} has no backward (a forward-only provider)")
+        make = getattr(self, bm_func_name)
+        args = self.example_inputs
+        fwd_fn = make(**args) if isinstance(args, dict) else make(*args)
+        grads = self._output_grads(_flatten(fwd_fn()))
+
+        def fwd_bwd():
+            out = fwd_fn()
+            torch.autograd.backward(_flatten(out), grads)
+            return out, None
+
+        fwd_bwd._name = bm_func_name
+        return fwd_bwd
+
+    def _output_grads(self, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self._output_grad(out, seed) for seed, out in enumerate(outputs)]
 
     @staticmethod
     def _output_grad(out: torch.Tensor, seed: int) -> torch.Tensor:
