@@ -265,6 +265,13 @@ def test_launch_timed_gpu_runs_say_their_rows_include_host_time(device, cudagrap
 # ------------------------------------------------------------ without TritonBench
 
 
+def test_runner_flags_are_taken_out_of_tritonbench_argv():
+    own, rest = harness.parse_own_args(["--op", "rms_norm", "--commit", "abc1234", "--no-plot", "--cudagraph"])
+    assert (own.commit, own.no_plot) == ("abc1234", True)
+    assert rest == ["--op", "rms_norm", "--cudagraph"]
+    assert harness.parse_own_args(["--op", "rms_norm"])[0].commit is None
+
+
 def test_light_modules_import_without_tritonbench():
     code = (
         "import sys; sys.modules['tritonbench'] = None\n"
@@ -341,7 +348,7 @@ def test_cli_runs_each_operator_and_writes_csv_and_png(tmp_path, op, ours):
     # A subprocess: TritonBench patches torch.manual_seed process-wide.
     argv = ["-m", "tritonbench_ops", "--op", op, "--mode", "fwd_bwd", "--precision", "bf16",
             "--device", DEVICE, "--shapes", E2E_SHAPES, "--warmup", "2", "--iter", "5",
-            "--output-dir", str(tmp_path)]
+            "--output-dir", str(tmp_path), "--commit", "c0ffee1"]
     if DEVICE == "cpu" and op == "layer_norm":
         argv += ["--skip", "triton_layer_norm"]  # the tutorial kernel allocates on CUDA
     proc = run_python(argv)
@@ -350,6 +357,7 @@ def test_cli_runs_each_operator_and_writes_csv_and_png(tmp_path, op, ours):
     assert len(list(tmp_path.glob(f"{op}_fwd_bwd_bfloat16_*.png"))) == 1
     (json_path,) = tmp_path.glob(f"{op}_fwd_bwd_bfloat16_*.json")
     doc = json.loads(json_path.read_text())
+    assert doc["commit"] == "c0ffee1"
     providers = {r["provider"] for r in doc["records"]}
     assert set(ours) <= providers
     for record in doc["records"]:

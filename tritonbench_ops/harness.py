@@ -1,7 +1,7 @@
 """``python -m tritonbench_ops``: tilenorm's operators through TritonBench's own harness.
 
     python -m tritonbench_ops --op rms_norm --mode fwd_bwd --precision bf16 \\
-        [any TritonBench flag] [--shapes 4096x4096,8192x4096] [--no-plot]
+        [any TritonBench flag] [--shapes 4096x4096,8192x4096] [--no-plot] [--commit SHA]
 
 TritonBench finds operators only inside its own package and names each one after its
 module path (``tritonbench.operators.<name>``). So this module loads each of ours under
@@ -64,6 +64,9 @@ def parse_own_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """Flags of this runner; everything else goes to TritonBench and the operator."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+    parser.add_argument("--commit", default=None,
+                        help="commit to record in the JSON (default: git of this checkout; a copied "
+                             "tree's .git may not be the code that ran)")
     own, rest = parser.parse_known_args(argv)
     return own, rest
 
@@ -169,7 +172,7 @@ def _gpu_name(device: str) -> str:
     return platform.processor() or "cpu"
 
 
-def results_json(operator, records, tb_args) -> dict:
+def results_json(operator, records, tb_args, commit: str | None = None) -> dict:
     """The run in DESIGN.md's results schema, readable by ``python -m bench.table``."""
     from tritonbench_ops import report
 
@@ -178,12 +181,12 @@ def results_json(operator, records, tb_args) -> dict:
     return report.results_document(
         records, op=operator.name, mode=operator.mode.value, dtype=_dtype_name(operator),
         cudagraph=bool(tb_args.cudagraph), gpu=_gpu_name(str(operator.device)),
-        date=time.strftime("%Y-%m-%d"), commit=_git_commit(), versions=_versions(),
+        date=time.strftime("%Y-%m-%d"), commit=commit or _git_commit(), versions=_versions(),
         settings=settings,
     )
 
 
-def write_outputs(operator, tb_args, output_dir: Path, plot: bool) -> list[Path]:
+def write_outputs(operator, tb_args, output_dir: Path, plot: bool, commit: str | None = None) -> list[Path]:
     """CSV, JSON (and PNG) for one operator run, plus TritonBench's --output/--output-json."""
     from tritonbench_ops import report
 
@@ -196,7 +199,7 @@ def write_outputs(operator, tb_args, output_dir: Path, plot: bool) -> list[Path]
     with open(written[0], "w", newline="") as f:
         result.write_csv_to_file(f)
     with open(written[1], "w") as f:
-        json.dump(results_json(operator, records, tb_args), f, indent=1)
+        json.dump(results_json(operator, records, tb_args, commit), f, indent=1)
     if plot:
         title = f"{operator.name} {operator.mode.value} {_dtype_name(operator)}"
         # The roof was measured on the H200; on a CPU run it would only flatten the plot.
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     for op_name in ops:
         operator = run_operator(op_name, tb_args, extra_args)
         _print_result(operator.output, tb_args)
-        for path in write_outputs(operator, tb_args, output_dir, plot=not own.no_plot):
+        for path in write_outputs(operator, tb_args, output_dir, plot=not own.no_plot, commit=own.commit):
             print(f"[tritonbench_ops] wrote {path}")
     note = timing_note(str(tb_args.device), bool(tb_args.cudagraph))
     if note:
