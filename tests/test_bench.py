@@ -273,6 +273,19 @@ def test_table_fwd_bwd_ignores_peers_without_dw(synthetic_doc):
     assert "unsloth_style (no dW)" in cells[10]
 
 
+def test_table_of_a_graph_only_harness_run():
+    # What `python -m tritonbench_ops --cudagraph` writes: graph times, no eager ones.
+    records = [_timed("rms_norm", "fwd_bwd", 2048, 4096, p, None, graph_us=g, dw=True)
+               for p, g in (("tilenorm", 30.0), ("liger_rms", 45.0), ("inductor_rms", 40.0))]
+    doc = _doc(records)
+    doc["settings"] = {"harness": "tritonbench", "cudagraph": True}
+    text = table.render([doc, doc], ["a.json", "b.json"])
+    assert "- TritonBench harness, rms_norm fwd+bwd, CUDA graphs, 1 shapes (`a.json`)." in text
+    cells = _row(text, "rms_norm", "fwd+bwd", "2048x4096")
+    assert cells[3] == "-" and cells[5] == "inductor_rms" and cells[6] == "-"
+    assert cells[8] == f"{40.0 / 30.0:.2f}x"
+
+
 def test_table_failed_tilenorm_and_header(synthetic_doc):
     text = table.render(synthetic_doc)
     cells = _row(text, "rms_norm", "fwd", "8192x4096")
