@@ -1,0 +1,128 @@
+"""RMSNorm forward: where the last 1-2% to Unsloth-style's program goes (bench/NOTES.md
+Next 8). Our shipped inference configs trail Unsloth-style and inductor by 1-2% by kernel
+time on mid rows (bf16 4096x4096-8192, 2048x16384-32768) although the tuner's space
+holds Unsloth-style's launch shape (one row per program, its warps), so the difference is
+in the program, not the config.
+
+    python bench/prototypes/rms_fwd_probe.py [--budget SECONDS] [--check-only]
+
+Per shape, timed A B A B by the tuner's timing (CUDA graph over inputs rotated past the
+L2), best of two, GB/s by the forward byte model:
+
+- ``unsloth``: Unsloth-style's kernel (``tritonbench_ops/unsloth_style.py``), as the
+  benchmark launches it (it also stores rstd);
+- ``ours``: the shipped config, the code Helion generates;
+- ``ours@unsloth``: our kernel at Unsloth-style's launch shape (one row, its warps, no
+  eviction hint);
+- then the shipped config's generated Triton source with one difference to Unsloth-style's
+  program removed at a time (text edits of that source, compiled as a module of their own):
+  ``no_offset`` drops the fp32 ``+ offset`` on the weight (Gemma's 1 + w; 0 for Llama),
+  ``sqrt_approx`` takes ``tl.sqrt`` for ``tl.sqrt_rn``, ``no_row_mask`` drops the row mask
+  (M is a multiple of the rows per program in every shape here).
+
+Each run is checked against the float64 reference first (``--check-only``: check and stop,
+which also runs on the CPU under ``TRITON_INTERPRET=1``).
+"""
+
+import importlib.util
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import helion
+from kernels import launch
+from tritonbench_ops import unsloth_style
+from tuning import timing
+from tuning.workload import EPS, Task, Workload
+
+SHAPES = [(4096, 4096), (4096, 8192), (2048, 16384), (2048, 32768), (4096, 1024), (8192, 4096)]
+EDITS = {
+    "no_offset": [(r"(\w+) = (\w+) \+ offset\n", r"\1 = \2\n")],
+    "sqrt_approx": [(r"tl\.sqrt_rn\(", "tl.sqrt(")],
+    "no_row_mask": [(r", mask_0\[[^\]]*\](, other=0)?", "")],
+}
+MAX_ERROR = 2e-2  # relative to the float64 reference: a few bf16 roundings
+_MODULES = Path(tempfile.mkdtemp(prefix="rms_fwd_probe_"))
+
+
+def edited_runner(wl: Workload, config: dict, name: str):  # noqa: ANN201
+    """run(i) of the shipped config's generated source after the text edits ``name``."""
+    code = wl.bound(config).to_triton_code(helion.Config(**config))
+    for pattern, repl in EDITS[name]:
+        code, n = re.subn(pattern, repl, code)
+        if n == 0:
+            raise ValueError(f"{name}: {pattern!r} is not in the generated code")
+    path = _MODULES / f"{name}_{abs(hash(code))}.py"
+    path.write_text(code)  # triton.jit reads its kernel's source from a file
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = [launch.fwd_kernel_args(config, wl._fwd_args(s)) for s in wl.sets]
+    return lambda i: module.norm_fwd(*args[i])
+
+
+def unsloth_runner(wl: Workload):  # noqa: ANN201
+    """Unsloth-style's forward kernel on the workload's input sets (Llama casting)."""
+    m, n = wl.task.m, wl.task.n
+    block, warps = unsloth_style.calculate_settings(n)
+    rstd = torch.empty(m, dtype=torch.float32, device=wl.device)
+    views = [(s["out"].view(m, n), s["x"].view(m, n)) for s in wl.sets]
+    weight = wl.weight.view(n)
+
+    def run(i: int) -> None:
+        y, x = views[i]
+        unsloth_style._rms_norm_fwd[(m,)](
+            y, x, weight, rstd, y.stride(0), x.stride(0), n, EPS, GEMMA=False, BLOCK_SIZE=block, num_warps=warps
+        )
+
+    return run
+
+
+def unsloth_config(config: dict, n: int) -> dict:
+    _, warps = unsloth_style.calculate_settings(n)
+    out = {k: v for k, v in config.items() if k not in ("load_eviction_policies", "pid_type")}
+    return {**out, "block_sizes": [1, *config["block_sizes"][1:]], "num_warps": warps}
+
+
+def main() -> None:
+    budget = float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 1e9
+    check_only = "--check-only" in sys.argv
+    start = time.perf_counter()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shapes = SHAPES if dev.type == "cuda" else [(8, 256), (6, 1024)]
+    for m, n in shapes:
+        if time.perf_counter() - start > budget:
+            print("budget spent", flush=True)
+            return
+        wl = Workload(Task("rms_norm", "infer", m, n, "bfloat16", 1), dev, n_sets=None if dev.type == "cuda" else 2)
+        shipped = dict(launch.choose_config("rms_norm", "infer", m, n, 1, torch.bfloat16, dev))
+        if dev.type != "cuda":
+            shipped = {"block_sizes": [2, 1], "num_warps": 4, "num_stages": 1, "reduction_loops": [None]}
+        runs = {"unsloth": unsloth_runner(wl), "ours": wl.runner(shipped),
+                "ours@unsloth": wl.runner(unsloth_config(shipped, n))}  # fmt: skip
+        for name in EDITS:
+            try:
+                runs[name] = edited_runner(wl, shipped, name)
+            except ValueError as e:
+                print(f"  {name}: not applicable ({e})", flush=True)
+        errors = {name: wl.check(run) for name, run in runs.items()}
+        print(f"rms_norm infer {m}x{n} {shipped}\n  relative errors: "
+              + ", ".join(f"{k} {v:.2g}" + (" WRONG" if v > MAX_ERROR else "") for k, v in errors.items()), flush=True)  # fmt: skip
+        runs = {k: run for k, run in runs.items() if errors[k] <= MAX_ERROR}
+        if check_only:
+            continue
+        best = dict.fromkeys(runs, 0.0)
+        for _ in range(2):
+            for name, run in runs.items():
+                ms = timing.time_ms(run, len(wl.sets), wl.device)
+                best[name] = max(best[name], wl.model_bytes() / ms / 1e6)
+        base = best["ours"]
+        print("  " + "  ".join(f"{k} {v:.0f} ({v / base:.3f})" for k, v in best.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
