@@ -37,7 +37,7 @@ import helion
 from kernels import launch
 from tritonbench_ops import unsloth_style
 from tuning import timing
-from tuning.workload import EPS, Task, Workload
+from tuning.workload import EPS, Task, TrialError, Workload
 
 SHAPES = [(4096, 4096), (4096, 8192), (2048, 16384), (2048, 32768), (4096, 1024), (8192, 4096)]
 EDITS = {
@@ -45,7 +45,6 @@ EDITS = {
     "sqrt_approx": [(r"tl\.sqrt_rn\(", "tl.sqrt(")],
     "no_row_mask": [(r", mask_0\[[^\]]*\](, other=0)?", "")],
 }
-MAX_ERROR = 2e-2  # relative to the float64 reference: a few bf16 roundings
 _MODULES = Path(tempfile.mkdtemp(prefix="rms_fwd_probe_"))
 
 
@@ -109,10 +108,15 @@ def main() -> None:
                 runs[name] = edited_runner(wl, shipped, name)
             except ValueError as e:
                 print(f"  {name}: not applicable ({e})", flush=True)
-        errors = {name: wl.check(run) for name, run in runs.items()}
+        errors = {}
+        for name, run in list(runs.items()):
+            try:  # the tuner's own check: raises past its tolerance against float64
+                errors[name] = f"{wl.check(run):.2g}"
+            except TrialError as e:
+                errors[name] = f"WRONG ({e})"
+                del runs[name]
         print(f"rms_norm infer {m}x{n} {shipped}\n  relative errors: "
-              + ", ".join(f"{k} {v:.2g}" + (" WRONG" if v > MAX_ERROR else "") for k, v in errors.items()), flush=True)  # fmt: skip
-        runs = {k: run for k, run in runs.items() if errors[k] <= MAX_ERROR}
+              + ", ".join(f"{k} {v}" for k, v in errors.items()), flush=True)  # fmt: skip
         if check_only:
             continue
         best = dict.fromkeys(runs, 0.0)
