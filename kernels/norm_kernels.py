@@ -70,6 +70,14 @@ def _norm_input(xv: torch.Tensor, rv: torch.Tensor | None, zv: torch.Tensor | No
     return h, u
 
 
+def _shifted(wv: torch.Tensor, offset: float) -> torch.Tensor:
+    """w + offset in fp32. The forward kernels take ``offset`` as a compile-time
+    constant, so Llama's 0 costs no add per weight element (Gemma's 1 does)."""
+    if offset == 0.0:
+        return wv.to(torch.float32)
+    return wv.to(torch.float32) + offset
+
+
 def _norm_output(
     xc: torch.Tensor,
     rs: torch.Tensor,
@@ -90,7 +98,7 @@ def _norm_output(
         y = xc.to(dtype).to(torch.float32) * rs.to(dtype).to(torch.float32)
         y = y.to(dtype).to(torch.float32)
         if wv is not None:
-            wl = (wv.to(torch.float32) + offset).to(dtype)
+            wl = _shifted(wv, offset).to(dtype)
             y = (y * wl.to(torch.float32)).to(dtype).to(torch.float32)
     else:
         y = xc * rs
@@ -98,7 +106,7 @@ def _norm_output(
             # Llama: cast the normalized value to the input dtype, then scale.
             y = y.to(dtype).to(torch.float32)
         if wv is not None:
-            y = y * (wv.to(torch.float32) + offset)
+            y = y * _shifted(wv, offset)
     if bv is not None:
         y = y + bv.to(torch.float32)
     if zv is not None:
@@ -118,7 +126,7 @@ def norm_fwd(
     mean_out: torch.Tensor | None,
     rstd_out: torch.Tensor | None,
     eps: float,
-    offset: float,
+    offset: hl.constexpr,
     rms: hl.constexpr,
     gate: hl.constexpr,
     casting: hl.constexpr,
@@ -146,6 +154,22 @@ def norm_fwd(
             zv = z[tile_m, tile_g, :]
         else:
             zv = None
+        # The loads that only the output needs are issued before the statistics, as
+        # Unsloth-style's program does, so that their latency hides behind the row's
+        # block reduction instead of following it (Helion keeps source order; a looped
+        # config moves each load into the loop that uses it).
+        if weight is not None:
+            wv = weight[tile_g, :][None, :, :]
+        else:
+            wv = None
+        if bias is not None:
+            bv = bias[tile_g, :][None, :, :]
+        else:
+            bv = None
+        if gate == "after":
+            za = z[tile_m, tile_g, :]
+        else:
+            za = None
         hsum, xf = _norm_input(xv, rv, zv, x.dtype)
         if residual is not None:
             h_out[tile_m, tile_g, :] = hsum
@@ -181,18 +205,6 @@ def norm_fwd(
         rs = 1.0 / torch.sqrt(var + eps)
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
-        if weight is not None:
-            wv = weight[tile_g, :][None, :, :]
-        else:
-            wv = None
-        if bias is not None:
-            bv = bias[tile_g, :][None, :, :]
-        else:
-            bv = None
-        if gate == "after":
-            za = z[tile_m, tile_g, :]
-        else:
-            za = None
         y = _norm_output(xc, rs[:, :, None], wv, bv, za, offset, casting, x.dtype)
         out[tile_m, tile_g, :] = y.to(out.dtype)
     return out
@@ -209,7 +221,7 @@ def norm_fwd_chunked(
     mean_out: torch.Tensor | None,
     rstd_out: torch.Tensor | None,
     eps: float,
-    offset: float,
+    offset: hl.constexpr,
     rms: hl.constexpr,
     gate: hl.constexpr,
     casting: hl.constexpr,

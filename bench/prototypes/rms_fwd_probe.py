@@ -41,10 +41,15 @@ from tuning.workload import EPS, Task, TrialError, Workload
 
 SHAPES = [(4096, 4096), (4096, 8192), (2048, 16384), (2048, 32768), (4096, 1024), (8192, 4096)]
 EDITS = {
-    "no_offset": [(r"(\w+) = (\w+) \+ offset\n", r"\1 = \2\n")],
     "sqrt_approx": [(r"tl\.sqrt_rn\(", "tl.sqrt(")],
     "no_row_mask": [(r", mask_0\[[^\]]*\](, other=0)?", "")],
+    # Llama's scale in the input dtype (Unsloth-style's mul.bf16): a product of two bf16
+    # values is exact in fp32, so this rounds exactly as the fp32 product does.
+    "bf16_mul": [(r"(\w+) = tl\.cast\((\w+), tl\.float32\)\n\s+(\w+) = tl\.cast\((wv\w*), tl\.float32\)\n"
+                  r"\s+(\w+) = \1 \* \3\n(\s+#.*\n)?\s+(\w+) = tl\.cast\(\5, tl\.bfloat16\)",
+                  r"\7 = \2 * \4")],
 }
+WHOLE_ROW_WARPS = (8, 16, 32)  # one row per program, held whole: Unsloth-style's shape
 _MODULES = Path(tempfile.mkdtemp(prefix="rms_fwd_probe_"))
 
 
@@ -64,7 +69,7 @@ def edited_runner(wl: Workload, config: dict, name: str):  # noqa: ANN201
     return lambda i: module.norm_fwd(*args[i])
 
 
-def unsloth_runner(wl: Workload):  # noqa: ANN201
+def unsloth_runner(wl: Workload, **launch_options):  # noqa: ANN201, ANN003
     """Unsloth-style's forward kernel on the workload's input sets (Llama casting)."""
     m, n = wl.task.m, wl.task.n
     block, warps = unsloth_style.calculate_settings(n)
@@ -75,7 +80,8 @@ def unsloth_runner(wl: Workload):  # noqa: ANN201
     def run(i: int) -> None:
         y, x = views[i]
         unsloth_style._rms_norm_fwd[(m,)](
-            y, x, weight, rstd, y.stride(0), x.stride(0), n, EPS, GEMMA=False, BLOCK_SIZE=block, num_warps=warps
+            y, x, weight, rstd, y.stride(0), x.stride(0), n, EPS, GEMMA=False, BLOCK_SIZE=block, num_warps=warps,
+            **launch_options,
         )
 
     return run
@@ -101,8 +107,12 @@ def main() -> None:
         shipped = dict(launch.choose_config("rms_norm", "infer", m, n, 1, torch.bfloat16, dev))
         if dev.type != "cuda":
             shipped = {"block_sizes": [2, 1], "num_warps": 4, "num_stages": 1, "reduction_loops": [None]}
-        runs = {"unsloth": unsloth_runner(wl), "ours": wl.runner(shipped),
+        runs = {"unsloth": unsloth_runner(wl), "unsloth/s1": unsloth_runner(wl, num_stages=1),
+                "ours": wl.runner(shipped),
                 "ours@unsloth": wl.runner(unsloth_config(shipped, n))}  # fmt: skip
+        for warps in WHOLE_ROW_WARPS if dev.type == "cuda" else ():
+            runs[f"whole/w{warps}"] = wl.runner({**shipped, "block_sizes": [1, 1], "num_warps": warps,
+                                                 "reduction_loops": [None], "pid_type": "xyz"})  # fmt: skip
         for name in EDITS:
             try:
                 runs[name] = edited_runner(wl, shipped, name)
