@@ -154,22 +154,17 @@ def norm_fwd(
             zv = z[tile_m, tile_g, :]
         else:
             zv = None
-        # The loads that only the output needs are issued before the statistics, as
-        # Unsloth-style's program does, so that their latency hides behind the row's
-        # block reduction instead of following it (Helion keeps source order; a looped
-        # config moves each load into the loop that uses it).
-        if weight is not None:
-            wv = weight[tile_g, :][None, :, :]
+        # RMSNorm issues its weight load before the statistics, as Unsloth-style's
+        # program does, so that its latency hides behind the row's block reduction
+        # instead of following it (Helion keeps source order; a looped config moves
+        # the load into the loop that uses it). LayerNorm and the after-gated norm
+        # keep their output operands after the statistics: held across the reductions
+        # with the bias or z, they cost 3-27% on whole rows (bench/NOTES.md attempt 38).
+        early = rms and gate != "after"
+        if weight is not None and early:
+            w_early = weight[tile_g, :][None, :, :]
         else:
-            wv = None
-        if bias is not None:
-            bv = bias[tile_g, :][None, :, :]
-        else:
-            bv = None
-        if gate == "after":
-            za = z[tile_m, tile_g, :]
-        else:
-            za = None
+            w_early = None
         hsum, xf = _norm_input(xv, rv, zv, x.dtype)
         if residual is not None:
             h_out[tile_m, tile_g, :] = hsum
@@ -205,6 +200,18 @@ def norm_fwd(
         rs = 1.0 / torch.sqrt(var + eps)
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
+        if weight is not None and not early:
+            wv = weight[tile_g, :][None, :, :]
+        else:
+            wv = w_early
+        if bias is not None:
+            bv = bias[tile_g, :][None, :, :]
+        else:
+            bv = None
+        if gate == "after":
+            za = z[tile_m, tile_g, :]
+        else:
+            za = None
         y = _norm_output(xc, rs[:, :, None], wv, bv, za, offset, casting, x.dtype)
         out[tile_m, tile_g, :] = y.to(out.dtype)
     return out
