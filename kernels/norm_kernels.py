@@ -154,14 +154,14 @@ def norm_fwd(
             zv = z[tile_m, tile_g, :]
         else:
             zv = None
-        # RMSNorm issues its weight load before the statistics, as Unsloth-style's
+        # RMSNorm issues a 16-bit weight's load before the statistics, as Unsloth-style's
         # program does, so that its latency hides behind the row's block reduction
         # instead of following it (Helion keeps source order; a looped config moves
-        # the load into the loop that uses it). LayerNorm and the after-gated norm
-        # keep their output operands after the statistics: held across the reductions
-        # with the bias or z, they cost 3-27% on whole rows (bench/NOTES.md attempt 38).
-        early = rms and gate != "after"
-        if weight is not None and early:
+        # the load into the loop that uses it). Everything else keeps its output
+        # operands after the statistics: held across the reductions, an fp32 weight,
+        # the bias or z cost 3-27% on whole rows, spilling at the widest (NOTES attempt 38).
+        early = weight is not None and rms and gate != "after" and weight.dtype != torch.float32
+        if early:
             w_early = weight[tile_g, :][None, :, :]
         else:
             w_early = None

@@ -39,7 +39,7 @@ def test_gpu_timing_is_kernel_time_and_falls_back_when_not_capturable() -> None:
 @pytest.mark.gpu
 @pytest.mark.parametrize(("kernel", "mode"), [("rms_norm", "infer"), ("add_rms_norm", "fwd"), ("gated_rms_norm", "bwd")])
 def test_tuner_rotation_reads_twice_the_l2_per_cycle(kernel: str, mode: str) -> None:
-    """The tuner's input sets, like the benchmark's, rotate more than twice the L2 of
+    """The tuner's input sets, like the benchmark's, rotate at least twice the L2 of
     *reads* per cycle: an 8 MB input cycled through 8 sets (64 MB, one L2) left part of
     it cached from the previous cycle, and ranked configs unlike the benchmark."""
     from tuning.workload import Task, Workload
@@ -49,4 +49,4 @@ def test_tuner_rotation_reads_twice_the_l2_per_cycle(kernel: str, mode: str) -> 
     per_set = {"x", "residual", "z"} if mode != "bwd" else {"dy", "x", "z", "dh"}
     read = sum(t.numel() * t.element_size() for k, t in wl.sets[0].items() if k in per_set and t is not None)
     assert read == wl._read_bytes()
-    assert len(wl.sets) * read > 2 * timing.l2_bytes(device)
+    assert len(wl.sets) * read >= 2 * timing.l2_bytes(device)

@@ -144,7 +144,7 @@ def l2_bytes(device: torch.device) -> int:
 
 
 def rotating_sets(read_bytes: int, device: torch.device, max_sets: int = 64) -> int:
-    """How many input sets to rotate through so that one cycle reads more than twice the
+    """How many input sets to rotate through so that one cycle reads at least twice the
     L2. Counting reads, not outputs: with 8 MB inputs the old count (inputs and outputs,
     at most 8 sets) cycled 64 MB of reads through a 60 MB L2, where the benchmark cycles
     128 MB, and the two ranked configs apart by a few % (bench/NOTES.md attempt 38)."""
