@@ -586,8 +586,9 @@ def launch_fwd(
     if _uses_ref(x.device):
         _kernels(True)["fwd"](*args)
         return None
+    # offset is a compile-time constant of the forward kernels: one compiled call per value.
     key = (
-        "fwd", variant, x.shape, x.dtype, _dtype(weight), _dtype(bias), rstd_out is None, x.device,
+        "fwd", variant, x.shape, x.dtype, _dtype(weight), _dtype(bias), rstd_out is None, x.device, offset,
     )  # fmt: skip
     hit = _compiled.get(key)
     if hit is None:

@@ -260,6 +260,28 @@ def test_gemma_offset(device, dtype):
     )
 
 
+@pytest.mark.parametrize("w_dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("offset", [0.0, 0.5])
+def test_llama_casting_offset_and_weight_dtype(device, offset, w_dtype):
+    """The forward compiles ``offset`` in as a constant (an add only when non-zero) and loads
+    a 16-bit weight before the statistics, an fp32 one after them: every pairing matches."""
+    x = make((5, 320), torch.bfloat16, device, std=2.0)
+    w = make((320,), w_dtype, device, mean=1.0 - offset, std=0.3)
+
+    def peer(x, w, b):
+        h = x.float()
+        h = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype)
+        return (h.float() * (w.float() + offset)).to(x.dtype)
+
+    check_fwd_bwd(
+        lambda x, w, b: kernels.rms_norm(x, w, 1e-6, offset=offset, casting="llama"),
+        peer,
+        lambda r: dict(eps=1e-6, rms=True, offset=offset),
+        [x, w, None],
+        torch.bfloat16,
+    )
+
+
 def test_casting_none_computes_in_input_dtype(device):
     """"none" rounds x*rstd to the input dtype before the weight: visibly unlike "gemma"."""
     x = make((8, 512), torch.bfloat16, device, std=2.0, requires_grad=False)
