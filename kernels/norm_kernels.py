@@ -160,7 +160,10 @@ def norm_fwd(
         # the load into the loop that uses it). Everything else keeps its output
         # operands after the statistics: held across the reductions, an fp32 weight,
         # the bias or z cost 3-27% on whole rows, spilling at the widest (NOTES attempt 38).
-        early = weight is not None and rms and gate != "after" and weight.dtype != torch.float32
+        if weight is not None:  # Helion types both operands of an `and`: no weight.dtype of None
+            early = rms and gate != "after" and weight.dtype != torch.float32
+        else:
+            early = False
         if early:
             w_early = weight[tile_g, :][None, :, :]
         else:
