@@ -109,11 +109,6 @@ def make_step(fn: Callable, mode: str) -> Callable[[InputSet], object]:
     return fwd_bwd
 
 
-def rotation_count(set_bytes: int, rotate_bytes: int, max_sets: int) -> int:
-    """Sets to rotate through so that one cycle reads at least ``rotate_bytes``."""
-    return max(1, min(max_sets, math.ceil(rotate_bytes / max(set_bytes, 1))))
-
-
 # ---------------------------------------------------------------------- reference
 
 

@@ -46,10 +46,10 @@ from bench.ops import (
     make_set,
     make_step,
     reference_results,
-    rotation_count,
 )
 from bench.providers import OPTIONAL, PROVIDERS, ProviderMissing, Registry
 from bench.shapes import HOST_M, HOST_N, MODES, OPS, PRESETS, parse_shapes, preset_shapes
+from tuning.timing import rotation_count
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench" / "results"

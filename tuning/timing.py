@@ -143,15 +143,21 @@ def l2_bytes(device: torch.device) -> int:
     return 0
 
 
-def rotating_sets(read_bytes: int, device: torch.device, max_sets: int = 64) -> int:
-    """How many input sets to rotate through so that one cycle reads at least twice the
-    L2. Counting reads, not outputs: with 8 MB inputs the old count (inputs and outputs,
-    at most 8 sets) cycled 64 MB of reads through a 60 MB L2, where the benchmark cycles
-    128 MB, and the two ranked configs apart by a few % (bench/NOTES.md attempt 38)."""
+def rotation_count(read_bytes: int, rotate_bytes: int, max_sets: int = 64) -> int:
+    """Input sets to rotate through so that one cycle reads at least ``rotate_bytes``
+    (the benchmark's rule, and the tuner's through :func:`rotating_sets`)."""
+    return max(1, min(max_sets, -(-rotate_bytes // max(read_bytes, 1))))
+
+
+def rotating_sets(read_bytes: int, device: torch.device) -> int:
+    """The tuner's rotation: at least twice the L2 of reads per cycle. Counting reads, not
+    outputs: with 8 MB inputs the old count (inputs and outputs, at most 8 sets) cycled
+    64 MB of reads through a 60 MB L2, where the benchmark cycles 128 MB, and the two
+    ranked configs apart by a few % (bench/NOTES.md attempt 38)."""
     l2 = l2_bytes(device)
     if l2 == 0 or read_bytes <= 0:
         return 1
-    return max(1, min(max_sets, -(-2 * l2 // read_bytes)))
+    return rotation_count(read_bytes, 2 * l2)
 
 
 def _device_id(device: torch.device) -> str:
