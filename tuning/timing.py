@@ -22,7 +22,7 @@ import itertools
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,16 +75,90 @@ def time_ms(
 
 def _graph_ms(run: Callable[[int], object], n_sets: int, timing: Timing) -> float:
     """Median ms per call of replays of a CUDA graph of calls cycling over the sets."""
-    calls = n_sets * -(-GRAPH_MIN_CALLS // n_sets)
-    graph = capture_graph(lambda i: run(i % n_sets), n_sets, calls)
+    replayer = _Replayer(run, n_sets, timing)
     try:
-        first = replays_ms(graph, 2)[-1]  # the first replay uploads the graph
-        warmup = max(1, min(1000, int(timing.warmup_ms / max(first, 1e-3))))
-        replays_ms(graph, warmup)
-        replays = max(5, min(2000, int(timing.rep_ms / max(first, 1e-3))))
-        return statistics.median(replays_ms(graph, replays)) / calls
+        return replayer.ms(timing.rep_ms)
     finally:
-        del graph
+        del replayer
+
+
+class _Replayer:
+    """A call's CUDA graph over the input sets, captured and warmed up once, then timed
+    in as many batches of replays as asked for."""
+
+    def __init__(self, run: Callable[[int], object], n_sets: int, timing: Timing) -> None:
+        self.calls = n_sets * -(-GRAPH_MIN_CALLS // n_sets)
+        self.graph = capture_graph(lambda i: run(i % n_sets), n_sets, self.calls)
+        self.first = replays_ms(self.graph, 2)[-1]  # the first replay uploads the graph
+        replays_ms(self.graph, max(1, min(1000, int(timing.warmup_ms / max(self.first, 1e-3)))))
+
+    def ms(self, rep_ms: float) -> float:
+        """Median ms per call over about ``rep_ms`` of back-to-back replays."""
+        replays = max(5, min(2000, int(rep_ms / max(self.first, 1e-3))))
+        return statistics.median(replays_ms(self.graph, replays)) / self.calls
+
+
+class _Eager:
+    """The fallback for a call that cannot be captured: do_bench in each batch."""
+
+    def __init__(self, run: Callable[[int], object], n_sets: int, timing: Timing) -> None:
+        self.run, self.n_sets, self.warmup_ms = run, n_sets, timing.warmup_ms
+
+    def ms(self, rep_ms: float) -> float:
+        return _do_bench_ms(self.run, self.n_sets, Timing(warmup_ms=self.warmup_ms, rep_ms=rep_ms))
+
+
+# Rounds of an interleaved timing: each round times every call once.
+ROUNDS = 5
+
+
+def interleaved_ms(
+    runs: Sequence[Callable[[int], object]],
+    n_sets: int,
+    device: torch.device,
+    timing: Timing = TRIAL_TIMING,
+    rounds: int = ROUNDS,
+) -> list[float]:
+    """Time of each of ``runs`` (as :func:`time_ms` would give it), taken in turns.
+
+    The calls are timed in ``rounds`` rounds, each one batch of every call (the first
+    call of a round moves along), and each call's figure is the median of its rounds'.
+    Timed one after the other, each with its whole budget at once, two configs a few %
+    apart were ranked by whatever the clock or the host did in between: on an 8 MB
+    input, trial times of near-identical configs spread 10%, and a final pick ran 5%
+    slower in the benchmark than the incumbent it had beaten (bench/NOTES.md attempt 38).
+    """
+    if not runs:
+        return []
+    rep_ms = timing.rep_ms / rounds
+    if device.type != "cuda":
+        share = Timing(cpu_budget_s=timing.cpu_budget_s / rounds, cpu_min_calls=timing.cpu_min_calls,
+                       cpu_max_calls=max(timing.cpu_min_calls, timing.cpu_max_calls // rounds))  # fmt: skip
+        for run in runs:  # first-call costs are not the kernel's speed
+            run(0)
+        return _in_turns([lambda run=run: time_ms(run, n_sets, device, share, warm=False) for run in runs], rounds)
+    with torch.cuda.device(device):
+        timers: list = []
+        try:
+            for run in runs:
+                try:
+                    timers.append(_Replayer(run, n_sets, timing))
+                except RuntimeError:  # not capturable: do_bench in each round
+                    torch.cuda.synchronize()
+                    timers.append(_Eager(run, n_sets, timing))
+            return _in_turns([lambda t=t: t.ms(rep_ms) for t in timers], rounds)
+        finally:
+            del timers
+
+
+def _in_turns(measure: list[Callable[[], float]], rounds: int) -> list[float]:
+    """Median over ``rounds`` of each measurement, taken in turns, round r starting at r."""
+    samples: list[list[float]] = [[] for _ in measure]
+    for r in range(rounds):
+        for j in range(len(measure)):
+            i = (r + j) % len(measure)
+            samples[i].append(measure[i]())
+    return [statistics.median(s) for s in samples]
 
 
 def capture_graph(call: Callable[[int], object], warm: int, calls: int) -> torch.cuda.CUDAGraph:

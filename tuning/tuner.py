@@ -249,26 +249,50 @@ def measure(wl: Workload, config: dict, options: TuneOptions, timing_spec: timin
     the check's kernels and the timing run under it, so nothing else runs on the GPU
     while a config is timed.
     """
+    with _as_trial_error():
+        run = _compiled_run(wl, config, options)
+        with _locked(wl, options.trial_timeout_s):
+            wl.check(run)
+            ms = timing.time_ms(run, len(wl.sets), wl.device, timing_spec, warm=False)  # check() ran it
+    return _measurement(wl, config, ms)
+
+
+@contextlib.contextmanager
+def _as_trial_error() -> Iterator[None]:
+    """Any failure inside (out of resources at launch, CUDA errors, ...) as a TrialError."""
     try:
-        started = time.monotonic()
-        with _time_limit(options.trial_timeout_s):
-            run = wl.runner(config)
-            if wl.device.type == "cuda":
-                _first_launch(wl, run)
-        compiled = time.monotonic()
-        PHASES["compile_s"] += compiled - started
-        with timing.device_lock(wl.device), _time_limit(options.trial_timeout_s):
-            locked = time.monotonic()
-            PHASES["lock_wait_s"] += locked - compiled
-            try:
-                wl.check(run)
-                ms = timing.time_ms(run, len(wl.sets), wl.device, timing_spec, warm=False)  # check() ran it
-            finally:
-                PHASES["locked_s"] += time.monotonic() - locked
+        yield
     except TrialError:
         raise
-    except Exception as e:  # out of resources at launch, CUDA errors, ...
+    except Exception as e:
         raise TrialError(f"run: {type(e).__name__}: {e}") from e
+
+
+def _compiled_run(wl: Workload, config: dict, options: TuneOptions):  # noqa: ANN202
+    """run(i) of ``config``, compiled and launched once (outside the device lock)."""
+    started = time.monotonic()
+    with _time_limit(options.trial_timeout_s):
+        run = wl.runner(config)
+        if wl.device.type == "cuda":
+            _first_launch(wl, run)
+    PHASES["compile_s"] += time.monotonic() - started
+    return run
+
+
+@contextlib.contextmanager
+def _locked(wl: Workload, seconds: float | None) -> Iterator[None]:
+    """The device to ourselves (see :func:`timing.device_lock`), for at most ``seconds``."""
+    waiting = time.monotonic()
+    with timing.device_lock(wl.device), _time_limit(seconds):
+        locked = time.monotonic()
+        PHASES["lock_wait_s"] += locked - waiting
+        try:
+            yield
+        finally:
+            PHASES["locked_s"] += time.monotonic() - locked
+
+
+def _measurement(wl: Workload, config: dict, ms: float) -> Measurement:
     if not (ms > 0 and math.isfinite(ms)):
         raise TrialError(f"timing: {ms!r} ms")
     return Measurement(ms, wl.model_bytes() / ms / 1e6, wl.exact_bytes(config) / ms / 1e6)
@@ -495,8 +519,9 @@ def _best_configs(study: optuna.Study, count: int = FINALISTS) -> list[dict]:
 
 
 def _final(wl: Workload, result: TuneResult, finalists: list[dict], options: TuneOptions) -> None:
-    """Measure the study's finalists, the heuristic and torch again, back to back, with the
-    longer final timing; keep the fastest config.
+    """Measure the study's finalists and the heuristic again, in turns (each timed in
+    several rounds, :func:`timing.interleaved_ms`), with the longer final timing, and
+    torch after them; keep the fastest config.
 
     Several finalists, not only the best trial: a trial's short timing can rank two
     configs within a few percent the wrong way round (H200, 2026-11-22: inference
@@ -508,12 +533,28 @@ def _final(wl: Workload, result: TuneResult, finalists: list[dict], options: Tun
     heuristic = result.heuristic_config
     candidates = [("heuristic", heuristic)]
     candidates += [("tuned", c) for c in finalists if config_key(c) != config_key(heuristic)]
-    timings = []
+    ready = []
     for source, config in candidates:
         try:
-            timings.append((measure(wl, config, options, timing.FINAL_TIMING), source, config))
+            with _as_trial_error():
+                run = _compiled_run(wl, config, options)
+                with _locked(wl, options.trial_timeout_s):
+                    wl.check(run)
+            ready.append((source, config, run))
         except TrialError as e:
             result.error = f"{source} config failed in the final measurement: {e}"
+    times: list[float] = []
+    limit = options.trial_timeout_s and options.trial_timeout_s * len(ready)
+    try:
+        with _as_trial_error(), _locked(wl, limit):
+            times = timing.interleaved_ms([run for *_, run in ready], len(wl.sets), wl.device, timing.FINAL_TIMING)
+    except TrialError as e:
+        result.error = f"the final measurement failed: {e}"
+    timings = [
+        (_measurement(wl, config, ms), source, config)
+        for (source, config, _), ms in zip(ready, times)
+        if ms > 0 and math.isfinite(ms)
+    ]
     if timings and timings[0][1] == "heuristic":
         result.heuristic_ms, result.heuristic_gbps = timings[0][0].ms, timings[0][0].gbps
     if timings:
