@@ -158,10 +158,19 @@ def interleave_eager(samplers: list[tuple[dict, Callable[[bool], float]]], round
             results.set_times(record, statistics.median(got), record["graph_us"])
 
 
-def measure_host(record: dict, step: Callable, sets: list[InputSet], settings: Settings) -> None:
+def measure_host(record: dict, step: Callable, sets: list[InputSet], settings: Settings) -> Callable[[bool], float]:
+    """The host-time sampler: one batch of back-to-back calls per round, the rounds taken
+    in turn across the providers like the eager ones (``interleave_eager``). Taken one
+    provider after the other, a slow minute of the lent host fell on one of them: the
+    LayerNorm fwd+bwd rows moved 1-9% against torch between runs (bench/NOTES.md Next 6)."""
     on_gpu = settings.device.startswith("cuda")
     calls = timing.HOST_CALLS if on_gpu else 3  # CPU smoke runs: a few calls are enough
-    results.set_times(record, timing.host_us(step, sets[0], settings.device, calls=calls), None)
+    record["graph_us"] = None
+
+    def sample(first: bool) -> float:
+        return timing.host_us(step, sets[0], settings.device, calls=calls, repeats=1, warmup=20 if first else 2)
+
+    return sample
 
 
 def describe(e: BaseException) -> str:
@@ -397,7 +406,7 @@ def run_settings(args: argparse.Namespace, skipped: dict[str, str]) -> dict:
             "each a triton.testing.do_bench median (L2 flushed per call, inputs rotated)"
         ),
         "graph_timer": "CUDA graph of whole cycles over the rotated input sets, median replay / calls",
-        "host_timer": "wall clock, back-to-back calls on one input set, no flush, median of 5 x 200",
+        "host_timer": "wall clock, back-to-back calls on one input set, no flush, median of 5 rounds of 200 calls taken in turn across the providers",
         "fwd_inputs_require_grad": False,
         "time_budget_s": args.time_budget,
     }

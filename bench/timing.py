@@ -28,7 +28,7 @@ from tuning.timing import capture_graph, replays_ms
 GRAPH_MIN_CALLS = 20  # steps per captured graph: launch cost of a replay shared by these
 GRAPH_TARGET_MS = 40.0  # total replay time to measure, split in replays
 GRAPH_MAX_REPLAYS = 50
-HOST_CALLS = 200  # back-to-back calls per host-overhead sample (5 samples, median)
+HOST_CALLS = 200  # back-to-back calls per host-overhead sample (one per round, median of the rounds)
 
 
 def _cycle(step: Callable, sets: Sequence) -> Callable[[], None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -519,3 +520,20 @@ def test_gpu_quick_run(tmp_path):
     assert main(argv) == 0
     doc = results.load_json(next(tmp_path.glob("*.json")))
     assert all(r["ok"] and r["graph_us"] for r in doc["records"]), doc["records"]
+
+
+def test_cpu_host_section_takes_rounds_in_turn(tmp_path):
+    """The host section times each provider in rounds taken in turn: every record holds
+    one sample per round, and its time is their median."""
+    argv = [
+        "--device", "cpu", "--ops", "rms_norm", "--providers", "tilenorm,torch", "--host-only",
+        "--quick", "--out", str(tmp_path),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    doc = results.load_json(next(tmp_path.glob("*.json")))
+    host = [r for r in doc["records"] if r["op"].endswith("_host")]
+    assert {r["provider"] for r in host} == {"tilenorm", "torch"} and len(host) == 2 * 2 * 2
+    for r in host:
+        assert r["ok"], r["error"]
+        assert len(r["eager_samples_us"]) == 5 and all(v > 0 for v in r["eager_samples_us"])
+        assert r["us"] == pytest.approx(statistics.median(r["eager_samples_us"]), rel=1e-2)
