@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from tuning import timing, tuner
 from tuning.space import SearchSpace
-from tuning.workload import Task, TrialError, Workload
+from tuning.workload import EPS, Task, TrialError, Workload
 
 CPU = torch.device("cpu")
 
@@ -103,6 +103,26 @@ def test_a_trial_past_its_timeout_fails(tmp_path: Path) -> None:
         tuner.measure(wl, wl.heuristic_config(), tuner.TuneOptions(trial_timeout_s=1e-3), timing.TRIAL_TIMING)
     # The alarm is gone afterwards: a normal measurement still works.
     assert tuner.measure(wl, wl.heuristic_config(), tuner.TuneOptions(), timing.TRIAL_TIMING).ms > 0
+
+
+@pytest.mark.parametrize(("kernel", "mode"), [("add_rms_norm", "fwd"), ("layer_norm", "infer"), ("gated_rms_norm", "bwd")])
+def test_input_sets_rotate_inputs_and_share_outputs(kernel: str, mode: str) -> None:
+    """Each set has inputs of its own and writes the same output buffers, as the
+    benchmark's calls do; a run on set 1 writes the right values there too."""
+    wl = Workload(Task(kernel, mode, 4, 32, "float32"), CPU, n_sets=3)
+    inputs = ("x", "residual", "z") if mode != "bwd" else ("dy", "x", "z", "dh")
+    outputs = ("out", "h_out", "mean", "rstd") if mode != "bwd" else ("dx", "dz")
+    a, b = wl.sets[0], wl.sets[1]
+    assert [n for n in inputs if a[n] is not None and a[n].data_ptr() == b[n].data_ptr()] == []
+    assert all(a[n] is b[n] for n in outputs)
+    assert [n for n in outputs if a[n] is not None], "some output is shared"
+    run = wl.runner(wl.heuristic_config())
+    run(1)
+    if mode != "bwd":
+        h = b["x"] + b["residual"] if b["residual"] is not None else b["x"]
+        want = torch.nn.functional.rms_norm(h.view(4, 32), (32,), wl.weight.view(-1), EPS) if wl.variant.rms else (
+            torch.nn.functional.layer_norm(h.view(4, 32), (32,), wl.weight.view(-1), wl.bias.view(-1), EPS))
+        torch.testing.assert_close(b["out"].view(4, 32), want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["fwd", "infer", "bwd"])
