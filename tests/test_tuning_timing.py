@@ -96,7 +96,11 @@ def test_gpu_interleaved_timing_ranks_copies_by_size_and_falls_back() -> None:
     given; a call that syncs is timed eagerly among captured ones."""
     device = torch.device("cuda", 0)
     sets = 2
-    src = [torch.randn(16 << 20, device=device) for _ in range(sets)]  # 64 MiB each
+    # A generator of its own: a capture that failed (an earlier test's sync) leaves the
+    # default CUDA generator refusing to draw outside a graph ("Offset increment outside
+    # graph capture"); the tuner's workloads draw from their own generators too.
+    gen = torch.Generator(device=device).manual_seed(0)
+    src = [torch.randn(16 << 20, device=device, generator=gen) for _ in range(sets)]  # 64 MiB each
     dst = [torch.empty_like(s) for s in src]
     quarter = (4 << 20)
 
