@@ -31,7 +31,7 @@ import helion.language as hl
 
 from kernels import launch
 from kernels.launch import Variant
-from tuning import timing
+from row_group_probe import checked_gbps, gbps  # the sibling probe's harness (run from this folder)
 
 
 def sibling_bwd(
@@ -191,11 +191,6 @@ class Sibling:
         launch._reduce_into(self.part, self.dw, self.db)
 
 
-def gbps(sched, m: int, k: int) -> float:
-    ms = timing.time_ms(sched, len(sched.sets), sched.part.device)
-    return 3 * m * k * 2 / ms / 1e6
-
-
 def check_cpu() -> None:
     """Interpreter check of the kernel against a float64 reference (TRITON_INTERPRET=1)."""
     for rms in (True, False):
@@ -240,18 +235,8 @@ def main() -> None:
             if time.perf_counter() > stop:
                 print("budget spent", flush=True)
                 break
-            try:
-                sched = Sibling(variant, sets, m, k, config)
-                sched(0)
-                torch.cuda.synchronize()
-                errs = [(got.float() - ref.float()).abs().max().item() / max(ref.float().abs().max().item(), 1e-6)
-                        for got, ref in zip((sets[0]["dx"], sched.dw, sched.db), want) if ref is not None]  # fmt: skip
-                if max(errs) > 2e-2:
-                    print(f"  {config}: WRONG (relative error {max(errs):.3g})", flush=True)
-                    continue
-                got = gbps(sched, m, k)
-            except Exception as e:  # noqa: BLE001
-                print(f"  {config}: FAIL {str(e)[:160]}", flush=True)
+            got = checked_gbps(lambda: Sibling(variant, sets, m, k, config), want, m, k, str(config))
+            if got is None:
                 continue
             best = max(best, (got, config), key=lambda t: t[0])
             mb, lanes, tile, _ = config["block_sizes"]

@@ -116,6 +116,25 @@ def gbps(sched: Schedule, m: int, k: int) -> float:
     return 3 * m * k * 2 / ms / 1e6
 
 
+def checked_gbps(build, want: tuple, m: int, k: int, label: str) -> float | None:  # noqa: ANN001
+    """GB/s (bf16, bwd byte model) of the schedule ``build()`` makes, after checking its dx,
+    dW and dB on set 0 against ``want`` (relative error 2e-2); None, with a line saying why,
+    if it is wrong or fails."""
+    try:
+        sched = build()
+        sched(0)
+        torch.cuda.synchronize()
+        errs = [(got.float() - ref.float()).abs().max().item() / max(ref.float().abs().max().item(), 1e-6)
+                for got, ref in zip((sched.sets[0]["dx"], sched.dw, sched.db), want) if ref is not None]  # fmt: skip
+        if max(errs) > 2e-2:
+            print(f"  {label}: WRONG (relative error {max(errs):.3g})", flush=True)
+            return None
+        return gbps(sched, m, k)
+    except Exception as e:  # noqa: BLE001
+        print(f"  {label}: FAIL {str(e)[:160]}", flush=True)
+        return None
+
+
 def main() -> None:
     budget = float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 1e9
     start = time.perf_counter()
@@ -134,18 +153,8 @@ def main() -> None:
             if time.perf_counter() - start > budget:
                 print("budget spent", flush=True)
                 return
-            try:
-                sched = Schedule(variant, sets, m, k, rows, config)
-                sched(0)
-                torch.cuda.synchronize()
-                errs = [(got.float() - ref.float()).abs().max().item() / max(ref.float().abs().max().item(), 1e-6)
-                        for got, ref in zip((sets[0]["dx"], sched.dw, sched.db), want) if ref is not None]  # fmt: skip
-                if max(errs) > 2e-2:
-                    print(f"  R={rows} {config}: WRONG (relative error {max(errs):.3g})", flush=True)
-                    continue
-                got = gbps(sched, m, k)
-            except Exception as e:  # noqa: BLE001
-                print(f"  R={rows} {config}: FAIL {str(e)[:100]}", flush=True)
+            got = checked_gbps(lambda: Schedule(variant, sets, m, k, rows, config), want, m, k, f"R={rows} {config}")
+            if got is None:
                 continue
             best = max(best, (got, config), key=lambda t: t[0])
             mb, _, tile, inner = config["block_sizes"]
