@@ -162,7 +162,8 @@ def measure_host(record: dict, step: Callable, sets: list[InputSet], settings: S
     """The host-time sampler: one batch of back-to-back calls per round, the rounds taken
     in turn across the providers like the eager ones (``interleave_eager``). Taken one
     provider after the other, a slow minute of the lent host fell on one of them: the
-    LayerNorm fwd+bwd rows moved 1-9% against torch between runs (bench/NOTES.md Next 6)."""
+    LayerNorm fwd+bwd rows moved 1-9% against torch between runs (bench/NOTES.md, stop 22's
+    Next 6)."""
     on_gpu = settings.device.startswith("cuda")
     calls = timing.HOST_CALLS if on_gpu else 3  # CPU smoke runs: a few calls are enough
     record["graph_us"] = None

@@ -201,7 +201,7 @@ class Workload:
         return {"dy": self._x3(), "x": x, "z": z, "mean": mean, "rstd": rstd, "dh": self._x3() if v.residual else None}
 
     def _make_outputs(self) -> dict:
-        """The outputs, one set of them for every input set: the benchmark's calls (and a
+        """One set of outputs, shared by every input set: the benchmark's calls (and a
         model's) write buffers that the allocator hands back call after call. Outputs per
         input set made every call write fresh lines: on inputs of a few MB that timed
         configs 15-20% below the benchmark and ranked them apart (RMSNorm bf16 2048x1024
