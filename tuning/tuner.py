@@ -249,11 +249,9 @@ def measure(wl: Workload, config: dict, options: TuneOptions, timing_spec: timin
     the check's kernels and the timing run under it, so nothing else runs on the GPU
     while a config is timed.
     """
-    with _as_trial_error():
-        run = _compiled_run(wl, config, options)
-        with _locked(wl, options.trial_timeout_s):
-            wl.check(run)
-            ms = timing.time_ms(run, len(wl.sets), wl.device, timing_spec, warm=False)  # check() ran it
+    run = _checked_run(wl, config, options)
+    with _as_trial_error(), _locked(wl, options.trial_timeout_s):
+        ms = timing.time_ms(run, len(wl.sets), wl.device, timing_spec, warm=False)  # check() ran it
     return _measurement(wl, config, ms)
 
 
@@ -268,14 +266,18 @@ def _as_trial_error() -> Iterator[None]:
         raise TrialError(f"run: {type(e).__name__}: {e}") from e
 
 
-def _compiled_run(wl: Workload, config: dict, options: TuneOptions):  # noqa: ANN202
-    """run(i) of ``config``, compiled and launched once (outside the device lock)."""
-    started = time.monotonic()
-    with _time_limit(options.trial_timeout_s):
-        run = wl.runner(config)
-        if wl.device.type == "cuda":
-            _first_launch(wl, run)
-    PHASES["compile_s"] += time.monotonic() - started
+def _checked_run(wl: Workload, config: dict, options: TuneOptions):  # noqa: ANN202
+    """run(i) of ``config``: compiled and launched once outside the device lock, then
+    checked against the reference under it; TrialError if it is unusable."""
+    with _as_trial_error():
+        started = time.monotonic()
+        with _time_limit(options.trial_timeout_s):
+            run = wl.runner(config)
+            if wl.device.type == "cuda":
+                _first_launch(wl, run)
+        PHASES["compile_s"] += time.monotonic() - started
+        with _locked(wl, options.trial_timeout_s):
+            wl.check(run)
     return run
 
 
@@ -536,11 +538,7 @@ def _final(wl: Workload, result: TuneResult, finalists: list[dict], options: Tun
     ready = []
     for source, config in candidates:
         try:
-            with _as_trial_error():
-                run = _compiled_run(wl, config, options)
-                with _locked(wl, options.trial_timeout_s):
-                    wl.check(run)
-            ready.append((source, config, run))
+            ready.append((source, config, _checked_run(wl, config, options)))
         except TrialError as e:
             result.error = f"{source} config failed in the final measurement: {e}"
     times: list[float] = []

@@ -31,7 +31,7 @@ import helion.language as hl
 
 from kernels import launch
 from kernels.launch import Variant
-from row_group_probe import checked_gbps, gbps  # the sibling probe's harness (run from this folder)
+from row_group_probe import Schedule, compare, make_set  # the sibling probe's harness (run from this folder)
 
 
 def sibling_bwd(
@@ -112,64 +112,6 @@ def configs(k: int):
                "range_num_stages": [0, row_st, chunk_st]}  # fmt: skip
 
 
-def make_set(rms: bool, m: int, k: int, dev: torch.device, seed: int) -> dict:
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    x = (torch.randn(m, k, generator=gen) * 2 + 0.5).to(torch.bfloat16).to(dev)
-    dy = torch.randn(m, k, generator=gen).to(torch.bfloat16).to(dev)
-    w = (torch.randn(k, generator=gen) * 0.3 + 1).to(torch.bfloat16).to(dev)
-    b = None if rms else (torch.randn(k, generator=gen) * 0.3).to(torch.bfloat16).to(dev)
-    xf = x.float()
-    mean = None if rms else xf.mean(-1)
-    centered = xf if rms else xf - mean[:, None]
-    rstd = torch.rsqrt(centered.pow(2).mean(-1) + 1e-5)
-    return {"x": x, "dy": dy, "w": w, "b": b, "mean": mean, "rstd": rstd, "dx": torch.empty_like(x),
-            "coef": torch.empty((2, m, 1), dtype=torch.float32, device=dev)}  # fmt: skip
-
-
-class Shipped:
-    """The shipped backward: its cached schedule (fused or split), then the reduce."""
-
-    def __init__(self, variant: Variant, sets: list[dict], m: int, k: int, config: dict) -> None:
-        self.variant, self.sets, self.config = variant, sets, config
-        self.m_block = config["block_sizes"][0]
-        self.split = config["block_sizes"][2] < k
-        n_params = 1 if variant.rms else 2
-        dev = sets[0]["x"].device
-        self.part = torch.empty((-(-m // self.m_block), n_params, 1, k), dtype=torch.float32, device=dev)
-        self.dw = torch.empty(k, dtype=torch.float32, device=dev)
-        self.db = None if variant.rms else torch.empty_like(self.dw)
-        s = sets[0]
-        if self.split:
-            bound = launch._kernels(False)["bwd_coef"].bind(self._coef_args(s))
-            from kernels import heuristics
-
-            self.coef_fn = bound.compile_config(launch._fit(heuristics.coef_config(m, k, 1, 132), bound))
-        bound = launch._kernels(False)["bwd"].bind(self._main_args(s))
-        self.main_fn = bound.compile_config(launch._fit(config, bound))
-
-    def _v(self, s: dict) -> tuple:
-        m, k = s["x"].shape
-        mean = None if s["mean"] is None else s["mean"].view(m, 1)
-        return s["dy"].view(m, 1, k), s["x"].view(m, 1, k), s["w"].view(1, k), None if s["b"] is None else s["b"].view(1, k), mean, s["rstd"].view(m, 1)
-
-    def _coef_args(self, s: dict) -> tuple:
-        dy, x, w, b, mean, rstd = self._v(s)
-        return (dy, x, None, w, b, mean, rstd, s["coef"], 0.0, self.variant.rms, self.variant.gate)
-
-    def _main_args(self, s: dict) -> tuple:
-        dy, x, w, b, mean, rstd = self._v(s)
-        m, k = s["x"].shape
-        return launch._bwd_args(self.variant, dy, x, None, w, b, mean, rstd, s["coef"] if self.split else None,
-                                None, s["dx"].view(m, 1, k), None, self.part, True, 0.0)  # fmt: skip
-
-    def __call__(self, i: int) -> None:
-        s = self.sets[i]
-        if self.split:
-            self.coef_fn(*self._coef_args(s))
-        self.main_fn(*self._main_args(s))
-        launch._reduce_into(self.part, self.dw, self.db)
-
-
 class Sibling:
     def __init__(self, variant: Variant, sets: list[dict], m: int, k: int, config: dict) -> None:
         self.variant, self.sets = variant, sets
@@ -183,8 +125,12 @@ class Sibling:
         self.fn = bound.compile_config(launch._fit(config, bound))
 
     def _args(self, s: dict) -> tuple:
+        """The row-group probe's [M, 1, K] set as this kernel's [M, K] arguments."""
+        m, _, k = s["x"].shape
         db_part = None if self.variant.rms else self.part[:, 1, 0]
-        return (s["dy"], s["x"], s["w"], s["mean"], s["rstd"], s["dx"], self.part[:, 0, 0], db_part, self.variant.rms)
+        mean = None if s["mean"] is None else s["mean"].view(m)
+        return (s["dy"].view(m, k), s["x"].view(m, k), s["w"].view(k), mean, s["rstd"].view(m), s["dx"].view(m, k),
+                self.part[:, 0, 0], db_part, self.variant.rms)  # fmt: skip
 
     def __call__(self, i: int) -> None:
         self.fn(*self._args(self.sets[i]))
@@ -193,23 +139,20 @@ class Sibling:
 
 def check_cpu() -> None:
     """Interpreter check of the kernel against a float64 reference (TRITON_INTERPRET=1)."""
+    m, k = 6, 128
     for rms in (True, False):
-        m, k = 6, 128
         s = make_set(rms, m, k, torch.device("cpu"), 0)
-        part = torch.zeros((3, 2, k))
-        cfg = {"block_sizes": [2, 32, 64, 1], "num_warps": 4, "num_stages": 1}
-        bound = KERNEL.bind((s["dy"], s["x"], s["w"], s["mean"], s["rstd"], s["dx"], part[:, 0], None if rms else part[:, 1], rms))
-        print(bound.config_spec.default_config())
-        fn = bound.compile_config(launch._fit(cfg, bound))
-        fn(s["dy"], s["x"], s["w"], s["mean"], s["rstd"], s["dx"], part[:, 0], None if rms else part[:, 1], rms)
-        x = s["x"].double().requires_grad_()
-        w = s["w"].double().requires_grad_()
-        b = None if rms else s["b"].double().requires_grad_()
+        sched = Sibling(Variant(rms=rms), [s], m, k, {"block_sizes": [2, 32, 64, 1], "num_warps": 4, "num_stages": 1})
+        sched.fn(*sched._args(s))
+        x = s["x"].view(m, k).double().requires_grad_()
+        w = s["w"].view(k).double().requires_grad_()
+        b = None if rms else s["b"].view(k).double().requires_grad_()
         y = torch.nn.functional.rms_norm(x, (k,), w, 1e-5) if rms else torch.nn.functional.layer_norm(x, (k,), w, b, 1e-5)
-        y.backward(s["dy"].double())
-        print("rms" if rms else "ln", "dx err", (s["dx"].double() - x.grad).abs().max().item(),
-              "dw err", (part[:, 0].sum(0).double() - w.grad).abs().max().item(),
-              "db err", None if rms else (part[:, 1].sum(0).double() - b.grad).abs().max().item())
+        y.backward(s["dy"].view(m, k).double())
+        part = sched.part.sum(0)[:, 0].double()
+        print("rms" if rms else "ln", "dx err", (s["dx"].view(m, k).double() - x.grad).abs().max().item(),
+              "dw err", (part[0] - w.grad).abs().max().item(),
+              "db err", None if rms else (part[1] - b.grad).abs().max().item())
 
 
 def main() -> None:
@@ -220,28 +163,20 @@ def main() -> None:
     start = time.perf_counter()
     dev = torch.device("cuda")
     for number, (kernel, m, k) in enumerate(SHAPES):
-        stop = start + budget * (number + 1) / len(SHAPES)
         variant = Variant(rms=kernel == "rms_norm")
         sets = [make_set(variant.rms, m, k, dev, seed) for seed in (0, 1)]
         shipped_config = launch.choose_config(kernel, "bwd", m, k, 1, torch.bfloat16, dev)
-        shipped = Shipped(variant, sets, m, k, shipped_config)
-        shipped(0)
-        torch.cuda.synchronize()
-        want = (sets[0]["dx"].clone(), shipped.dw.clone(), None if shipped.db is None else shipped.db.clone())
-        base = gbps(shipped, m, k)
-        print(f"{kernel} {m}x{k} shipped {base:6.0f} GB/s  {shipped_config}", flush=True)
-        best = (0.0, None)
-        for config in configs(k):
-            if time.perf_counter() > stop:
-                print("budget spent", flush=True)
-                break
-            got = checked_gbps(lambda: Sibling(variant, sets, m, k, config), want, m, k, str(config))
-            if got is None:
-                continue
-            best = max(best, (got, config), key=lambda t: t[0])
-            mb, lanes, tile, _ = config["block_sizes"]
-            print(f"  G={k // tile} m_block={mb:3d} lanes={lanes:5d} w={config['num_warps']:2d} st={config['range_num_stages'][1:]}: {got:6.0f} GB/s ({got / base:.2f}x)", flush=True)
-        print(f"{kernel} {m}x{k}: best sibling {best[0]:.0f} GB/s ({best[0] / base:.2f}x shipped) {best[1]}", flush=True)
+
+        def candidates():  # noqa: ANN202
+            for config in configs(k):
+                mb, lanes, tile, _ = config["block_sizes"]
+                label = (f"G={k // tile} m_block={mb:3d} lanes={lanes:5d} w={config['num_warps']:2d} "
+                         f"st={config['range_num_stages'][1:]}")  # fmt: skip
+                yield label, config, lambda config=config: Sibling(variant, sets, m, k, config)
+
+        shipped = Schedule(variant, sets, m, k, m, shipped_config)
+        compare(f"{kernel} {m}x{k} ({shipped_config})", shipped, candidates(), m, k,
+                start + budget * (number + 1) / len(SHAPES))
 
 
 if __name__ == "__main__":

@@ -76,11 +76,14 @@ def compiled(name: str, args: tuple, config: dict):  # noqa: ANN201
 
 
 class Schedule:
-    """Coefficients then main kernel per group of ``rows`` rows (rows = M: the shipped one)."""
+    """Coefficients then main kernel per group of ``rows`` rows (rows = M: the shipped one;
+    a main config whose channel tile spans the row is the fused schedule, with no
+    coefficients kernel)."""
 
     def __init__(self, variant: Variant, sets: list[dict], m: int, k: int, rows: int, main_config: dict) -> None:
         self.variant, self.sets, self.m, self.k, self.rows = variant, sets, m, k, rows
         self.m_block = main_config["block_sizes"][0]
+        self.split = main_config["block_sizes"][2] < k
         n_params = 1 if variant.rms else 2
         self.part = torch.empty((-(-m // self.m_block), n_params, 1, k), dtype=torch.float32, device=sets[0]["x"].device)
         self.dw = torch.empty(k, dtype=torch.float32, device=self.part.device)
@@ -98,7 +101,8 @@ class Schedule:
         mean = None if s["mean"] is None else s["mean"][g]
         p1 = p0 + -(-(g.stop - g.start) // self.m_block)
         return launch._bwd_args(
-            self.variant, s["dy"][g], s["x"][g], None, s["w"], s["b"], mean, s["rstd"][g], s["coef"][:, g],
+            self.variant, s["dy"][g], s["x"][g], None, s["w"], s["b"], mean, s["rstd"][g],
+            s["coef"][:, g] if self.split else None,
             None, s["dx"][g], None, self.part[p0:p1], True, 0.0,
         )  # fmt: skip
 
@@ -106,7 +110,8 @@ class Schedule:
         s = self.sets[i]
         for r0 in range(0, self.m, self.rows):
             g = slice(r0, min(self.m, r0 + self.rows))
-            self.coef_fn(*self._coef_args(s, g))
+            if self.split:
+                self.coef_fn(*self._coef_args(s, g))
             self.main_fn(*self._main_args(s, g, r0 // self.m_block))
         launch._reduce_into(self.part, self.dw, self.db)
 
@@ -135,31 +140,48 @@ def checked_gbps(build, want: tuple, m: int, k: int, label: str) -> float | None
         return None
 
 
+def compare(title: str, shipped, candidates, m: int, k: int, stop: float) -> bool:  # noqa: ANN001
+    """Time the shipped schedule, then each (label, config, build) of ``candidates`` against
+    it, checked against its results, until ``stop`` (a perf_counter time); prints a line
+    per candidate and the best. False when the budget ran out."""
+    shipped(0)
+    torch.cuda.synchronize()
+    sets = shipped.sets
+    want = (sets[0]["dx"].clone(), shipped.dw.clone(), None if shipped.db is None else shipped.db.clone())
+    base = gbps(shipped, m, k)
+    print(f"{title} shipped {base:6.0f} GB/s", flush=True)
+    best = (0.0, None)
+    for label, config, build in candidates:
+        if time.perf_counter() > stop:
+            print("budget spent", flush=True)
+            return False
+        got = checked_gbps(build, want, m, k, f"{label} {config}")
+        if got is None:
+            continue
+        best = max(best, (got, config), key=lambda t: t[0])
+        print(f"  {label}: {got:6.0f} GB/s ({got / base:.2f}x)", flush=True)
+    print(f"{title}: best {best[0]:.0f} GB/s ({best[0] / base:.2f}x shipped) {best[1]}", flush=True)
+    return True
+
+
 def main() -> None:
     budget = float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 1e9
-    start = time.perf_counter()
+    stop = time.perf_counter() + budget
     dev = torch.device("cuda")
     for kernel, m, k in SHAPES:
         variant = Variant(rms=kernel == "rms_norm")
         sets = [make_set(variant.rms, m, k, dev, seed) for seed in (0, 1)]
         shipped_config = launch.choose_config(kernel, "bwd", m, k, 1, torch.bfloat16, dev)
+
+        def candidates():  # noqa: ANN202
+            for rows, config in group_configs(k):
+                mb, _, tile, inner = config["block_sizes"]
+                label = f"R={rows:4d} m_block={mb:3d} tile={tile:5d} in={inner} w={config['num_warps']}"
+                yield label, config, lambda rows=rows, config=config: Schedule(variant, sets, m, k, rows, config)
+
         shipped = Schedule(variant, sets, m, k, m, shipped_config)
-        shipped(0)
-        want = (sets[0]["dx"].clone(), shipped.dw.clone(), None if shipped.db is None else shipped.db.clone())
-        base = gbps(shipped, m, k)
-        print(f"{kernel} {m}x{k} shipped {base:6.0f} GB/s  {shipped_config}", flush=True)
-        best = (0.0, None)
-        for rows, config in group_configs(k):
-            if time.perf_counter() - start > budget:
-                print("budget spent", flush=True)
-                return
-            got = checked_gbps(lambda: Schedule(variant, sets, m, k, rows, config), want, m, k, f"R={rows} {config}")
-            if got is None:
-                continue
-            best = max(best, (got, config), key=lambda t: t[0])
-            mb, _, tile, inner = config["block_sizes"]
-            print(f"  R={rows:4d} m_block={mb:3d} tile={tile:5d} in={inner} w={config['num_warps']}: {got:6.0f} GB/s ({got / base:.2f}x)", flush=True)
-        print(f"{kernel} {m}x{k}: best grouped {best[0]:.0f} GB/s ({best[0] / base:.2f}x shipped) {best[1]}", flush=True)
+        if not compare(f"{kernel} {m}x{k} ({shipped_config})", shipped, candidates(), m, k, stop):
+            return
 
 
 if __name__ == "__main__":
