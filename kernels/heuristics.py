@@ -100,12 +100,11 @@ def bwd_config(m: int, k: int, g: int, num_sms: int) -> dict:
     }
 
 
-def bwd_row_order(k: int) -> str:
-    """The order of LayerNorm's row sums in the fused backward (``norm_bwd``'s
-    ``row_order``): both sums before either is used ("sums_first") on rows held in
-    registers wider than 8192 channels, where the other order spills (H200 bf16, NOTES
-    attempts 31-32); "interleaved" below."""
-    return "sums_first" if next_pow2(k) > ROW_SUMS_INTERLEAVED_UP_TO else "interleaved"
+def bwd_sums_first(k: int) -> bool:
+    """Whether LayerNorm's fused backward takes both row sums before using either
+    (``norm_bwd``'s ``sums_first``): on rows held in registers wider than 8192 channels,
+    where the other order spills (H200 bf16, NOTES attempts 31-32)."""
+    return next_pow2(k) > ROW_SUMS_INTERLEAVED_UP_TO
 
 
 def coef_config(m: int, k: int, g: int, num_sms: int) -> dict:

@@ -670,7 +670,7 @@ def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, par
             db_part = part[:, -1]
     return (
         dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part,
-        offset, variant.rms, variant.gate, heuristics.bwd_row_order(x.size(-1)),
+        offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)),
     )  # fmt: skip
 
 

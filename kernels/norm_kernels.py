@@ -380,7 +380,7 @@ def norm_bwd(
     offset: float,
     rms: hl.constexpr,
     gate: hl.constexpr,
-    row_order: hl.constexpr,
+    sums_first: hl.constexpr,
 ) -> torch.Tensor:
     """dx (and dz) for every row; per-program fp32 partial sums of dw and db.
 
@@ -452,38 +452,22 @@ def norm_bwd(
             dxhat = dyf
             if weight is not None:
                 dxhat = dyf * wf
-            # The order of the row sums (``row_order``, picked by ``launch._bwd_args`` from
-            # the row width). "interleaved": LayerNorm uses c2 before taking c1, the faster
-            # order on rows that fit (8192 wide: 0.7-3.4% ahead). "sums_first": both sums
-            # before either is used; otherwise Triton keeps du's first term live across the
-            # second reduction, which spills wide rows (bf16 4096x16384, 16 warps: 86 -> 20
-            # spilled registers, 1414 -> 2548 GB/s). "reload": as "sums_first", then x, dy
-            # and w are read again (L1/L2 hits) for du, so that only the dw/db accumulators
-            # stay live across the reductions (ungated fused rows only).
+            # LayerNorm's two row sums: ``sums_first`` takes both before either is used.
+            # Otherwise Triton keeps du's first term live across the second reduction,
+            # which spills wide rows (bf16 4096x16384, 16 warps: 86 -> 20 spilled
+            # registers, 1414 -> 2548 GB/s) but is the faster order on rows that fit
+            # (8192 wide: 0.7-3.4% ahead). ``launch._bwd_args`` picks it by width.
             if coef is None:
                 c2 = torch.sum(dxhat * xhat, dim=-1) * inv_k
-                if not rms and row_order != "interleaved":
+                if not rms and sums_first:
                     c1 = torch.sum(dxhat, dim=-1) * inv_k
             else:
                 c2 = coef[1, tile_m, tile_g]
                 if not rms:
                     c1 = coef[0, tile_m, tile_g]
-            if row_order == "reload" and coef is None and gate == "none":
-                # A mask that is true but for a NaN row (whose dx is NaN anyway) makes
-                # these loads differ from the first ones, which Triton would otherwise
-                # merge with them, keeping x, dy and w live after all.
-                again = (c2 == c2)[:, :, None]
-                xhat = hl.load(x, [tile_m, tile_g, tile_k], extra_mask=again).to(torch.float32)
-                if not rms:
-                    xhat = xhat - mean[tile_m, tile_g][:, :, None]
-                xhat = xhat * rs
-                dxhat = hl.load(dy, [tile_m, tile_g, tile_k], extra_mask=again).to(torch.float32)
-                if weight is not None:
-                    again_w = (torch.sum(c2, dim=0) == torch.sum(c2, dim=0))[:, None]
-                    dxhat = dxhat * (hl.load(weight, [tile_g, tile_k], extra_mask=again_w).to(torch.float32)[None, :, :] + offset)
             du = dxhat - xhat * c2[:, :, None]
             if not rms:
-                if coef is None and row_order == "interleaved":
+                if coef is None and not sums_first:
                     c1 = torch.sum(dxhat, dim=-1) * inv_k
                 du = du - c1[:, :, None]
             du = du * rs
