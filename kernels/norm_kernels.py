@@ -564,9 +564,14 @@ def make_kernels(ref: bool) -> dict[str, helion.Kernel]:
         from helion.runtime.ref_mode import RefMode
 
         settings["ref_mode"] = RefMode.EAGER
+    # The forwards once more, compiled per exact shape ("static" configs, see
+    # kernels.launch.fwd_kernel_name).
+    static = {**settings, "static_shapes": True}
     return {
         "fwd": helion.kernel(norm_fwd, **settings),
         "fwd_chunked": helion.kernel(norm_fwd_chunked, **settings),
+        "fwd_static": helion.kernel(norm_fwd, **static),
+        "fwd_chunked_static": helion.kernel(norm_fwd_chunked, **static),
         "bwd": helion.kernel(norm_bwd, **settings),
         "bwd_coef": helion.kernel(norm_bwd_coef, **settings),
         "reduce": helion.kernel(reduce_partials, **settings),

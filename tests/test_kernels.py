@@ -679,6 +679,33 @@ def test_layer_norm_backward_row_sum_order_is_fixed_at_compile_time():
     assert codes == {True: False, False: True}
 
 
+def test_static_configs_compile_for_their_shape_only(device, cached_config):
+    """A "static" forward entry runs the program compiled for that exact shape (M, the
+    strides and the grid constants) on that shape, and the program for any M on the
+    others; both match float64, a two-pass entry too."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    from kernels import launch
+
+    n = 4096
+    for config in (
+        {"block_sizes": [2, 1], "num_warps": 4, "num_stages": 1, "reduction_loops": [None], "static": True},
+        {"block_sizes": [1024, 2, 1], "num_warps": 4, "num_stages": 1, "static": True},
+    ):
+        cached_config("layer_norm", torch.float32, 6, n, config, mode="infer")
+        for m in (6, 5):
+            x = make((m, n), torch.float32, device, mean=30.0, std=0.5)
+            w = make((n,), torch.float32, device, mean=1.0, std=0.5)
+            b = make((n,), torch.float32, device, std=0.5)
+            with torch.no_grad():
+                out = kernels.layer_norm(x, w, b, 1e-5)
+            ref, _ = norm64(x.double(), w.double(), b.double(), eps=1e-5, rms=False)
+            assert_close("out", out, ref, F.layer_norm(x, (n,), w, b, 1e-5), torch.float32)
+            ran = [cfg for key, (_, cfg) in launch._compiled.items() if key[0] == "fwd" and key[2][0] == m]
+            assert len(ran) == 1 and bool(ran[0].get("static")) == (m == 6), (m, ran)
+            assert launch.fwd_kernel_name(ran[0]).endswith("_static") == (m == 6)
+
+
 def test_training_and_inference_forwards_take_their_own_entries(device, cached_config):
     """A call with grad (statistics saved) runs the ``fwd`` entry, one without grad the
     ``infer`` entry: the same config can run the two compiled programs at different speeds."""

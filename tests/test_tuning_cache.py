@@ -266,6 +266,31 @@ def test_fit_config() -> None:
     assert cache.fit_config(two_pass, "fwd", 1, 9000, 16384)["block_sizes"] == [4096, 1, 1], "rows <= M"
     whole = cache.fit_config(two_pass, "fwd", 4096, 4096, 16384)
     assert whole["block_sizes"] == [2, 1] and whole["reduction_loops"] == [None], "one chunk: whole row"
+    # A program compiled per shape is not carried to another shape.
+    static = {**two_pass, "static": True}
+    assert "static" not in cache.fit_config(static, "fwd", 4096, 16384, 16384), "another M"
+    assert "static" not in cache.fit_config(static, "fwd", 4096, 8192, 16384), "another N"
+    assert static["static"], "input untouched"
+
+
+def test_static_configs_survive_exact_lookups_only(tmp_path: Path) -> None:
+    """A "static" entry (compiled for its exact shape) is served as static for that shape,
+    for the other 16-bit dtype and for the inference forward of that shape, and without
+    "static" for any other shape it is the nearest entry of."""
+    config = {"block_sizes": [2, 1], "num_warps": 4, "static": True}
+    entry = {"kernel": "rms_norm", "mode": "fwd", "dtype": "bfloat16", "m": 4096, "n": 4096, "config": config,
+             "ms": 1.0, "gbps": 1.0, "trials": 1, "date": "2026-11-22T00:00:00Z", "versions": {}}  # fmt: skip
+    gpu = cache.gpu_model(CPU)
+    cache.write_entries(tmp_path / f"{gpu}.json", gpu, gpu, {cache.entry_key("rms_norm", "fwd", "bfloat16", 4096, 4096): entry})
+    cache.set_cache_path(tmp_path)
+    try:
+        for mode, dtype in (("fwd", torch.bfloat16), ("fwd", torch.float16), ("infer", torch.bfloat16)):
+            assert cache.lookup("rms_norm", mode, 4096, 4096, dtype, CPU) == config, (mode, dtype)
+        for m, n in ((4095, 4096), (8192, 4096), (4096, 5000)):
+            near = cache.lookup("rms_norm", "fwd", m, n, torch.bfloat16, CPU)
+            assert near is not None and "static" not in near, (m, n)
+    finally:
+        cache.set_cache_path(None)
 
 
 def test_lookup_is_a_dict_access(tuned: Path) -> None:

@@ -47,9 +47,12 @@ def _kernel_of(bound, wl, config: dict):  # noqa: ANN001, ANN202
 
 
 def _normalized(bound, config: dict) -> dict:
-    c = helion.Config(**config)
+    """Helion's normalization of ``config``; "static" (a key of ours, which picks the
+    kernel rather than configuring it) passes through."""
+    ours = {name: v for name, v in config.items() if name == "static"}
+    c = helion.Config(**{name: v for name, v in config.items() if name != "static"})
     bound.config_spec.normalize(c)
-    return dict(c.config)
+    return {**dict(c.config), **ours}
 
 
 def _assert_normalizes_unchanged(bound, config: dict) -> None:
@@ -134,10 +137,10 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
     two_pass = {"rows_log2": 1, "chunk_log2": 11, "two_pass": True, "warps_log2": 3, "stages": 2}
     config = ln_wide.to_config(two_pass)
     assert config["block_sizes"] == [2048, 2, 1] and "reduction_loops" not in config
-    assert ln_wide.from_config(config) == {**two_pass, "eviction": "", "pid_type": "flat"}
+    assert ln_wide.from_config(config) == {**two_pass, "eviction": "", "pid_type": "flat", "static": False}
     assert ln_wide.to_config({**two_pass, "two_pass": False})["reduction_loops"] == [2048]
     whole = {"rows_log2": 1, "chunk_log2": 12, "warps_log2": 3}
-    assert ln_wide.from_config(ln_wide.to_config(whole)) == {**whole, "eviction": "", "pid_type": "flat"}, (
+    assert ln_wide.from_config(ln_wide.to_config(whole)) == {**whole, "eviction": "", "pid_type": "flat", "static": False}, (
         "no two_pass without a chunk"
     )
     assert fwd_wide.from_config(config) is None, "a two-pass config is no point of RMSNorm's space"
@@ -146,8 +149,18 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
     last = ln_wide.to_config({**whole, "eviction": "last"})
     for n in (ln_wide.n_loads - 1, ln_wide.n_loads + 3):
         point = ln_wide.from_config({**last, "load_eviction_policies": ["last"] * n})
-        assert point == {**whole, "eviction": "last", "pid_type": "flat"}
+        assert point == {**whole, "eviction": "last", "pid_type": "flat", "static": False}
     assert ln_wide.from_config({**last, "load_eviction_policies": ["last", "first"]}) is None
+    # Compiled for the exact shape: a forward choice (our config key, not Helion's); the
+    # backward has none.
+    for key, (space, _, _) in spaces.items():
+        assert ("static" in space.by_name) == (key[1] == "fwd"), key
+    fixed = ln_wide.to_config({**two_pass, "static": True})
+    assert fixed == {**config, "static": True}
+    assert ln_wide.from_config(fixed) == {**two_pass, "eviction": "", "pid_type": "flat", "static": True}
+    assert "static" not in ln_wide.to_config({**two_pass, "static": False})
+    start = {**whole, "eviction": "", "pid_type": "flat", "static": False}
+    assert {**start, "static": True} in ln_wide.neighbours(start), "the local search flips it"
 
 
 def test_invalid_points_are_pruned(spaces: dict) -> None:
@@ -180,7 +193,7 @@ def test_neighbours_are_the_valid_points_one_step_away(spaces: dict) -> None:
     flipped, a named choice switched; parameters the step deactivates drop out, ones it
     activates start plain."""
     ln_wide = spaces[("add_layer_norm", "fwd", 32, 4096, "cpu")][0]
-    whole = {"rows_log2": 1, "chunk_log2": 12, "warps_log2": 3, "eviction": "", "pid_type": "flat"}
+    whole = {"rows_log2": 1, "chunk_log2": 12, "warps_log2": 3, "eviction": "", "pid_type": "flat", "static": False}
     got = ln_wide.neighbours(whole)
     expected = [
         {**whole, "rows_log2": 0},
@@ -191,10 +204,11 @@ def test_neighbours_are_the_valid_points_one_step_away(spaces: dict) -> None:
         {**whole, "eviction": "first"},
         {**whole, "eviction": "last"},
         {**whole, "pid_type": "xyz"},
+        {**whole, "static": True},
     ]
     assert sorted(map(_items, got)) == sorted(map(_items, expected))
     looped = {"rows_log2": 0, "chunk_log2": 11, "two_pass": True, "warps_log2": 3, "eviction": "", "stages": 2,
-              "pid_type": "flat"}  # fmt: skip
+              "pid_type": "flat", "static": False}  # fmt: skip
     got = ln_wide.neighbours(looped)
     assert {**looped, "two_pass": False} in got and {**looped, "stages": 1} in got and {**looped, "stages": 3} in got
     assert {k: v for k, v in looped.items() if k not in ("two_pass", "stages")} | {"chunk_log2": 12} in got, (
@@ -255,8 +269,13 @@ def test_sampled_configs_compile_and_compute_correctly(spaces: dict) -> None:
         # backward). Helion offers xyz only where the grid's size hints multiply to fewer
         # than 65535 programs: never for the backward of a real row (M x G x K).
         xyz = space.to_config({**two_pass, "pid_type": "xyz"})
-        assert space.from_config(xyz) == {**two_pass, "pid_type": "xyz", "eviction": ""}
+        assert space.from_config(xyz) == {**two_pass, "pid_type": "xyz", "eviction": "", "static": False}
         assert wl.check(wl.runner(xyz)) < 1e-4
+        # Compiled for the exact shape, both forwards (the tuner times what launch runs).
+        for point in (two_pass, {"rows_log2": 1, "warps_log2": 2}):
+            static = space.to_config({**point, "static": True})
+            assert launch.fwd_kernel_name(static).endswith("_static")
+            assert wl.check(wl.runner(static)) < 1e-4
         assert "pid_type" not in spaces[("rms_norm", "bwd", 64, 8192, "cpu")][0].by_name
         for mode in ("fwd", "bwd"):
             space, _, wl = spaces[("gated_rms_norm_grouped", mode, 16, 256, "cpu")]

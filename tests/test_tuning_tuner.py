@@ -39,8 +39,8 @@ def test_failing_configs_fail_their_trial_and_the_study_goes_on(tmp_path: Path) 
     # ("TODO: implement for other devices"): a real failure.
     space = SearchSpace.from_spec("fwd", 4, 32, wl.bound().config_spec, "cuda")
     persistent = {"rows_log2": 1, "warps_log2": 0, "eviction": "", "pid_type": "persistent_blocked",
-                  "sm_mult_log2": 0, "stages": 1}  # fmt: skip
-    flat = {"rows_log2": 2, "warps_log2": 0, "eviction": "", "pid_type": "flat"}
+                  "sm_mult_log2": 0, "static": False, "stages": 1}  # fmt: skip
+    flat = {"rows_log2": 2, "warps_log2": 0, "eviction": "", "pid_type": "flat", "static": False}
     study = _study(tmp_path)
     for point in (persistent, persistent, flat):
         study.enqueue_trial(point, user_attrs={"seed": "test"})
@@ -69,7 +69,9 @@ def test_local_search_measures_the_neighbours_of_the_fastest_configs_once(tmp_pa
     space = SearchSpace.from_spec("fwd", 8, 256, wl.bound().config_spec, "cpu")
     key = lambda point: tuner.config_key(space.to_config(point))  # noqa: E731
     study = _study(tmp_path)
-    best, second, third = ({"rows_log2": r, "warps_log2": 1, "eviction": "", "pid_type": "flat"} for r in (1, 3, 2))
+    best, second, third = (
+        {"rows_log2": r, "warps_log2": 1, "eviction": "", "pid_type": "flat", "static": False} for r in (1, 3, 2)
+    )
     # Nothing real is this fast: the starting points stay the fastest, one round only.
     for point, ms in ((third, 2e-3), (best, 1e-9), (second, 2e-9)):
         _add_trial(study, space.to_config(point), ms)
@@ -195,6 +197,9 @@ def test_studies_seed_their_incumbent_on_a_per_axis_grid(tmp_path: Path) -> None
     assert per_axis == {**seeds["heuristic"], "pid_type": "xyz"}
     assert space.from_config(per_axis) is not None, "the seed is a point of the space"
     assert wl.check(wl.runner(per_axis)) < 1e-4
+    # The incumbent compiled for the exact shape, too.
+    assert seeds["static"] == {**per_axis, "static": True}
+    assert wl.check(wl.runner(seeds["static"])) < 1e-4
     task = Task("rms_norm", "bwd", 64, 8192, "float32")
     wl = Workload(task, CPU)
     space = SearchSpace.from_spec("bwd", 64, 8192, wl.bound().config_spec, "cpu", wl.other_loads())

@@ -291,9 +291,12 @@ def fit_config(config: dict, mode: str, m: int, n: int, from_n: int) -> dict:
     inner]): a whole-row channel tile stays whole-row (the fused schedule) with inner
     rows scaled, a narrower one (the split schedule) stays as it is, capped at the row;
     inner stays <= m_block. The two-pass forward ([chunk, rows, group]) keeps its
-    chunk while the new row needs at least two of them, else becomes whole-row.
+    chunk while the new row needs at least two of them, else becomes whole-row. A
+    "static" config (compiled per shape) is fitted without it.
     """
-    fitted = dict(config)
+    # A static program is compiled per shape: for any other shape, the same config on
+    # the program that takes any M (see kernels.launch.fwd_kernel_name).
+    fitted = {name: v for name, v in config.items() if name != "static"}
     sizes = list(config["block_sizes"])
     width_factor = from_n / n
     rows_cap = _next_pow2(m)

@@ -305,7 +305,8 @@ class Workload:
     def runner(self, config: dict) -> Callable[[int], object]:
         """Compile ``config``; returns run(i) that runs it on input set i (bwd: and reduces dW/dB)."""
         try:
-            compiled = self.bound(config).compile_config(helion.Config(**config))
+            bound = self.bound(config)
+            compiled = bound.compile_config(launch._fit(config, bound))
         except TrialError:  # a timeout
             raise
         except Exception as e:  # Helion/Triton raise many types for a bad config
