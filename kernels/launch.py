@@ -140,7 +140,7 @@ def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     than the chunk made Triton's program 14x slower (H200, bf16 4096x16384: 1107 vs 76 us
     at the same config; the inference forward ran 71 us), for a reason not found.
     """
-    if not fwd_kernel_name(config).startswith("fwd_chunked"):
+    if len(config["block_sizes"]) != 3:  # norm_fwd's
         return args
     x, training = args[0], args[8] is not None  # args[8]: rstd_out, saved by the training forward
     k, chunk = x.shape[-1], config["block_sizes"][0]
@@ -159,7 +159,7 @@ def fwd_kernel_name(config: dict) -> str:
     shape it was tuned for (``tuning.cache.fit_config`` drops it for any other).
     """
     name = "fwd_chunked" if len(config["block_sizes"]) == 3 else "fwd"
-    return name + "_static" if config.get("static") else name
+    return name + "_static" if config.get(config_cache.STATIC) else name
 
 
 _compiled: dict[tuple, tuple[Callable, dict]] = {}
@@ -169,7 +169,7 @@ def _fit(config: dict, bound: helion.runtime.kernel.BoundKernel) -> helion.Confi
     """Cut the per-loop knobs to the loops this binding has: no reduction loop where a
     row is 1 element, say, and no pipelining where Helion does not offer it, so one
     config dict serves every hidden size."""
-    fitted = {name: v for name, v in config.items() if name != "static"}  # ours: the kernel choice
+    fitted = config_cache.without_static(config)  # ours: it chose the kernel, not Helion's config
     for knob in ("reduction_loops", "range_num_stages"):
         if fitted.get(knob) is not None:
             fitted[knob] = fitted[knob][: len(getattr(bound.config_spec, knob))]

@@ -9,6 +9,7 @@ import optuna
 import pytest
 import torch
 
+from tuning import cache
 from tuning.space import SPACE_KEYS, IntParam, SearchSpace, canonical, describe
 from tuning.workload import Task, Workload
 
@@ -49,8 +50,8 @@ def _kernel_of(bound, wl, config: dict):  # noqa: ANN001, ANN202
 def _normalized(bound, config: dict) -> dict:
     """Helion's normalization of ``config``; "static" (a key of ours, which picks the
     kernel rather than configuring it) passes through."""
-    ours = {name: v for name, v in config.items() if name == "static"}
-    c = helion.Config(**{name: v for name, v in config.items() if name != "static"})
+    ours = {name: v for name, v in config.items() if name == cache.STATIC}
+    c = helion.Config(**cache.without_static(config))
     bound.config_spec.normalize(c)
     return {**dict(c.config), **ours}
 

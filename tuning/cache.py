@@ -60,6 +60,15 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "configs"
 MAX_WIDTH_RATIO = 2.0
 
 FWD, INFER, BWD = "fwd", "infer", "bwd"
+
+# A forward config key of ours, not Helion's: compile the kernel for the exact shape of
+# the call (see kernels.launch.fwd_kernel_name). Served only for the shape it was tuned for.
+STATIC = "static"
+
+
+def without_static(config: dict) -> dict:
+    """``config`` without the STATIC key (what Helion sees; what another shape gets)."""
+    return {name: v for name, v in config.items() if name != STATIC}
 MODES = (FWD, INFER, BWD)
 
 
@@ -295,8 +304,8 @@ def fit_config(config: dict, mode: str, m: int, n: int, from_n: int) -> dict:
     "static" config (compiled per shape) is fitted without it.
     """
     # A static program is compiled per shape: for any other shape, the same config on
-    # the program that takes any M (see kernels.launch.fwd_kernel_name).
-    fitted = {name: v for name, v in config.items() if name != "static"}
+    # the program that takes any M.
+    fitted = without_static(config)
     sizes = list(config["block_sizes"])
     width_factor = from_n / n
     rows_cap = _next_pow2(m)

@@ -52,6 +52,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from tuning.cache import STATIC
+
 SPACE_VERSION = 6  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
@@ -147,7 +149,6 @@ class SearchSpace:
         chunked: bool = False,
         n_ranges: int = 0,
         row_range: int | None = None,
-        static: bool = False,
     ) -> None:
         if mode not in ("fwd", "bwd"):
             raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
@@ -163,7 +164,7 @@ class SearchSpace:
         # The config's range_num_stages list (one entry per device loop) and the entry
         # of the backward's row loop, when Helion offers the knob.
         self.n_ranges, self.row_range = n_ranges, row_range
-        self.static = static and mode == "fwd"
+        self.static = mode == "fwd"  # compile for the exact shape: a forward choice
         self.params = self._params(evictions, pid_types)
         self.by_name = {p.name: p for p in self.params}
 
@@ -196,7 +197,6 @@ class SearchSpace:
             chunked=chunked and mode == "fwd",
             n_ranges=len(spec.range_num_stages),
             row_range=row_range,
-            static=mode == "fwd",
         )  # fmt: skip
 
     # ------------------------------------------------------------------ parameters
@@ -373,7 +373,7 @@ class SearchSpace:
             if point.get("sm_mult_log2", 0):
                 config["num_sm_multiplier"] = 1 << point["sm_mult_log2"]
         if point.get("static", False):
-            config["static"] = True
+            config[STATIC] = True
         return config
 
     def from_config(self, config: dict) -> dict | None:
@@ -427,7 +427,7 @@ class SearchSpace:
         point["eviction"] = evictions.pop()
         point["pid_type"] = config.get("pid_type", "flat")
         point["sm_mult_log2"] = _exact_log2(config.get("num_sm_multiplier", 1))
-        point["static"] = bool(config.get("static", False))
+        point["static"] = bool(config.get(STATIC, False))
         return point
 
 
@@ -458,10 +458,10 @@ def _exact_log2(n: int) -> int:
 
 
 # The config fields this space decides; others (indexing, l2_groupings, ...) stay at
-# Helion's defaults. "static" is ours, not Helion's (see kernels.launch.fwd_kernel_name).
+# Helion's defaults. STATIC is ours, not Helion's (see kernels.launch.fwd_kernel_name).
 SPACE_KEYS = (
     "block_sizes", "reduction_loops", "num_warps", "num_stages",
-    "load_eviction_policies", "pid_type", "num_sm_multiplier", "range_num_stages", "static",
+    "load_eviction_policies", "pid_type", "num_sm_multiplier", "range_num_stages", STATIC,
 )  # fmt: skip
 
 
@@ -480,8 +480,8 @@ def canonical(config: dict, keys: tuple[str, ...] | None = None) -> dict:
         out.pop("num_sm_multiplier")
     if not any(out.get("range_num_stages") or []):
         out.pop("range_num_stages", None)
-    if not out.get("static", True):
-        out.pop("static")
+    if not out.get(STATIC, True):
+        out.pop(STATIC)
     return out
 
 
@@ -509,6 +509,6 @@ def describe(config: dict, mode: str) -> str:
         parts.append(f"{pid_type.replace('persistent_', 'p-')}x{config.get('num_sm_multiplier', 1)}")
     elif pid_type != "flat":
         parts.append(pid_type)
-    if config.get("static"):
+    if config.get(STATIC):
         parts.append("static")
     return " ".join(parts)
