@@ -34,6 +34,8 @@ def test_gpu_timing_is_kernel_time_and_falls_back_when_not_capturable() -> None:
     assert timing.time_ms(copy_and_sync, sets, device, spec) > 0
     copy(0)  # the device is still usable after the failed capture
     torch.cuda.synchronize()
+    # and so is the default generator, which the failed capture had left capturing
+    assert torch.randn(8, device=device).isfinite().all()
 
 
 @pytest.mark.gpu
@@ -96,9 +98,6 @@ def test_gpu_interleaved_timing_ranks_copies_by_size_and_falls_back() -> None:
     given; a call that syncs is timed eagerly among captured ones."""
     device = torch.device("cuda", 0)
     sets = 2
-    # A generator of its own: a capture that failed (an earlier test's sync) leaves the
-    # default CUDA generator refusing to draw outside a graph ("Offset increment outside
-    # graph capture"); the tuner's workloads draw from their own generators too.
     gen = torch.Generator(device=device).manual_seed(0)
     src = [torch.randn(16 << 20, device=device, generator=gen) for _ in range(sets)]  # 64 MiB each
     dst = [torch.empty_like(s) for s in src]
@@ -119,3 +118,4 @@ def test_gpu_interleaved_timing_ranks_copies_by_size_and_falls_back() -> None:
     assert 2.5 < all_ms / quarter_ms < 6
     assert synced_ms > 0.9 * all_ms
     torch.testing.assert_close(dst[1], src[1])
+    assert torch.randn(8, device=device).isfinite().all()  # the failed capture left no trace

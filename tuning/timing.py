@@ -173,9 +173,18 @@ def capture_graph(call: Callable[[int], object], warm: int, calls: int) -> torch
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            call(i)
+    generator = torch.cuda.default_generators[torch.cuda.current_device()]
+    before = generator.clone_state()
+    try:
+        with torch.cuda.graph(graph):
+            for i in range(calls):
+                call(i)
+    except BaseException:
+        # A capture that fails leaves the default generator marked as capturing, and it
+        # then refuses every draw outside a graph ("Offset increment outside graph
+        # capture"): give it back its state from before the capture.
+        generator.graphsafe_set_state(before)
+        raise
     return graph
 
 
