@@ -164,6 +164,25 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
     assert {**start, "static": True} in ln_wide.neighbours(start), "the local search flips it"
 
 
+def test_training_forward_keeps_its_input_in_cache() -> None:
+    """The training forward is not offered the "first" eviction policy (its backward reads
+    x again), and a cached config with it is no point of that space; the inference forward
+    and the backward keep every policy Helion offers."""
+    wl = Workload(Task("rms_norm", "fwd", 16, 256, "float32"), CPU, n_sets=1)
+    spec = wl.bound().config_spec
+    offered = set(spec.load_eviction_policies.inner.choices)
+    assert "first" in offered
+    training = SearchSpace.from_spec("fwd", 16, 256, spec, "cuda", training=True)
+    inference = SearchSpace.from_spec("fwd", 16, 256, spec, "cuda")
+    assert set(training.by_name["eviction"].choices) == offered - {"first"}
+    assert set(inference.by_name["eviction"].choices) == offered
+    point = {**inference.from_config(wl.heuristic_config()), "eviction": "first"}
+    config = inference.to_config(point)
+    assert inference.from_config(config) == point
+    assert training.from_config(config) is None
+    assert training.from_config({**config, "load_eviction_policies": ["last"] * training.n_loads}) is not None
+
+
 def test_invalid_points_are_pruned(spaces: dict) -> None:
     bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
     assert "inner" in bwd.invalid_reason({"m_block_log2": 1, "inner_log2": 2, "warps_log2": 0, "stages": 1})

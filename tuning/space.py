@@ -14,7 +14,12 @@ Forward (``norm_fwd``, block_sizes = [rows, group tile]):
                  one read per reduction, three for LayerNorm)
   warps_log2     num_warps
   stages         num_stages: only when something loops (a chunked row, a persistent grid)
-  eviction       one load eviction policy for every load ('' = Triton's default)
+  eviction       one load eviction policy for every load ('' = Triton's default). The
+                 training forward is not offered "first": the backward reads x again, and
+                 a step that runs both on an input that fits the L2 finds it there unless
+                 the forward marked it for early eviction (H200, fwd+bwd of the five
+                 training forwards the tuner had given "first": 1-10% slower than the same
+                 configs with "last", NOTES attempt 45)
   pid_type       flat (a 1-D grid whose program id is split into tile indices by a
                  runtime % and // over the row tiles), xyz (one grid axis per tiled dim:
                  no division, and M is no argument; H200 bf16 at the shipped configs:
@@ -54,7 +59,7 @@ from dataclasses import dataclass
 
 from tuning.cache import STATIC
 
-SPACE_VERSION = 6  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 7  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -171,15 +176,18 @@ class SearchSpace:
     @classmethod
     def from_spec(
         cls, mode: str, m: int, k: int, spec, device_type: str, n_loads: int | None = None,
-        chunked: bool = False,
+        chunked: bool = False, training: bool = False,
     ) -> SearchSpace:
         """The space for a kernel bound to real arguments (``bound.config_spec``).
 
         ``n_loads``: the length of the eviction-policy list when it must cover another
         binding too (the split backward, the chunked forward); Helion ignores surplus
-        entries. ``chunked``: offer ``norm_fwd_chunked`` for chunked rows.
+        entries. ``chunked``: offer ``norm_fwd_chunked`` for chunked rows. ``training``:
+        a training forward, whose input the backward reads again (no "first" eviction).
         """
         evictions = tuple(spec.load_eviction_policies.inner.choices)
+        if training:
+            evictions = tuple(e for e in evictions if e != "first")
         pid_types = ("flat",) + tuple(p for p in ("xyz",) if p in spec.allowed_pid_types)
         if device_type == "cuda":
             pid_types += tuple(p for p in PERSISTENT if p in spec.allowed_pid_types)

@@ -627,7 +627,7 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
     result.model_bytes = wl.model_bytes()
     space = SearchSpace.from_spec(
         task.kernel_mode, task.m, wl.k, wl.bound().config_spec, device.type, wl.other_loads(),
-        chunked=wl.offers_chunked,
+        chunked=wl.offers_chunked, training=task.mode == cache.FWD,
     )  # fmt: skip
     study = open_study(task, gpu, space, options)
     seeds = seed_configs(task, gpu, wl, space, options)
