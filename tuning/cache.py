@@ -60,6 +60,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "configs"
 MAX_WIDTH_RATIO = 2.0
 
 FWD, INFER, BWD = "fwd", "infer", "bwd"
+MODES = (FWD, INFER, BWD)
 
 # A forward config key of ours, not Helion's: compile the kernel for the exact shape of
 # the call (see kernels.launch.fwd_kernel_name). Served only for the shape it was tuned for.
@@ -69,7 +70,6 @@ STATIC = "static"
 def without_static(config: dict) -> dict:
     """``config`` without the STATIC key (what Helion sees; what another shape gets)."""
     return {name: v for name, v in config.items() if name != STATIC}
-MODES = (FWD, INFER, BWD)
 
 
 class CacheFileError(RuntimeError):

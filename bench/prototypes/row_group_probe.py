@@ -11,11 +11,15 @@ main kernel cuts each group into a few m-blocks and wide channel tiles, so a gro
 launch still spreads over 64-512 programs, and each group writes its own partial rows
 (M / m_block of them in all, reduced once at the end as now).
 
-    python bench/prototypes/row_group_probe.py [--budget SECONDS]
+    python bench/prototypes/row_group_probe.py [--budget SECONDS] [--kernel-major]
 
 Per shape it prints the shipped schedule and each grouped variant: kernel time (CUDA
 graph over two rotating input sets, bytes past the L2) and GB/s by the bwd byte model
-(3x the bytes of x), after checking dx and dW/dB against the shipped schedule's.
+(3x the bytes of x), after checking dx and dW/dB against the shipped schedule's. With
+``--kernel-major`` each variant is also timed with the same launches in kernel order
+(every group's coefficients, then every group's main kernel): the launch count of the
+grouped schedule without its L2 reuse, so the difference is what the reuse buys
+(attempt 43).
 """
 
 import itertools
@@ -80,8 +84,11 @@ class Schedule:
     a main config whose channel tile spans the row is the fused schedule, with no
     coefficients kernel)."""
 
-    def __init__(self, variant: Variant, sets: list[dict], m: int, k: int, rows: int, main_config: dict) -> None:
+    def __init__(
+        self, variant: Variant, sets: list[dict], m: int, k: int, rows: int, main_config: dict, interleave: bool = True
+    ) -> None:
         self.variant, self.sets, self.m, self.k, self.rows = variant, sets, m, k, rows
+        self.interleave = interleave  # False: every group's coefficients first (no L2 reuse)
         self.m_block = main_config["block_sizes"][0]
         self.split = main_config["block_sizes"][2] < k
         n_params = 1 if variant.rms else 2
@@ -108,11 +115,15 @@ class Schedule:
 
     def __call__(self, i: int) -> None:
         s = self.sets[i]
-        for r0 in range(0, self.m, self.rows):
-            g = slice(r0, min(self.m, r0 + self.rows))
+        groups = [slice(r0, min(self.m, r0 + self.rows)) for r0 in range(0, self.m, self.rows)]
+        for g in groups:
             if self.split:
                 self.coef_fn(*self._coef_args(s, g))
-            self.main_fn(*self._main_args(s, g, r0 // self.m_block))
+            if self.interleave:
+                self.main_fn(*self._main_args(s, g, g.start // self.m_block))
+        if not self.interleave:
+            for g in groups:
+                self.main_fn(*self._main_args(s, g, g.start // self.m_block))
         launch._reduce_into(self.part, self.dw, self.db)
 
 
@@ -166,6 +177,7 @@ def compare(title: str, shipped, candidates, m: int, k: int, stop: float) -> boo
 
 def main() -> None:
     budget = float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 1e9
+    orders = (True, False) if "--kernel-major" in sys.argv else (True,)
     stop = time.perf_counter() + budget
     dev = torch.device("cuda")
     for kernel, m, k in SHAPES:
@@ -174,10 +186,13 @@ def main() -> None:
         shipped_config = launch.choose_config(kernel, "bwd", m, k, 1, torch.bfloat16, dev)
 
         def candidates():  # noqa: ANN202
-            for rows, config in group_configs(k):
+            for (rows, config), interleave in itertools.product(group_configs(k), orders):
                 mb, _, tile, inner = config["block_sizes"]
                 label = f"R={rows:4d} m_block={mb:3d} tile={tile:5d} in={inner} w={config['num_warps']}"
-                yield label, config, lambda rows=rows, config=config: Schedule(variant, sets, m, k, rows, config)
+                label += "" if interleave else " kernel-major"
+                yield label, config, lambda rows=rows, config=config, interleave=interleave: Schedule(
+                    variant, sets, m, k, rows, config, interleave
+                )
 
         shipped = Schedule(variant, sets, m, k, m, shipped_config)
         if not compare(f"{kernel} {m}x{k} ({shipped_config})", shipped, candidates(), m, k, stop):
