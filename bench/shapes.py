@@ -10,7 +10,11 @@ from tuning.shapes import TRITONBENCH_LAYER_NORM, TRITONBENCH_RMS_NORM, parse_sh
 
 QUICK_SHAPES = ((4096, 1024), (4096, 8192), (32768, 4096))
 
-PRESETS = ("default", "quick", "tritonbench")
+# Decode-sized inputs (issue 6's M = 1..128): timed like every other shape, so the table has
+# their CUDA-graph (kernel) time beside the Triton peers', not only the host table's eager.
+DECODE_SHAPES = tuple((m, n) for n in (4096, 8192) for m in (1, 8, 32, 128))
+
+PRESETS = ("default", "quick", "tritonbench", "decode")
 
 HOST_M = (1, 8, 128)
 HOST_N = 4096
@@ -22,6 +26,8 @@ def preset_shapes(preset: str, op: str) -> tuple[tuple[int, int], ...]:
         return DEFAULT_SHAPES
     if preset == "quick":
         return QUICK_SHAPES
+    if preset == "decode":
+        return DECODE_SHAPES
     if preset == "tritonbench":
         return TRITONBENCH_LAYER_NORM if op == "layer_norm" else TRITONBENCH_RMS_NORM
     raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")

@@ -111,6 +111,8 @@ def test_presets():
     assert [n for _, n in TRITONBENCH_RMS_NORM] == [1024, 2048, 4096, 8192, 16384, 32768]
     assert preset_shapes("tritonbench", "layer_norm") == TRITONBENCH_LAYER_NORM
     assert preset_shapes("tritonbench", "add_rms_norm") == TRITONBENCH_RMS_NORM
+    decode = preset_shapes("decode", "layer_norm")
+    assert {m for m, _ in decode} == {1, 8, 32, 128} and all(n >= 4096 for _, n in decode)
     with pytest.raises(ValueError):
         preset_shapes("nope", "rms_norm")
 
