@@ -46,7 +46,7 @@ def main() -> None:
         y = torch.empty_like(x)
         acc = torch.empty((), device="cuda", dtype=torch.float32)
         copy_us = _graph_us(lambda: y.copy_(x))
-        sum_us = _graph_us(lambda: torch.sum(x, dtype=torch.float32, out=acc))
+        sum_us = _graph_us(lambda: torch.sum(x, dim=0, dtype=torch.float32, out=acc))
         nbytes = x.numel() * x.element_size()
         print(
             f"{mb:5d} MB: copy {copy_us:8.1f} us {2 * nbytes / copy_us / 1e3:6.0f} GB/s (read + write)   "
