@@ -326,8 +326,13 @@ def test_fp16_borrows_bf16_entries_exact_first(tmp_path: Path) -> None:
     cache.clear_memo()
     assert rows("fwd", 8192, 4096, torch.float16) == 4, "fp16's own exact entry wins"
     assert rows("fwd", 4096, 4096, torch.float16) == 2, "bf16's exact entry beats fp16's nearest"
-    assert rows("fwd", 2048, 4096, torch.float16) == 4, "no exact entry: fp16's own nearest"
+    assert rows("fwd", 2048, 4096, torch.float16) == 2, "no exact entry: the nearer shape, bf16's here"
+    assert rows("fwd", 16384, 4096, torch.float16) == 4, "the nearer shape, fp16's own here"
     assert rows("fwd", 4096, 4096, torch.bfloat16) == 2
+    # At equal distance the problem's own dtype wins.
+    cache.write_entries(path, GPU, "cpu", keyed(entry("rms_norm", "fwd", 4096, 4096, rows=8, dtype="float16")))
+    cache.clear_memo()
+    assert rows("fwd", 2048, 4096, torch.float16) == 8 and rows("fwd", 2048, 4096, torch.bfloat16) == 2
 
 
 def test_inference_lookup_falls_back_to_the_training_forward(tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ the backward. The two forwards are one kernel compiled with and without the stat
 stores, and Triton schedules the two programs differently: the best config of one ran
 10-17% slower on the other on the H200 (LayerNorm bf16 4096x12288, 2048x32768).
 
-Lookup order: the exact (kernel, mode, dtype, MxN) entry; else the nearest tuned shape of
-the same kernel, mode and dtype (see :func:`nearest_entry`), its config fitted to the
+Lookup order: the exact (kernel, mode, dtype, MxN) entry (or the other 16-bit dtype's);
+else the nearest tuned shape of the same kernel and mode, among the dtype's own entries
+and, for fp16/bf16, the other's (see :func:`nearest_entry`), its config fitted to the
 new shape (:func:`fit_config`); else None and the kernel uses its built-in heuristic.
 An ``infer`` lookup without an exact entry of its own takes the ``fwd`` lookup's answer:
 the training forward's config for the same shape is the better guess.
@@ -267,13 +268,13 @@ def _next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
-def nearest_entry(entries: list[dict], m: int, n: int) -> dict | None:
-    """The entry whose shape is nearest (M, N), among entries of one kernel, mode, dtype.
+def nearest_entry(entries: list[dict], m: int, n: int, prefer: str | None = None) -> dict | None:
+    """The entry whose shape is nearest (M, N), among entries of one kernel and mode.
 
     Metric, compared lexicographically: first |log2(N'/N)| (the row width decides the
-    config: same N beats any other), then |log2(M'/M)|, then the smaller (M', N') for
-    a deterministic tie-break. Entries whose N differs by more than MAX_WIDTH_RATIO are
-    not candidates.
+    config: same N beats any other), then |log2(M'/M)|, then an entry of dtype ``prefer``
+    before another dtype's, then the smaller (M', N') for a deterministic tie-break.
+    Entries whose N differs by more than MAX_WIDTH_RATIO are not candidates.
     """
     best, best_key = None, None
     limit = math.log2(MAX_WIDTH_RATIO) + 1e-9
@@ -281,7 +282,7 @@ def nearest_entry(entries: list[dict], m: int, n: int) -> dict | None:
         dn = abs(math.log2(entry["n"] / n))
         if dn > limit:
             continue
-        key = (dn, abs(math.log2(entry["m"] / m)), entry["m"], entry["n"])
+        key = (dn, abs(math.log2(entry["m"] / m)), entry["dtype"] != prefer, entry["m"], entry["n"])
         if best_key is None or key < best_key:
             best, best_key = entry, key
     return best
@@ -349,14 +350,16 @@ class Index:
 
     def find(self, kernel: str, mode: str, dtype: str, m: int, n: int) -> dict | None:
         """The config for this problem, or None. In order: the exact entry; the exact
-        entry of the other 16-bit dtype (fp16 <-> bf16); the nearest entry, fitted; and,
-        for a 16-bit dtype with no entries of its own, the other one's nearest. An
-        ``infer`` problem without either exact entry is looked up as ``fwd``.
+        entry of the other 16-bit dtype (fp16 <-> bf16); the nearest entry of either
+        16-bit dtype (the problem's own on equal distance), fitted. An ``infer`` problem
+        without either exact entry is looked up as ``fwd``.
 
         fp16 and bf16 move the same bytes and compute in fp32, so for one shape the
         other dtype's tuned config is a better guess than a config tuned for another
         shape (H200: fp16 RMSNorm fwd 2048x32768 ran 3659 GB/s on its own tuned config
-        whose study had not tried bf16's, 4001 on bf16's).
+        whose study had not tried bf16's, 4001 on bf16's); and a nearer shape of the
+        other dtype beats a farther one of its own (an fp16 decode call, M = 8, takes
+        bf16's M = 8 entry rather than fp16's M = 4096 one).
         """
         config = self.exact_config(kernel, mode, dtype, m, n)
         sibling = SAME_WIDTH.get(dtype)
@@ -365,17 +368,16 @@ class Index:
         if config is None and mode == INFER:
             return self.find(kernel, FWD, dtype, m, n)
         if config is None:
-            config = self._nearest(kernel, mode, dtype, m, n)
-        if config is None and sibling is not None and (kernel, mode, dtype) not in self.groups:
-            config = self._nearest(kernel, mode, sibling, m, n)
+            config = self._nearest(kernel, mode, (dtype, sibling), m, n)
         return config
 
     def exact_config(self, kernel: str, mode: str, dtype: str, m: int, n: int) -> dict | None:
         entry = self.exact.get(entry_key(kernel, mode, dtype, m, n))
         return None if entry is None else entry["config"]
 
-    def _nearest(self, kernel: str, mode: str, dtype: str, m: int, n: int) -> dict | None:
-        near = nearest_entry(self.groups.get((kernel, mode, dtype), []), m, n)
+    def _nearest(self, kernel: str, mode: str, dtypes: tuple[str, str | None], m: int, n: int) -> dict | None:
+        candidates = [e for dtype in dtypes for e in self.groups.get((kernel, mode, dtype), [])]
+        near = nearest_entry(candidates, m, n, prefer=dtypes[0])
         if near is None:
             return None
         return fit_config(near["config"], mode, m, n, near["n"])

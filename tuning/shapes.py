@@ -17,6 +17,11 @@ TRITONBENCH_RMS_NORM = tuple((2048, 2**i) for i in range(10, 16))
 # 16384-token batch.
 LLM = tuple((m, n) for m in (4096, 16384) for n in (2048, 2560, 3072, 3584, 4096, 5120, 8192))
 
+# Decode-sized inputs (issue 6's M = 1..128): a handful of tokens at common hidden sizes.
+# Configs tuned at M = 4096 fit them badly (one program walking all 32 rows of a backward,
+# 4 warps on a single row), so they are tuned and benchmarked as shapes of their own.
+DECODE = tuple((m, n) for n in (4096, 8192) for m in (1, 8, 32, 128))
+
 _SHAPE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
 

@@ -49,6 +49,7 @@ PRESETS = {
     "tritonbench": {"layer_norm": shapes.TRITONBENCH_LAYER_NORM, "rms_norm": shapes.TRITONBENCH_RMS_NORM},
     "llm": shapes.LLM,
     "gpu_host": shapes.GPU_HOST,
+    "decode": shapes.DECODE,
 }
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
           "fp32": "float32", "float32": "float32", "float": "float32"}  # fmt: skip
