@@ -183,6 +183,41 @@ def test_training_forward_keeps_its_input_in_cache() -> None:
     assert training.from_config({**config, "load_eviction_policies": ["last"] * training.n_loads}) is not None
 
 
+def test_streaming_stores_only_where_the_output_outgrows_the_l2() -> None:
+    """``stream`` (every store of the forward ``.cs``, evict-first in the L2) is offered to a
+    forward when the tuner says its output is larger than the L2, never to a backward; one
+    modifier for every store is one point whatever the list's length; the config runs
+    correctly with the modifier in its generated stores; another shape's lookup drops it."""
+    from kernels import launch
+    from tuning.space import MAX_FWD_STORES
+
+    wl = Workload(Task("add_rms_norm", "infer", 16, 256, "float32"), CPU, n_sets=1)
+    spec = wl.bound().config_spec
+    assert "stream" not in SearchSpace.from_spec("fwd", 16, 256, spec, "cuda").by_name
+    bwd = Workload(Task("add_rms_norm", "bwd", 16, 256, "float32"), CPU, n_sets=1)
+    assert "stream" not in SearchSpace.from_spec("bwd", 16, 256, bwd.bound().config_spec, "cuda", streaming=True).by_name
+    space = SearchSpace.from_spec("fwd", 16, 256, spec, "cuda", streaming=True)
+    point = {**space.from_config(wl.heuristic_config()), "stream": True}
+    config = space.to_config(point)
+    assert config["store_cache_modifiers"] == [".cs"] * MAX_FWD_STORES
+    assert space.from_config(config) == point
+    assert space.from_config({**config, "store_cache_modifiers": [".cs", ".cs"]}) == point
+    assert space.from_config({**config, "store_cache_modifiers": [".wt"]}) is None
+    assert {**point, "stream": False} in space.neighbours(point)
+    _assert_normalizes_unchanged(wl.bound(), config)
+    assert describe(config, "infer").endswith("st=cs")
+    code = wl.bound().to_triton_code(launch._fit(config, wl.bound()))
+    stores = [line for line in code.splitlines() if "tl.store(" in line]
+    assert len(stores) == 2 and all("cache_modifier='.cs'" in line for line in stores), stores  # out and h
+    previous = launch.get_cpu_backend()
+    launch.set_cpu_backend("triton")
+    try:
+        assert wl.check(wl.runner(config)) < 1e-4
+    finally:
+        launch.set_cpu_backend(previous)
+    assert "store_cache_modifiers" not in cache.fit_config(config, "infer", 32, 256, 256)
+
+
 def test_invalid_points_are_pruned(spaces: dict) -> None:
     bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
     assert "inner" in bwd.invalid_reason({"m_block_log2": 1, "inner_log2": 2, "warps_log2": 0, "stages": 1})

@@ -302,11 +302,14 @@ def fit_config(config: dict, mode: str, m: int, n: int, from_n: int) -> dict:
     rows scaled, a narrower one (the split schedule) stays as it is, capped at the row;
     inner stays <= m_block. The two-pass forward ([chunk, rows, group]) keeps its
     chunk while the new row needs at least two of them, else becomes whole-row. A
-    "static" config (compiled per shape) is fitted without it.
+    "static" config (compiled per shape) is fitted without it, and so are streaming
+    output stores (the tuner offers them only where the output outgrows the L2, which
+    another shape's may not).
     """
     # A static program is compiled per shape: for any other shape, the same config on
     # the program that takes any M.
     fitted = without_static(config)
+    fitted.pop("store_cache_modifiers", None)
     sizes = list(config["block_sizes"])
     width_factor = from_n / n
     rows_cap = _next_pow2(m)

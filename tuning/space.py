@@ -31,6 +31,14 @@ Forward (``norm_fwd``, block_sizes = [rows, group tile]):
                  key of ours ("static": True), which kernels.launch honours only for the
                  shape the entry was tuned for (H200 bf16 at the shipped forward configs:
                  -2..+3.6%, LayerNorm 4096x8192 +1.9%, NOTES attempt 42)
+  stream         mark the output stores evict-first in the L2 (PTX st.global.cs, Helion's
+                 ``store_cache_modifiers``, which Helion 1.4 emits on any GPU but offers
+                 only on AMD). Offered only where the output is larger than the L2
+                 (``streaming``): there the next layer cannot find it in the L2 anyway,
+                 whereas a smaller output marked this way would cost the next layer's read
+                 what it saves here (H200 bf16 shipped inference configs: LayerNorm
+                 2048x32768 +1.8%, 4096x16384 +0.8%, RMSNorm 4096x4096 +1.8%, most rows
+                 within 0.5%, NOTES attempt 46)
 
 Backward (``norm_bwd``, block_sizes = [m_block, group tile, channel tile, inner]; the
 positions are read from the config spec: the inner block is the one bounded by m_block):
@@ -59,7 +67,7 @@ from dataclasses import dataclass
 
 from tuning.cache import STATIC
 
-SPACE_VERSION = 7  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 8  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -79,6 +87,11 @@ ROW_STAGES = (0, 2, 3, 4)
 MAX_SM_MULT_LOG2 = 3
 THREADS_PER_WARP = 32
 PERSISTENT = ("persistent_blocked", "persistent_interleaved")
+STREAMING_STORE = ".cs"
+# Stores a forward of the family makes at most (out, the residual sum, mean, rstd): the
+# length of a streaming config's store list, whatever the binding (Helion reads the
+# entries it has stores for and ignores the rest).
+MAX_FWD_STORES = 4
 
 
 def next_pow2(n: int) -> int:
@@ -154,6 +167,7 @@ class SearchSpace:
         chunked: bool = False,
         n_ranges: int = 0,
         row_range: int | None = None,
+        streaming: bool = False,
     ) -> None:
         if mode not in ("fwd", "bwd"):
             raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
@@ -170,13 +184,14 @@ class SearchSpace:
         # of the backward's row loop, when Helion offers the knob.
         self.n_ranges, self.row_range = n_ranges, row_range
         self.static = mode == "fwd"  # compile for the exact shape: a forward choice
+        self.streaming = streaming and mode == "fwd"
         self.params = self._params(evictions, pid_types)
         self.by_name = {p.name: p for p in self.params}
 
     @classmethod
     def from_spec(
         cls, mode: str, m: int, k: int, spec, device_type: str, n_loads: int | None = None,
-        chunked: bool = False, training: bool = False,
+        chunked: bool = False, training: bool = False, streaming: bool = False,
     ) -> SearchSpace:
         """The space for a kernel bound to real arguments (``bound.config_spec``).
 
@@ -184,6 +199,7 @@ class SearchSpace:
         binding too (the split backward, the chunked forward); Helion ignores surplus
         entries. ``chunked``: offer ``norm_fwd_chunked`` for chunked rows. ``training``:
         a training forward, whose input the backward reads again (no "first" eviction).
+        ``streaming``: the forward's output is larger than the L2 (offer ``stream``).
         """
         evictions = tuple(spec.load_eviction_policies.inner.choices)
         if training:
@@ -205,6 +221,7 @@ class SearchSpace:
             chunked=chunked and mode == "fwd",
             n_ranges=len(spec.range_num_stages),
             row_range=row_range,
+            streaming=streaming,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ parameters
@@ -236,6 +253,8 @@ class SearchSpace:
             params.append(IntParam("sm_mult_log2", 0, MAX_SM_MULT_LOG2))
         if self.static:
             params.append(ChoiceParam("static", (False, True)))
+        if self.streaming:
+            params.append(ChoiceParam("stream", (False, True)))
         # Last: whether stages matter depends on the chunk and the pid type sampled above.
         params.append(ChoiceParam("stages", STAGES))
         return params
@@ -382,6 +401,8 @@ class SearchSpace:
                 config["num_sm_multiplier"] = 1 << point["sm_mult_log2"]
         if point.get("static", False):
             config[STATIC] = True
+        if point.get("stream", False):
+            config["store_cache_modifiers"] = [STREAMING_STORE] * MAX_FWD_STORES
         return config
 
     def from_config(self, config: dict) -> dict | None:
@@ -395,6 +416,9 @@ class SearchSpace:
             # One policy for every load is the same point whatever the kernel's load count
             # (a training forward's config seeds an inference study, whose kernel loads less).
             config = {**config, "load_eviction_policies": [evictions[0]] * self.n_loads}
+        stores = config.get("store_cache_modifiers")
+        if stores and set(stores) == {STREAMING_STORE}:
+            config = {**config, "store_cache_modifiers": [STREAMING_STORE] * MAX_FWD_STORES}
         try:
             point = self._parse(config)
         except (KeyError, TypeError, ValueError, IndexError):
@@ -436,6 +460,10 @@ class SearchSpace:
         point["pid_type"] = config.get("pid_type", "flat")
         point["sm_mult_log2"] = _exact_log2(config.get("num_sm_multiplier", 1))
         point["static"] = bool(config.get(STATIC, False))
+        stores = set(config.get("store_cache_modifiers") or [""])
+        if not stores <= {"", STREAMING_STORE} or len(stores) != 1:
+            raise ValueError("only one streaming modifier for every store is in the space")
+        point["stream"] = stores == {STREAMING_STORE}
         return point
 
 
@@ -470,6 +498,7 @@ def _exact_log2(n: int) -> int:
 SPACE_KEYS = (
     "block_sizes", "reduction_loops", "num_warps", "num_stages",
     "load_eviction_policies", "pid_type", "num_sm_multiplier", "range_num_stages", STATIC,
+    "store_cache_modifiers",
 )  # fmt: skip
 
 
@@ -490,6 +519,8 @@ def canonical(config: dict, keys: tuple[str, ...] | None = None) -> dict:
         out.pop("range_num_stages", None)
     if not out.get(STATIC, True):
         out.pop(STATIC)
+    if not any(out.get("store_cache_modifiers") or []):
+        out.pop("store_cache_modifiers", None)
     return out
 
 
@@ -519,4 +550,6 @@ def describe(config: dict, mode: str) -> str:
         parts.append(pid_type)
     if config.get(STATIC):
         parts.append("static")
+    if any(config.get("store_cache_modifiers") or []):
+        parts.append("st=cs")
     return " ".join(parts)

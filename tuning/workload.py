@@ -429,6 +429,10 @@ class Workload:
 
     # ---------------------------------------------------------------- bytes
 
+    def output_bytes(self) -> int:
+        """Bytes of the forward's [M, N] outputs (the normalized rows, and the residual sum)."""
+        return (1 + self.variant.residual) * self.m * self.task.n * self.dtype.itemsize
+
     def model_bytes(self) -> int:
         """TritonBench's byte model: fwd 2x, bwd 3x the bytes of x."""
         return (2 if self.forward else 3) * self.m * self.task.n * self.dtype.itemsize
