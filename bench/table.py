@@ -155,6 +155,38 @@ def kernel_table(records: list[dict]) -> str:
     return markdown(headers, rows)
 
 
+# ------------------------------------------------------------------------ decode table
+
+TRITON_PEERS = ("inductor", "liger", "unsloth_style", "triton_tutorial")
+
+
+def decode_table(records: list[dict]) -> str:
+    """Issue 6's small-input target, per row: tilenorm's kernel time (CUDA graph) against the
+    fastest Triton peer's (inductor, Liger, Unsloth-style, the Triton tutorial), and its
+    eager time (launch included) against torch's; the ratios are peer / tilenorm, > 1 when
+    tilenorm is faster, marked where it is not."""
+    headers = ["op", "mode", "M x N", "tilenorm graph us", "best Triton peer", "peer graph us", "graph ratio",
+               "tilenorm eager us", "torch eager us", "eager ratio", ""]  # fmt: skip
+    rows = []
+    for (op, mode, _dtype, m, n), group in group_records(records).items():
+        ours = group.get(OURS)
+        if ours is None or not ours["ok"]:
+            continue
+        peers = [r for r in eligible_peers(group, mode) if r["provider"] in TRITON_PEERS and r.get("graph_us")]
+        peer = min(peers, key=lambda r: r["graph_us"], default=None)
+        torch_ = group.get("torch") if group.get("torch", {}).get("ok") else None
+        graph = None if peer is None else peer["graph_us"] / ours["graph_us"]
+        eager = None if torch_ is None else torch_["us"] / ours["us"]
+        behind = [name for name, r in (("graph", graph), ("eager", eager)) if r is not None and r < 1.0]
+        rows.append([
+            op, MODE_NAMES.get(mode, mode), f"{m}x{n}", fmt(ours["graph_us"], ".2f"),
+            "-" if peer is None else peer["provider"], "-" if peer is None else fmt(peer["graph_us"], ".2f"),
+            fmt(graph, ".2f", "x"), fmt(ours["us"], ".1f"), "-" if torch_ is None else fmt(torch_["us"], ".1f"),
+            fmt(eager, ".2f", "x"), f"**behind** ({', '.join(behind)})" if behind else "",
+        ])  # fmt: skip
+    return markdown(headers, rows)
+
+
 # -------------------------------------------------------------------------- host table
 
 
@@ -250,7 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.table", description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", type=Path, help="results JSON file(s) from bench.run")
     p.add_argument("--readme", type=Path, default=None, help="README to update between the markers")
+    p.add_argument("--decode", action="store_true", help="print the small-input table (graph vs Triton peers, eager vs torch)")
     args = p.parse_args(argv)
+    if args.decode:
+        print(decode_table([r for path in args.results for r in load_json(path)["records"]]))
+        return 0
     block = render([load_json(path) for path in args.results], [path.as_posix() for path in args.results])
     if args.readme is None:
         print(block)

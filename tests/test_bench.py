@@ -267,6 +267,21 @@ def test_table_fwd_row_behind(synthetic_doc):
     assert cells[10] == "**behind**"
 
 
+def test_decode_table_compares_graph_time_with_triton_peers_and_eager_with_torch(synthetic_doc):
+    text = table.decode_table(synthetic_doc["records"])
+    fwd = _row(text, "layer_norm", "fwd", "4096x4096")
+    # torch's 28 us graph time is no Triton peer's; inductor (22 us) is the fastest that is.
+    assert fwd[3:7] == ["20.00", "inductor", "22.00", f"{22 / 20:.2f}x"]
+    assert fwd[7:10] == ["25.0", "30.0", f"{30 / 25:.2f}x"] and fwd[10] == ""
+    both = _row(text, "layer_norm", "fwd+bwd", "4096x4096")
+    assert both[4:7] == ["-", "-", "-"], "Unsloth-style's backward skips dW: no peer"
+    assert both[9:] == [f"{120 / 100:.2f}x", ""]
+    assert "rms_norm | fwd | 8192x4096" not in text, "a failed tilenorm row is left out"
+    slow = [_timed("rms_norm", "fwd", 8, 4096, p, us, graph_us=g) for p, us, g in
+            (("tilenorm", 6.0, 2.0), ("torch", 5.0, 4.0), ("liger", 7.0, 1.5))]  # fmt: skip
+    assert _row(table.decode_table(slow), "rms_norm", "fwd", "8x4096")[10] == "**behind** (graph, eager)"
+
+
 def test_table_fwd_bwd_ignores_peers_without_dw(synthetic_doc):
     cells = _row(table.render(synthetic_doc), "layer_norm", "fwd+bwd", "4096x4096")
     assert cells[5] == "torch"
