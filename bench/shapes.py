@@ -5,15 +5,14 @@ from __future__ import annotations
 OPS = ("layer_norm", "rms_norm", "gated_rms_norm", "add_rms_norm")
 MODES = ("fwd", "fwd_bwd")
 
+from tuning.shapes import DECODE as DECODE_SHAPES
 from tuning.shapes import GPU_HOST as DEFAULT_SHAPES
 from tuning.shapes import TRITONBENCH_LAYER_NORM, TRITONBENCH_RMS_NORM, parse_shapes  # noqa: F401
 
 QUICK_SHAPES = ((4096, 1024), (4096, 8192), (32768, 4096))
 
-# Decode-sized inputs (issue 6's M = 1..128) are timed like every other shape, so the table
+# The "decode" preset: issue 6's M = 1..128, timed like every other shape so that the table
 # has their CUDA-graph (kernel) time beside the Triton peers', not only the host table's eager.
-from tuning.shapes import DECODE as DECODE_SHAPES  # noqa: E402
-
 PRESETS = ("default", "quick", "tritonbench", "decode")
 
 HOST_M = (1, 8, 128)

@@ -68,6 +68,12 @@ MODES = (FWD, INFER, BWD)
 STATIC = "static"
 
 
+# Config keys that hold only for the shape an entry was tuned for: STATIC (a program
+# compiled for it) and streaming output stores (offered only where the output outgrows the
+# L2, which another shape's may not). A nearest-shape lookup drops them.
+SHAPE_BOUND_KEYS = (STATIC, "store_cache_modifiers")
+
+
 def without_static(config: dict) -> dict:
     """``config`` without the STATIC key (what Helion sees; what another shape gets)."""
     return {name: v for name, v in config.items() if name != STATIC}
@@ -301,15 +307,11 @@ def fit_config(config: dict, mode: str, m: int, n: int, from_n: int) -> dict:
     inner]): a whole-row channel tile stays whole-row (the fused schedule) with inner
     rows scaled, a narrower one (the split schedule) stays as it is, capped at the row;
     inner stays <= m_block. The two-pass forward ([chunk, rows, group]) keeps its
-    chunk while the new row needs at least two of them, else becomes whole-row. A
-    "static" config (compiled per shape) is fitted without it, and so are streaming
-    output stores (the tuner offers them only where the output outgrows the L2, which
-    another shape's may not).
+    chunk while the new row needs at least two of them, else becomes whole-row. The
+    SHAPE_BOUND_KEYS are dropped: a static config becomes the same config on the program
+    that takes any M.
     """
-    # A static program is compiled per shape: for any other shape, the same config on
-    # the program that takes any M.
-    fitted = without_static(config)
-    fitted.pop("store_cache_modifiers", None)
+    fitted = {name: v for name, v in config.items() if name not in SHAPE_BOUND_KEYS}
     sizes = list(config["block_sizes"])
     width_factor = from_n / n
     rows_cap = _next_pow2(m)
