@@ -465,7 +465,7 @@ def _bwd_key(variant, dout, dh, xs, z, weight, bias, stats, groups, offset, want
 class _BwdBuffers(NamedTuple):
     dx: torch.Tensor
     dz: torch.Tensor | None
-    part: torch.Tensor | None  # [P, n_params, G, K] fp32 dW/dB partials
+    part: torch.Tensor | None  # [P, n_params, G, K] fp32 dW/dB partials; None at P = 1
     coef: torch.Tensor | None  # [2, M, G] fp32 row coefficients (split schedule)
     dw: torch.Tensor | None
     db: torch.Tensor | None
@@ -478,11 +478,19 @@ def _bwd_buffers(xs, z, weight, bias, groups, rows, split, want_dw, want_db) -> 
     return _BwdBuffers(
         _like(xs),
         None if z is None else _like(z),
-        _partials(rows, n_params, groups, n // groups, xs.device),
+        None if _direct(rows) else _partials(rows, n_params, groups, n // groups, xs.device),
         _coef(split, m, groups, xs.device),
         _like(weight) if want_dw else None,
         _like(bias) if want_db else None,
     )
+
+
+def _direct(rows: int) -> bool:
+    """Whether the backward writes dW and dB itself: with one partial row (one program's
+    rows cover M) the reduce launch would only cast that row to the parameters' dtype.
+    At decode sizes that launch was a third of a fwd+bwd step (H200 bf16 1x4096:
+    NOTES attempts 47-48)."""
+    return rows == 1
 
 
 def _bwd_ptrs(dout, dh, xs, z, weight, bias, stats, b: _BwdBuffers) -> tuple[tuple, tuple, tuple]:  # noqa: ANN001
@@ -493,10 +501,13 @@ def _bwd_ptrs(dout, dh, xs, z, weight, bias, stats, b: _BwdBuffers) -> tuple[tup
         dout.data_ptr(), xs.data_ptr(), ptr(z), ptr(weight), ptr(bias), mean, rstd, ptr(b.coef),
     )  # fmt: skip
     part = ptr(b.part)
-    dw_part = part if b.dw is not None else 0
-    db_part = 0
-    if b.db is not None:
-        db_part = part if b.dw is None else part + 4 * b.part.stride(1)
+    if b.part is None:  # direct: the main kernel writes dW and dB
+        dw_part, db_part = ptr(b.dw), ptr(b.db)
+    else:
+        dw_part = part if b.dw is not None else 0
+        db_part = 0
+        if b.db is not None:
+            db_part = part if b.dw is None else part + 4 * b.part.stride(1)
     main = (*shared, ptr(dh), b.dx.data_ptr(), ptr(b.dz), dw_part, db_part)
     first, second = (b.dw, b.db) if b.dw is not None else (b.db, None)
     return shared, main, (part, ptr(first), ptr(second))
@@ -547,7 +558,7 @@ def _backward_views(variant, dout, dh, xs, z, weight, bias, stats, groups, offse
         coef = _launch_coef(variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, offset, record)
     args = _bwd_args(
         variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, dh3, b.dx.view(m, groups, k),
-        _view3(b.dz, m, groups, k), b.part, want_dw, offset,
+        _view3(b.dz, m, groups, k), *_grad_targets(b.part, b.dw, b.db, groups, k), offset,
     )  # fmt: skip
     main = _call(fn, args, xs.device, record)
     reduce = _reduce_into(b.part, b.dw, b.db, record)
@@ -627,12 +638,17 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
     hit = _compiled.get(key)
     if hit is None:
         # The buffers the kernel binds with depend on the config: choose it first,
-        # then bind with one partial row (and row coefficients if it splits rows).
+        # then bind with its dW/dB targets (fp32 partial rows, or dW and dB themselves:
+        # another dtype, so another program) and row coefficients if it splits rows.
         config = choose_config(variant.tuning_name, "bwd", m, k, g, x.dtype, x.device)
+        rows = -(-m // config["block_sizes"][0])
+        dw = torch.empty_like(weight) if want_dw else None
+        db = torch.empty_like(bias) if want_db else None
+        part = None if _direct(rows) else _partials(rows, int(want_dw) + int(want_db), g, k, x.device)
         args = _bwd_args(
             variant, dy, x, z, weight, bias, mean, rstd, _coef(_splits(config, k), m, g, x.device),
             dh, torch.empty_like(x), None if z is None else torch.empty_like(z),
-            _partials(1, int(want_dw) + int(want_db), g, k, x.device), want_dw, offset,
+            *_grad_targets(part, dw, db, g, k), offset,
         )  # fmt: skip
         hit = _compile(key, "bwd", args, config)
     fn, config = hit
@@ -669,13 +685,16 @@ def _partials(p: int, n_params: int, g: int, k: int, device: torch.device) -> to
     return torch.empty((p, n_params, g, k), dtype=torch.float32, device=device)
 
 
-def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, part, want_dw, offset):  # noqa: ANN001, ANN202
-    dw_part = db_part = None
-    if part is not None:
-        if want_dw:
-            dw_part = part[:, 0]
-        if part.shape[1] == 2 or not want_dw:
-            db_part = part[:, -1]
+def _grad_targets(part, dw, db, g: int, k: int) -> tuple:  # noqa: ANN001
+    """``norm_bwd``'s (dw_part, db_part) for the wanted dW and dB (None: not wanted): the
+    [P, G, K] rows of the fp32 partials ``part`` ([P, n_params, G, K], dW's first), or
+    with no partials (``_direct``) dW and dB themselves viewed [1, G, K]."""
+    if part is None:
+        return tuple(None if t is None else t.view(1, g, k) for t in (dw, db))
+    return (None if dw is None else part[:, 0], None if db is None else part[:, -1])
+
+
+def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset):  # noqa: ANN001, ANN202
     return (
         dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part,
         offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)),

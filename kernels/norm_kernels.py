@@ -32,6 +32,7 @@ Backward, with dn = dy * silu(z) (gate "after") or dy, and dxhat = dn * (w + off
 
 dw/db are reduced in fp32: each program owns ``m_block`` rows and writes one partial
 row; ``reduce_partials`` then sums the partials of both in a fixed order (deterministic).
+Where one program's rows cover M, its row is the sum: the backward writes dW/dB itself.
 """
 
 from __future__ import annotations
@@ -387,7 +388,8 @@ def norm_bwd(
     ``x`` is the tensor that was normalized before gating: the residual sum h when
     the forward fused a residual add. Each program owns ``m_block`` rows (the first
     block size) and one tile of ``tile_k`` channels; ``dw_part``/``db_part`` are
-    [P, G, K] with P = ceil(M / m_block).
+    [P, G, K] with P = ceil(M / m_block): fp32 partial sums, or where P = 1 dW and dB
+    themselves in their own dtype (the sums are fp32 either way, cast once at the store).
 
     Two schedules, one body. Fused (``coef`` None): the channel tile spans the whole
     row and the row coefficients mean(dxhat), mean(dxhat * xhat) are reduced in
@@ -413,9 +415,9 @@ def norm_bwd(
         # Accumulators shaped like a partial row (not hl.zeros([tile_g, tile_k])):
         # Helion 1.4 mis-sizes the latter against the row's dim when k < 16.
         if dw_part is not None:
-            dw_acc = torch.zeros_like(dw_part[tile_mo.id, tile_g, tile_k])
+            dw_acc = torch.zeros_like(dw_part[tile_mo.id, tile_g, tile_k], dtype=torch.float32)
         if db_part is not None:
-            db_acc = torch.zeros_like(db_part[tile_mo.id, tile_g, tile_k])
+            db_acc = torch.zeros_like(db_part[tile_mo.id, tile_g, tile_k], dtype=torch.float32)
         for tile_m in hl.tile(tile_mo.begin, tile_mo.end):
             # w and b are re-read per row (cache hits) rather than hoisted out of the
             # loop: hoisted, they stay live in registers and a 16384-wide row spills
@@ -478,9 +480,9 @@ def norm_bwd(
                 du = du + dh[tile_m, tile_g, tile_k].to(torch.float32)
             hl.store(dx, [tile_m, tile_g, tile_k], du.to(dx.dtype))
         if dw_part is not None:
-            hl.store(dw_part, [tile_mo.id, tile_g, tile_k], dw_acc)
+            hl.store(dw_part, [tile_mo.id, tile_g, tile_k], dw_acc.to(dw_part.dtype))
         if db_part is not None:
-            hl.store(db_part, [tile_mo.id, tile_g, tile_k], db_acc)
+            hl.store(db_part, [tile_mo.id, tile_g, tile_k], db_acc.to(db_part.dtype))
     return dx
 
 

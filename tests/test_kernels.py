@@ -627,6 +627,54 @@ def test_per_axis_grid_falls_back_to_flat_past_the_grid_limit(device, cached_con
     assert pick_bwd(n // 4) == bwd and "pid_type" not in pick_bwd(n // 2), "channel tiles on z"
 
 
+# (kernel options, M, N, backward block sizes, one partial row): with m_block >= M the
+# backward writes dW/dB itself; with more rows, fp32 partials and the reduce.
+ONE_PARTIAL_ROW = [
+    (dict(rms=False), 3, 96, [4, 1, 128, 1], True),
+    (dict(rms=False), 9, 96, [4, 1, 128, 1], False),
+    (dict(rms=True), 1, 300, [1, 1, 512, 1], True),
+    (dict(rms=True, group=64), 5, 256, [8, 1, 64, 1], True),
+    (dict(rms=False), 4, 256, [4, 1, 64, 2], True),  # split: each channel tile writes its slice
+]
+
+
+@pytest.mark.parametrize("case", ONE_PARTIAL_ROW, ids=lambda c: f"{'rms' if c[0]['rms'] else 'ln'}-{c[1]}x{c[2]}-{c[3]}")
+@pytest.mark.parametrize("w_dtype", [torch.bfloat16, torch.float32])
+def test_backward_with_one_partial_row_writes_dw_db_itself(device, cached_config, case, w_dtype):
+    """Where one program's rows cover M, the backward stores dW and dB in the parameters'
+    dtype itself and no reduce is compiled or launched; with more programs, fp32 partials
+    and the reduce. Either way dW, dB (also alone, the weight frozen) and dx match float64,
+    and a repeated call (replayed, natively on CUDA) gives the same bits."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    opts, m, n, sizes, one_row = case
+    rms, group, dtype = opts["rms"], opts.get("group"), torch.bfloat16
+    cached_config(_tuning_name(opts), dtype, m, n, {"block_sizes": sizes, "num_warps": 4, "num_stages": 1}, mode="bwd")
+    x = make((m, n), dtype, device, mean=3.0)
+    w = make((n,), w_dtype, device, mean=1.0, std=0.3)
+    b = None if rms else make((n,), w_dtype, device, std=0.3)
+    ref_in, ref, _ = _reference64([x, w, b, None, None], rms=rms, gate="none", group=group)
+    dy = torch.randn_like(x)
+    for frozen in ([False] if rms else [False, True]):
+        w.requires_grad_(not frozen)
+        inputs = [t for t in (x, w, b) if t is not None and t.requires_grad]
+        refs = [t for t, live in zip(ref_in, (x, w, b)) if live is not None and live.requires_grad]
+        want = torch.autograd.grad(ref, refs, dy.double(), retain_graph=True)
+        runs = []
+        for _ in range(2):
+            if rms:
+                out = kernels.rms_norm(x, w, 1e-5, group_size=group)
+            else:
+                out = kernels.layer_norm(x, w, b, 1e-5)
+            runs.append(torch.autograd.grad(out, inputs, dy))
+        for i, (g, again, w64) in enumerate(zip(*runs, want)):
+            assert torch.equal(g, again), f"grad[{i}] changed on the repeated call"
+            assert g.dtype == inputs[i].dtype
+            assert_close(f"grad[{i}]", g.to(dtype), w64, w64.to(dtype), dtype, slack=8.0)
+    reduces = [key for key in kernels.launch._compiled if key[0] == "reduce"]
+    assert bool(reduces) != one_row, f"reduce compiled: {bool(reduces)}, one partial row: {one_row}"
+
+
 @pytest.mark.parametrize("gate", ["none", "after", "before"])
 @pytest.mark.parametrize("sums_first", [True, False], ids=["sums-first", "interleaved"])
 def test_layer_norm_backward_row_sums_in_either_order(device, monkeypatch, sums_first, gate):
@@ -666,7 +714,7 @@ def test_layer_norm_backward_row_sum_order_is_fixed_at_compile_time():
         sums_first = heuristics.bwd_sums_first(k_wide)
         args = launch._bwd_args(
             launch.Variant(rms=False), dy, x, None, w, b, mean, rstd, None, None,
-            torch.empty_like(x), None, part, True, 0.0,
+            torch.empty_like(x), None, part[:, 0], part[:, 1], 0.0,
         )[:-1] + (sums_first,)  # fmt: skip
         body = kernel.bind(args).to_triton_code(config).split("def _helion_norm_bwd", 1)[1]
         body = body.split("\ndef ", 1)[0].splitlines()

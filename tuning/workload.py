@@ -162,6 +162,11 @@ class Workload:
         self.gen = torch.Generator(device=device).manual_seed(seed)
         self.weight = (1 + 0.1 * self._randn(task.n)).view(self.g, self.k)
         self.bias = None if self.variant.rms else (0.1 * self._randn(task.n)).view(self.g, self.k)
+        # dW and dB, where a backward config writes them itself (one partial row).
+        self.param_grads = (
+            (None, None) if self.forward
+            else (torch.empty_like(self.weight), None if self.bias is None else torch.empty_like(self.bias))
+        )  # fmt: skip
         if n_sets is None:
             n_sets = timing.rotating_sets(self._read_bytes(), device)
         outputs = self._make_outputs()
@@ -224,10 +229,13 @@ class Workload:
         )  # fmt: skip
 
     def _bwd_args(self, s: dict, part: torch.Tensor | None, coef: torch.Tensor | None) -> tuple:
-        # kernels.launch's own helper: the tuner times the buffer layout the runtime uses.
+        """``norm_bwd``'s arguments on input set ``s``: its dW/dB targets are the partials
+        ``part``, or with none dW and dB themselves (kernels.launch's own helpers: the
+        tuner times the buffer layout the runtime uses)."""
+        targets = launch._grad_targets(part, *self.param_grads, self.g, self.k)
         return launch._bwd_args(
             self.variant, s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"],
-            coef, s["dh"], s["dx"], s["dz"], part, True, 0.0,
+            coef, s["dh"], s["dx"], s["dz"], *targets, 0.0,
         )  # fmt: skip
 
     def is_split(self, config: dict) -> bool:
@@ -247,12 +255,14 @@ class Workload:
     def partial_rows(self, config: dict) -> int:
         return -(-self.m // int(config["block_sizes"][0]))
 
-    def _partials(self, config: dict | None = None) -> torch.Tensor:
-        """The [P, n_params, G, K] fp32 dW/dB partials for ``config`` (kernels.launch's layout);
-        without a config M rows, enough for any m_block, zeroed."""
-        rows = self.m if config is None else self.partial_rows(config)
-        part = launch._partials(rows, self.n_params, self.g, self.k, self.device)
-        return part.zero_() if config is None else part
+    def _partials(self, config: dict | None = None) -> torch.Tensor | None:
+        """The [P, n_params, G, K] fp32 dW/dB partials for ``config`` (kernels.launch's layout),
+        None where it has one partial row (it writes dW and dB itself); without a config
+        M rows, enough for any m_block, zeroed."""
+        if config is None:
+            return launch._partials(self.m, self.n_params, self.g, self.k, self.device).zero_()
+        rows = self.partial_rows(config)
+        return None if launch._direct(rows) else launch._partials(rows, self.n_params, self.g, self.k, self.device)
 
     def kernel_args(self) -> tuple:
         """Arguments of the Helion kernel on input set 0 that suit every config (bwd: M partial rows)."""
@@ -303,7 +313,8 @@ class Workload:
         return bound.config_spec.load_eviction_policies.length
 
     def runner(self, config: dict) -> Callable[[int], object]:
-        """Compile ``config``; returns run(i) that runs it on input set i (bwd: and reduces dW/dB)."""
+        """Compile ``config``; returns run(i) that runs it on input set i (bwd: and reduces dW/dB,
+        unless the kernel writes them itself)."""
         try:
             bound = self.bound(config)
             compiled = bound.compile_config(launch._fit(config, bound))
@@ -325,6 +336,8 @@ class Workload:
                     v, s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"], coef, 0.0
                 )
             compiled(*args[i])
+            if part is None:
+                return self.param_grads
             return launch._reduce_params(part, self.weight, self.bias)
 
         return run_bwd
@@ -364,9 +377,9 @@ class Workload:
         """Run once on set 0 with NaN-filled outputs; the worst relative error, or TrialError."""
         s = self.sets[0]
         names = ("out", "h_out", "mean", "rstd") if self.forward else ("dx", "dz")
-        for name in names:
-            if s[name] is not None:
-                s[name].fill_(float("nan"))
+        for t in [s[name] for name in names] + list(self.param_grads):
+            if t is not None:
+                t.fill_(float("nan"))
         try:
             result = run(0)
             if self.device.type == "cuda":
@@ -448,13 +461,11 @@ class Workload:
             return mn * es * (2 + 2 * v.residual + gated) + params + stats
         tensors = 3 + 2 * gated + v.residual  # dy, x, dx (+ z, dz) (+ dh)
         rows = self.partial_rows(config)
-        partials = rows * self.n_params * self.task.n * 4
-        # The bwd kernel writes the fp32 partials; the reduce reads them and writes dW/dB
-        # in the parameters' dtype (one row: only a cast, none at all for fp32).
-        if rows > 1 or es != 4:
+        if launch._direct(rows):  # the bwd kernel writes dW/dB in the parameters' dtype
+            partials, reduce = self.n_params * self.task.n * es, 0
+        else:  # it writes the fp32 partials; the reduce reads them and writes dW/dB
+            partials = rows * self.n_params * self.task.n * 4
             reduce = self.n_params * self.task.n * (4 * rows + es)
-        else:
-            reduce = 0
         if self.is_split(config):  # norm_bwd_coef reads x, dy (, z) again; writes 2 fp32 per row
             reduce += mn * es * (2 + gated) + 2 * 2 * self.m * self.g * 4
         return mn * es * tensors + params + stats + partials + reduce

@@ -110,7 +110,7 @@ class Schedule:
         return launch._bwd_args(
             self.variant, s["dy"][g], s["x"][g], None, s["w"], s["b"], mean, s["rstd"][g],
             s["coef"][:, g] if self.split else None,
-            None, s["dx"][g], None, self.part[p0:p1], True, 0.0,
+            None, s["dx"][g], None, *launch._grad_targets(self.part[p0:p1], self.dw, self.db, 1, self.k), 0.0,
         )  # fmt: skip
 
     def __call__(self, i: int) -> None:

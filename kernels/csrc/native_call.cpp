@@ -255,6 +255,11 @@ FwdResult run_forward(const NativeCall& c, const Tensor& x, const OptTensor& res
 
 // ------------------------------------------------------------------------ backward
 
+void allocate_param_grads(Grads& g, const BwdPlan& p, const Tensor& weight, const Tensor& bias) {
+  if (p.want_dw) g.dw = like(weight);
+  if (p.want_db) g.db = like(bias);
+}
+
 // The pointer layouts of launch._bwd_ptrs: (coef, main, reduce) launches.
 Grads run_backward(const BwdPlan& p, const NativeCall& c, const Tensor& dout, const Tensor& dh,
                    const Tensor& xs, const Tensor& z, const Tensor& weight, const Tensor& bias,
@@ -267,31 +272,38 @@ Grads run_backward(const BwdPlan& p, const NativeCall& c, const Tensor& dout, co
   g.dx = like(xs);
   if (z.defined()) g.dz = like(z);
   const int64_t n_params = int64_t(p.want_dw) + int64_t(p.want_db);
+  // No reduce record: one partial row, which the main kernel writes into dW and dB
+  // itself (launch._direct).
+  const bool direct = !p.reduce;
   auto f32 = xs.options().dtype(at::kFloat);
   Tensor part, coef;
-  if (n_params > 0) part = at::empty({p.rows, n_params, c.groups, k}, f32);
+  if (n_params > 0 && !direct) part = at::empty({p.rows, n_params, c.groups, k}, f32);
   if (p.split) coef = at::empty({2, m, c.groups}, f32);
+  if (direct) allocate_param_grads(g, p, weight, bias);
 
   uint64_t mean = ptr(stats), rstd = mean;
   if (stats.size(0) == 2) rstd += 4 * stats.stride(0);
   else mean = 0;
   const uint64_t part_ptr = ptr(part);
-  const uint64_t dw_part = p.want_dw ? part_ptr : 0;
-  uint64_t db_part = 0;
-  if (p.want_db) db_part = p.want_dw ? part_ptr + 4 * part.stride(1) : part_ptr;
+  uint64_t dw_part = ptr(g.dw), db_part = ptr(g.db);
+  if (!direct) {
+    dw_part = p.want_dw ? part_ptr : 0;
+    db_part = 0;
+    if (p.want_db) db_part = p.want_dw ? part_ptr + 4 * part.stride(1) : part_ptr;
+  }
   const uint64_t main_ptrs[13] = {ptr(dout), ptr(xs), ptr(z), ptr(weight), ptr(bias), mean, rstd,
                                   ptr(coef), ptr(dh), ptr(g.dx), ptr(g.dz), dw_part, db_part};
   void* stream = current_stream(xs.device());
   if (p.coef) p.coef->run(main_ptrs, stream);  // coef's pointers are main's first 8
   p.main->run(main_ptrs, stream);
+  if (direct) return g;
 
   // dW and dB are allocated while the main kernel runs: off a small shape's critical path.
-  if (p.want_dw) g.dw = like(weight);
-  if (p.want_db) g.db = like(bias);
+  allocate_param_grads(g, p, weight, bias);
   const Tensor& first = g.dw.defined() ? g.dw : g.db;
   const Tensor& second = g.dw.defined() ? g.db : Tensor();
   const uint64_t reduce_ptrs[3] = {part_ptr, ptr(first), ptr(second)};
-  if (p.reduce && part.defined()) p.reduce->run(reduce_ptrs, stream);
+  if (part.defined()) p.reduce->run(reduce_ptrs, stream);
   return g;
 }
 
