@@ -131,17 +131,32 @@ def _fits_grid(mode: str, config: dict, k: int, g: int) -> dict:
 PILOT_VALUES = 16
 
 
+def params_first(config: dict, args: tuple) -> bool:
+    """Whether ``norm_fwd`` loads the weight and bias before the row's statistics: where
+    the config says so (``PARAMS_FIRST``, a key of ours the tuner offers), else for a
+    16-bit RMSNorm weight not gated after the norm, as Unsloth-style's program does.
+    Held across the reductions of a wide row, an fp32 weight, the bias or z cost 3-27%
+    and spilled at the widest (H200, NOTES attempt 38); at decode sizes, where a row's
+    latency is the kernel's time, loading them after the statistics is what the
+    LayerNorm forward trailed Liger's by (attempt 48)."""
+    if config.get(config_cache.PARAMS_FIRST):
+        return True
+    weight, rms, gate = args[3], args[11], args[12]
+    return rms and gate != "after" and weight is not None and weight.dtype != torch.float32
+
+
 def fwd_kernel_args(config: dict, args: tuple) -> tuple:
-    """``norm_fwd``'s arguments, plus for ``norm_fwd_chunked`` the row width, whether
-    the chunk leaves a ragged last step and the pilot's width (compile-time constants of
-    that kernel): PILOT_VALUES for a 16-bit input's inference forward, else one chunk.
+    """The forward kernel's arguments: for ``norm_fwd`` the call's and ``params_first``;
+    for ``norm_fwd_chunked`` the call's, the row width, whether the chunk leaves a ragged
+    last step and the pilot's width (compile-time constants of that kernel):
+    PILOT_VALUES for a 16-bit input's inference forward, else one chunk.
 
     The training forward keeps the chunk: with the statistics stored, a pilot narrower
     than the chunk made Triton's program 14x slower (H200, bf16 4096x16384: 1107 vs 76 us
     at the same config; the inference forward ran 71 us), for a reason not found.
     """
     if len(config["block_sizes"]) != 3:  # norm_fwd's
-        return args
+        return (*args, params_first(config, args))
     x, training = args[0], args[8] is not None  # args[8]: rstd_out, saved by the training forward
     k, chunk = x.shape[-1], config["block_sizes"][0]
     narrow = x.dtype != torch.float32 and not training
@@ -169,7 +184,7 @@ def _fit(config: dict, bound: helion.runtime.kernel.BoundKernel) -> helion.Confi
     """Cut the per-loop knobs to the loops this binding has: no reduction loop where a
     row is 1 element, say, and no pipelining where Helion does not offer it, so one
     config dict serves every hidden size."""
-    fitted = config_cache.without_static(config)  # ours: it chose the kernel, not Helion's config
+    fitted = config_cache.helion_fields(config)  # ours chose the kernel and its constants
     for knob in ("reduction_loops", "range_num_stages"):
         if fitted.get(knob) is not None:
             fitted[knob] = fitted[knob][: len(getattr(bound.config_spec, knob))]
@@ -603,7 +618,7 @@ def launch_fwd(
         eps, offset, variant.rms, variant.gate, variant.casting,
     )  # fmt: skip
     if _uses_ref(x.device):
-        _kernels(True)["fwd"](*args)
+        _kernels(True)["fwd"](*args, params_first({}, args))
         return None
     # offset is a compile-time constant of the forward kernels: one compiled call per value.
     key = (

@@ -131,13 +131,15 @@ def norm_fwd(
     rms: hl.constexpr,
     gate: hl.constexpr,
     casting: hl.constexpr,
+    params_first: hl.constexpr,
 ) -> torch.Tensor:
     """Normalize ``x`` [M, G, K] over K into ``out``; save mean (LayerNorm) and rstd
     for the backward when given buffers for them (inference passes None).
 
     The row is held whole (a config's ``reduction_loops`` may have Helion walk it in
     chunks, one loop per reduction); ``norm_fwd_chunked`` is the two-pass schedule
-    for wide rows.
+    for wide rows. ``params_first``: load the weight and bias before the statistics
+    (``kernels.launch.params_first`` says where).
     """
     m, g, k = x.size()
     k = hl.specialize(k)
@@ -155,20 +157,18 @@ def norm_fwd(
             zv = z[tile_m, tile_g, :]
         else:
             zv = None
-        # RMSNorm issues a 16-bit weight's load before the statistics, as Unsloth-style's
-        # program does, so that its latency hides behind the row's block reduction
-        # instead of following it (Helion keeps source order; a looped config moves
-        # the load into the loop that uses it). Everything else keeps its output
-        # operands after the statistics: held across the reductions, an fp32 weight,
-        # the bias or z cost 3-27% on whole rows, spilling at the widest (NOTES attempt 38).
-        if weight is not None:  # Helion types both operands of an `and`: no weight.dtype of None
-            early = rms and gate != "after" and weight.dtype != torch.float32
-        else:
-            early = False
-        if early:
+        # With ``params_first`` the weight and bias loads are issued before the
+        # statistics, so that their latency hides behind the row's block reductions
+        # instead of following them (Helion keeps source order; a looped config moves
+        # the loads into the loop that uses them).
+        if params_first and weight is not None:
             w_early = weight[tile_g, :][None, :, :]
         else:
             w_early = None
+        if params_first and bias is not None:
+            b_early = bias[tile_g, :][None, :, :]
+        else:
+            b_early = None
         hsum, xf = _norm_input(xv, rv, zv, x.dtype)
         if residual is not None:
             h_out[tile_m, tile_g, :] = hsum
@@ -204,14 +204,14 @@ def norm_fwd(
         rs = 1.0 / torch.sqrt(var + eps)
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
-        if weight is not None and not early:
+        if weight is not None and not params_first:
             wv = weight[tile_g, :][None, :, :]
         else:
             wv = w_early
-        if bias is not None:
+        if bias is not None and not params_first:
             bv = bias[tile_g, :][None, :, :]
         else:
-            bv = None
+            bv = b_early
         if gate == "after":
             za = z[tile_m, tile_g, :]
         else:

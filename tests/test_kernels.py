@@ -777,6 +777,67 @@ def test_training_and_inference_forwards_take_their_own_entries(device, cached_c
         assert (got.double() - ref).abs().max() < 1e-4
 
 
+# Variants whose forward loads its weight (and bias) after the statistics by default.
+PARAMS_FIRST = [
+    dict(rms=False),
+    dict(rms=False, gate="after"),
+    dict(rms=True, gate="after"),
+    dict(rms=False, gate="before"),
+]
+
+
+@pytest.mark.parametrize("opts", PARAMS_FIRST, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_forward_with_params_first_config(device, cached_config, opts):
+    """A forward config with PARAMS_FIRST (weight and bias loaded before the statistics)
+    runs, training and inference, and matches the float64 reference."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    from tuning.cache import PARAMS_FIRST as KEY
+
+    m, n, dtype = 5, 200, torch.bfloat16
+    config = {"block_sizes": [2, 1], "num_warps": 4, "num_stages": 1, "reduction_loops": [None], KEY: True}
+    for mode in ("fwd", "infer"):
+        cached_config(_tuning_name(opts), dtype, m, n, config, mode=mode)
+    with torch.no_grad():
+        inferred = _norm_and_reference(opts, m, n, device, dtype)
+    trained = _norm_and_reference(opts, m, n, device, dtype)
+    ran = [c for key, (_, c) in kernels.launch._compiled.items() if key[0] == "fwd"]
+    assert ran == [config, config], "both forwards ran the params-first config"
+    for outs, refs, *_ in (inferred, trained):
+        for out, ref in zip(outs, refs):
+            assert_close("out", out, ref, ref.to(dtype), dtype, slack=8.0)
+
+
+def test_params_first_moves_the_weight_and_bias_loads_before_the_row_sums():
+    """``params_first`` is a compile-time argument: with it the generated forward loads
+    the weight and bias before its first row sum, without it after its last; the
+    default (``launch.params_first`` of a config without the key) is after for
+    LayerNorm, before for a 16-bit RMSNorm weight."""
+    import helion
+
+    from kernels import launch
+    from tuning.cache import PARAMS_FIRST as KEY
+
+    m, g, k = 8, 1, 64
+    x = torch.randn(m, g, k, dtype=torch.bfloat16)
+    w, b = torch.randn(g, k, dtype=torch.bfloat16), torch.randn(g, k, dtype=torch.bfloat16)
+    args = (x, None, None, w, b, torch.empty_like(x), None, None, None, 1e-5, 0.0, False, "none", "gemma")
+    config = {"block_sizes": [2, 1], "num_warps": 4, "num_stages": 1, "reduction_loops": [None]}
+    assert launch.params_first(config, args) is False
+    assert launch.params_first({**config, KEY: True}, args) is True
+    rms_args = (*args[:4], None, *args[5:11], True, "none", "gemma")
+    assert launch.params_first(config, rms_args) is True
+    assert launch.params_first(config, (*rms_args[:3], w.float(), *rms_args[4:])) is False, "fp32 weight"
+    for first in (False, True):
+        bound = launch._kernels(False)["fwd"].bind(launch.fwd_kernel_args({**config, KEY: first}, args))
+        body = bound.to_triton_code(helion.Config(**config)).split("def _helion_norm_fwd", 1)[1]
+        lines = body.split("\ndef ", 1)[0].splitlines()
+        sums = [i for i, line in enumerate(lines) if "tl.sum(" in line]
+        params = [i for i, line in enumerate(lines) if "tl.load(weight" in line or "tl.load(bias" in line]
+        assert len(params) == 2 and sums, (params, sums)
+        assert (max(params) < min(sums)) if first else (min(params) > max(sums)), (first, params, sums)
+
+
 # --------------------------------------------------------------------- edge cases
 
 

@@ -48,10 +48,10 @@ def _kernel_of(bound, wl, config: dict):  # noqa: ANN001, ANN202
 
 
 def _normalized(bound, config: dict) -> dict:
-    """Helion's normalization of ``config``; "static" (a key of ours, which picks the
-    kernel rather than configuring it) passes through."""
-    ours = {name: v for name, v in config.items() if name == cache.STATIC}
-    c = helion.Config(**cache.without_static(config))
+    """Helion's normalization of ``config``; our keys (``cache.OUR_KEYS``: they pick the
+    kernel or its compile-time arguments rather than configure it) pass through."""
+    ours = {name: v for name, v in config.items() if name in cache.OUR_KEYS}
+    c = helion.Config(**cache.helion_fields(config))
     bound.config_spec.normalize(c)
     return {**dict(c.config), **ours}
 
@@ -216,6 +216,37 @@ def test_streaming_stores_only_where_the_output_outgrows_the_l2() -> None:
     finally:
         launch.set_cpu_backend(previous)
     assert "store_cache_modifiers" not in cache.fit_config(config, "infer", 32, 256, 256)
+
+
+def test_params_first_where_the_forward_loads_weight_and_bias_late() -> None:
+    """``params_first`` is offered to the forwards whose kernel loads the weight and bias
+    after the statistics (LayerNorm; not a 16-bit RMSNorm weight, already loaded first),
+    never to a backward; only to the whole-row kernel; the config round-trips, Helion
+    never sees the key, and the tuner's run of it matches the reference."""
+    from kernels import launch
+    from tuning.cache import PARAMS_FIRST
+
+    assert not Workload(Task("rms_norm", "infer", 16, 256, "bfloat16"), CPU, n_sets=1).offers_params_first
+    assert Workload(Task("rms_norm", "infer", 16, 256, "float32"), CPU, n_sets=1).offers_params_first
+    assert not Workload(Task("layer_norm", "bwd", 16, 256, "bfloat16"), CPU, n_sets=1).offers_params_first
+    wl = Workload(Task("layer_norm", "fwd", 16, 8192, "bfloat16"), CPU, n_sets=1)
+    assert wl.offers_params_first
+    space = SearchSpace.from_spec("fwd", 16, 8192, wl.bound().config_spec, "cpu", chunked=True, params_first=True)
+    point = {**space.from_config(wl.heuristic_config()), "params_first": True}
+    config = space.to_config(point)
+    assert config[PARAMS_FIRST] is True and space.from_config(config) == point
+    assert {**point, "params_first": False} in space.neighbours(point)
+    assert describe(config, "fwd").endswith("wb-first")
+    assert PARAMS_FIRST not in cache.helion_fields(config)
+    _assert_normalizes_unchanged(wl.bound(), config)
+    two_pass = space.to_config({**point, "chunk_log2": 10, "two_pass": True})
+    assert len(two_pass["block_sizes"]) == 3 and PARAMS_FIRST not in two_pass, "norm_fwd_chunked has no such argument"
+    previous = launch.get_cpu_backend()
+    launch.set_cpu_backend("triton")
+    try:
+        assert wl.check(wl.runner(config)) < 1e-2
+    finally:
+        launch.set_cpu_backend(previous)
 
 
 def test_invalid_points_are_pruned(spaces: dict) -> None:

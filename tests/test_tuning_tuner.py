@@ -157,6 +157,8 @@ def test_byte_counts() -> None:
     config = {"block_sizes": [4, 1, 32, 1]}
     # dy, x, dx; weight; rstd; 2 fp32 partial rows written, read back and reduced to a bf16 [N].
     assert bwd.exact_bytes(config) == 3 * 8 * 32 * 2 + 32 * 2 + 8 * 4 + 2 * 32 * 4 + (2 * 32 * 4 + 32 * 2)
+    # One program over all 8 rows: it writes dW (bf16) itself, nothing to reduce.
+    assert bwd.exact_bytes({"block_sizes": [8, 1, 32, 1]}) == 3 * 8 * 32 * 2 + 32 * 2 + 8 * 4 + 32 * 2
 
 
 
@@ -204,6 +206,25 @@ def test_studies_seed_their_incumbent_on_a_per_axis_grid(tmp_path: Path) -> None
     wl = Workload(task, CPU)
     space = SearchSpace.from_spec("bwd", 64, 8192, wl.bound().config_spec, "cpu", wl.other_loads())
     assert tuner.seed_configs(task, "cpu", wl, space, options)["per_axis"] is None
+
+
+def test_decode_backward_studies_seed_one_program_that_writes_dw_db_itself(tmp_path: Path) -> None:
+    """At decode sizes a backward study also measures every row in one program (its
+    rows in as few steps as the space allows), which writes dW/dB without a reduce; the
+    seed runs and matches the reference. Past ONE_PROGRAM_MAX_M rows there is none."""
+    options = tuner.TuneOptions(out_dir=tmp_path, cached_seed=False)
+    for m, want in ((12, (16, 16)), (40, (64, 16)), (1, None), (tuner.ONE_PROGRAM_MAX_M + 1, None)):
+        task = Task("layer_norm", "bwd", m, 96, "bfloat16")
+        wl = Workload(task, CPU)
+        space = SearchSpace.from_spec("bwd", m, 96, wl.bound().config_spec, "cpu", wl.other_loads())
+        one = tuner.seed_configs(task, "cpu", wl, space, options)["one_program"]
+        if want is None:  # M = 1: every config is one program already
+            assert one is None, m
+            continue
+        assert (one["block_sizes"][0], one["block_sizes"][space.inner_index]) == want
+        assert space.from_config(one) is not None, "the seed is a point of the space"
+        assert wl.partial_rows(one) == 1 and wl._partials(one) is None
+        wl.check(wl.runner(one))  # raises TrialError if dx, dW or dB is wrong
 
 
 def test_backward_studies_seed_both_likely_schedules_pipelined(tmp_path: Path) -> None:

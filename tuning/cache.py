@@ -74,9 +74,15 @@ STATIC = "static"
 SHAPE_BOUND_KEYS = (STATIC, "store_cache_modifiers")
 
 
-def without_static(config: dict) -> dict:
-    """``config`` without the STATIC key (what Helion sees; what another shape gets)."""
-    return {name: v for name, v in config.items() if name != STATIC}
+# Config keys of ours that Helion does not know: STATIC picks the compiled kernel,
+# PARAMS_FIRST a compile-time argument of the forward (``kernels.launch.params_first``).
+PARAMS_FIRST = "params_first"
+OUR_KEYS = (STATIC, PARAMS_FIRST)
+
+
+def helion_fields(config: dict) -> dict:
+    """``config`` without OUR_KEYS: what ``helion.Config`` takes."""
+    return {name: v for name, v in config.items() if name not in OUR_KEYS}
 
 
 class CacheFileError(RuntimeError):

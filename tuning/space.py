@@ -39,6 +39,12 @@ Forward (``norm_fwd``, block_sizes = [rows, group tile]):
                  what it saves here (H200 bf16 shipped inference configs: LayerNorm
                  2048x32768 +1.8%, 4096x16384 +0.8%, RMSNorm 4096x4096 +1.8%, most rows
                  within 0.5%, NOTES attempt 46)
+  params_first   (``norm_fwd`` only) load the weight and bias before the row's statistics
+                 rather than after them; a config key of ours (PARAMS_FIRST), a
+                 compile-time argument of the kernel. Offered where the kernel's default
+                 loads them after (all but a 16-bit RMSNorm weight): at decode sizes
+                 their latency follows the reductions (NOTES attempt 48), on wide rows
+                 holding them across the reductions spills (attempt 38)
 
 Backward (``norm_bwd``, block_sizes = [m_block, group tile, channel tile, inner]; the
 positions are read from the config spec: the inner block is the one bounded by m_block):
@@ -65,9 +71,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tuning.cache import STATIC
+from tuning.cache import PARAMS_FIRST, STATIC
 
-SPACE_VERSION = 8  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 9  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -168,6 +174,7 @@ class SearchSpace:
         n_ranges: int = 0,
         row_range: int | None = None,
         streaming: bool = False,
+        params_first: bool = False,
     ) -> None:
         if mode not in ("fwd", "bwd"):
             raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
@@ -185,6 +192,7 @@ class SearchSpace:
         self.n_ranges, self.row_range = n_ranges, row_range
         self.static = mode == "fwd"  # compile for the exact shape: a forward choice
         self.streaming = streaming and mode == "fwd"
+        self.params_first = params_first and mode == "fwd"
         self.params = self._params(evictions, pid_types)
         self.by_name = {p.name: p for p in self.params}
 
@@ -192,6 +200,7 @@ class SearchSpace:
     def from_spec(
         cls, mode: str, m: int, k: int, spec, device_type: str, n_loads: int | None = None,
         chunked: bool = False, training: bool = False, streaming: bool = False,
+        params_first: bool = False,
     ) -> SearchSpace:
         """The space for a kernel bound to real arguments (``bound.config_spec``).
 
@@ -200,6 +209,8 @@ class SearchSpace:
         entries. ``chunked``: offer ``norm_fwd_chunked`` for chunked rows. ``training``:
         a training forward, whose input the backward reads again (no "first" eviction).
         ``streaming``: the forward's output is larger than the L2 (offer ``stream``).
+        ``params_first``: the forward's default loads the weight and bias after the
+        statistics (offer ``params_first``).
         """
         evictions = tuple(spec.load_eviction_policies.inner.choices)
         if training:
@@ -222,6 +233,7 @@ class SearchSpace:
             n_ranges=len(spec.range_num_stages),
             row_range=row_range,
             streaming=streaming,
+            params_first=params_first,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ parameters
@@ -255,6 +267,8 @@ class SearchSpace:
             params.append(ChoiceParam("static", (False, True)))
         if self.streaming:
             params.append(ChoiceParam("stream", (False, True)))
+        if self.params_first:
+            params.append(ChoiceParam("params_first", (False, True)))
         # Last: whether stages matter depends on the chunk and the pid type sampled above.
         params.append(ChoiceParam("stages", STAGES))
         return params
@@ -287,6 +301,8 @@ class SearchSpace:
             return self._stages_matter(point)
         if name == "sm_mult_log2":
             return point.get("pid_type", "flat") in PERSISTENT
+        if name == "params_first":
+            return not self._two_pass(point)
         return True
 
     def suggest(self, trial) -> dict:
@@ -403,6 +419,8 @@ class SearchSpace:
             config[STATIC] = True
         if point.get("stream", False):
             config["store_cache_modifiers"] = [STREAMING_STORE] * MAX_FWD_STORES
+        if point.get("params_first", False) and not self._two_pass(point):
+            config[PARAMS_FIRST] = True
         return config
 
     def from_config(self, config: dict) -> dict | None:
@@ -464,6 +482,7 @@ class SearchSpace:
         if not stores <= {"", STREAMING_STORE} or len(stores) != 1:
             raise ValueError("only one streaming modifier for every store is in the space")
         point["stream"] = stores == {STREAMING_STORE}
+        point["params_first"] = bool(config.get(PARAMS_FIRST, False))
         return point
 
 
@@ -494,11 +513,12 @@ def _exact_log2(n: int) -> int:
 
 
 # The config fields this space decides; others (indexing, l2_groupings, ...) stay at
-# Helion's defaults. STATIC is ours, not Helion's (see kernels.launch.fwd_kernel_name).
+# Helion's defaults. STATIC and PARAMS_FIRST are ours, not Helion's (see
+# kernels.launch.fwd_kernel_name and params_first).
 SPACE_KEYS = (
     "block_sizes", "reduction_loops", "num_warps", "num_stages",
     "load_eviction_policies", "pid_type", "num_sm_multiplier", "range_num_stages", STATIC,
-    "store_cache_modifiers",
+    "store_cache_modifiers", PARAMS_FIRST,
 )  # fmt: skip
 
 
@@ -552,4 +572,6 @@ def describe(config: dict, mode: str) -> str:
         parts.append("static")
     if any(config.get("store_cache_modifiers") or []):
         parts.append("st=cs")
+    if config.get(PARAMS_FIRST):
+        parts.append("wb-first")
     return " ".join(parts)

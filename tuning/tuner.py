@@ -513,6 +513,23 @@ def _streaming(space: SearchSpace, config: dict | None) -> dict | None:
     return _with_param(space, config, "stream", True, False)
 
 
+# Rows up to which a backward study also measures one program per channel tile.
+ONE_PROGRAM_MAX_M = 64
+
+
+def _one_program(space: SearchSpace, config: dict | None, m: int) -> dict | None:
+    """``config`` with every row in one program per channel tile (m_block >= M) and as
+    many rows per step as the space allows: a backward that writes dW/dB itself, with no
+    reduce launch (``kernels.launch._direct``). At decode sizes that launch can outweigh
+    the rows run in parallel, and a sampled trial rarely puts both block sizes at the top
+    of their ranges."""
+    m_block, inner = space.by_name.get("m_block_log2"), space.by_name.get("inner_log2")
+    point = space.from_config(config) if config and m_block and inner and m <= ONE_PROGRAM_MAX_M else None
+    if point is None or point["m_block_log2"] == m_block.high:
+        return None
+    return space.to_config({**point, "m_block_log2": m_block.high, "inner_log2": min(inner.high, m_block.high)})
+
+
 def _history(study: optuna.Study) -> tuple[list, int, int]:
     """([trial number, ms | None] of evaluated trials, evaluated count, failed count)."""
     rows = [
@@ -622,6 +639,7 @@ def seed_configs(task: Task, gpu: str, wl: Workload, space: SearchSpace, options
     seeds["per_axis"] = _per_axis(space, seeds.get("cached") or heuristic)
     seeds["static"] = _static(space, seeds.get("cached") or seeds["per_axis"] or heuristic)
     seeds["streaming"] = _streaming(space, seeds.get("cached") or seeds["static"] or heuristic)
+    seeds["one_program"] = _one_program(space, seeds.get("cached") or heuristic, task.m)
     return seeds
 
 
@@ -637,6 +655,7 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
         task.kernel_mode, task.m, wl.k, wl.bound().config_spec, device.type, wl.other_loads(),
         chunked=wl.offers_chunked, training=task.mode == cache.FWD,
         streaming=device.type == "cuda" and wl.output_bytes() > timing.l2_bytes(device),
+        params_first=wl.offers_params_first,
     )  # fmt: skip
     study = open_study(task, gpu, space, options)
     seeds = seed_configs(task, gpu, wl, space, options)

@@ -285,6 +285,12 @@ class Workload:
         reduction loops in two reads already)."""
         return self.forward and not self.variant.rms
 
+    @property
+    def offers_params_first(self) -> bool:
+        """Whether the forward's space has ``params_first``: where ``norm_fwd`` would
+        otherwise load the weight and bias after the statistics."""
+        return self.forward and not launch.params_first({}, self._fwd_args(self.sets[0]))
+
     def bound(self, config: dict | None = None) -> helion.runtime.kernel.BoundKernel:
         """The Helion kernel that runs ``config``, bound to this workload's arguments.
         Without a config, the one whose config_spec the space is built from: ``norm_fwd``,
@@ -292,7 +298,7 @@ class Workload:
         s = self.sets[0]
         if self.forward:
             if config is None:
-                return launch._kernels(False)["fwd"].bind(self._fwd_args(s))
+                return launch._kernels(False)["fwd"].bind(launch.fwd_kernel_args({"block_sizes": [1, 1]}, self._fwd_args(s)))
             name = launch.fwd_kernel_name(config)
             return launch._kernels(False)[name].bind(launch.fwd_kernel_args(config, self._fwd_args(s)))
         config = config or self.heuristic_config()
