@@ -193,15 +193,18 @@ def test_studies_seed_their_incumbent_on_a_per_axis_grid(tmp_path: Path) -> None
     options = tuner.TuneOptions(out_dir=tmp_path, cached_seed=False)
     task = Task("rms_norm", "infer", 40, 96, "float32")
     wl = Workload(task, CPU)
-    space = SearchSpace.from_spec("fwd", 40, 96, wl.bound().config_spec, "cpu", wl.other_loads())
+    space = SearchSpace.from_spec("fwd", 40, 96, wl.bound().config_spec, "cpu", wl.other_loads(), params_first=wl.offers_params_first)
     seeds = tuner.seed_configs(task, "cpu", wl, space, options)
     per_axis = seeds["per_axis"]
     assert per_axis == {**seeds["heuristic"], "pid_type": "xyz"}
     assert space.from_config(per_axis) is not None, "the seed is a point of the space"
     assert wl.check(wl.runner(per_axis)) < 1e-4
-    # The incumbent compiled for the exact shape, too.
+    # The incumbent compiled for the exact shape, too; and (an fp32 RMSNorm weight is
+    # loaded after the statistics by default) with its weight loaded first.
     assert seeds["static"] == {**per_axis, "static": True}
     assert wl.check(wl.runner(seeds["static"])) < 1e-4
+    assert seeds["params_first"] == {**seeds["static"], "params_first": True}
+    assert wl.check(wl.runner(seeds["params_first"])) < 1e-4
     task = Task("rms_norm", "bwd", 64, 8192, "float32")
     wl = Workload(task, CPU)
     space = SearchSpace.from_spec("bwd", 64, 8192, wl.bound().config_spec, "cpu", wl.other_loads())

@@ -513,6 +513,13 @@ def _streaming(space: SearchSpace, config: dict | None) -> dict | None:
     return _with_param(space, config, "stream", True, False)
 
 
+def _params_first(space: SearchSpace, config: dict | None) -> dict | None:
+    """``config`` with the weight and bias loaded before the statistics: what the LayerNorm
+    forward at decode sizes needed (NOTES attempt 48) and what spilled on wide rows
+    (attempt 38), so the study measures its incumbent both ways."""
+    return _with_param(space, config, "params_first", True, False)
+
+
 # Rows up to which a backward study also measures one program per channel tile.
 ONE_PROGRAM_MAX_M = 64
 
@@ -639,6 +646,7 @@ def seed_configs(task: Task, gpu: str, wl: Workload, space: SearchSpace, options
     seeds["per_axis"] = _per_axis(space, seeds.get("cached") or heuristic)
     seeds["static"] = _static(space, seeds.get("cached") or seeds["per_axis"] or heuristic)
     seeds["streaming"] = _streaming(space, seeds.get("cached") or seeds["static"] or heuristic)
+    seeds["params_first"] = _params_first(space, seeds.get("cached") or seeds["static"] or heuristic)
     seeds["one_program"] = _one_program(space, seeds.get("cached") or heuristic, task.m)
     return seeds
 
