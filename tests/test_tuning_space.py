@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import helion
@@ -54,6 +55,19 @@ def _normalized(bound, config: dict) -> dict:
     c = helion.Config(**cache.helion_fields(config))
     bound.config_spec.normalize(c)
     return {**dict(c.config), **ours}
+
+
+@contextlib.contextmanager
+def _triton_backend():  # noqa: ANN202
+    """CPU calls run the generated Triton code (Triton's interpreter) inside the block."""
+    from kernels import launch
+
+    previous = launch.get_cpu_backend()
+    launch.set_cpu_backend("triton")
+    try:
+        yield
+    finally:
+        launch.set_cpu_backend(previous)
 
 
 def _assert_normalizes_unchanged(bound, config: dict) -> None:
@@ -209,12 +223,8 @@ def test_streaming_stores_only_where_the_output_outgrows_the_l2() -> None:
     code = wl.bound().to_triton_code(launch._fit(config, wl.bound()))
     stores = [line for line in code.splitlines() if "tl.store(" in line]
     assert len(stores) == 2 and all("cache_modifier='.cs'" in line for line in stores), stores  # out and h
-    previous = launch.get_cpu_backend()
-    launch.set_cpu_backend("triton")
-    try:
+    with _triton_backend():
         assert wl.check(wl.runner(config)) < 1e-4
-    finally:
-        launch.set_cpu_backend(previous)
     assert "store_cache_modifiers" not in cache.fit_config(config, "infer", 32, 256, 256)
 
 
@@ -223,7 +233,6 @@ def test_params_first_where_the_forward_loads_weight_and_bias_late() -> None:
     after the statistics (LayerNorm; not a 16-bit RMSNorm weight, already loaded first),
     never to a backward; only to the whole-row kernel; the config round-trips, Helion
     never sees the key, and the tuner's run of it matches the reference."""
-    from kernels import launch
     from tuning.cache import PARAMS_FIRST
 
     assert not Workload(Task("rms_norm", "infer", 16, 256, "bfloat16"), CPU, n_sets=1).offers_params_first
@@ -241,12 +250,8 @@ def test_params_first_where_the_forward_loads_weight_and_bias_late() -> None:
     _assert_normalizes_unchanged(wl.bound(), config)
     two_pass = space.to_config({**point, "chunk_log2": 10, "two_pass": True})
     assert len(two_pass["block_sizes"]) == 3 and PARAMS_FIRST not in two_pass, "norm_fwd_chunked has no such argument"
-    previous = launch.get_cpu_backend()
-    launch.set_cpu_backend("triton")
-    try:
+    with _triton_backend():
         assert wl.check(wl.runner(config)) < 1e-2
-    finally:
-        launch.set_cpu_backend(previous)
 
 
 def test_invalid_points_are_pruned(spaces: dict) -> None:
@@ -327,9 +332,7 @@ def test_sampled_configs_compile_and_compute_correctly(spaces: dict) -> None:
     """A few valid points of each mode really run (Triton's interpreter) and pass the reference check."""
     from kernels import launch
 
-    previous = launch.get_cpu_backend()
-    launch.set_cpu_backend("triton")
-    try:
+    with _triton_backend():
         rng = random.Random(2)
         for key in (("layer_norm", "fwd", 8, 64, "cpu"), ("layer_norm", "bwd", 8, 64, "cpu")):
             space, _, wl = spaces[key]
@@ -367,8 +370,6 @@ def test_sampled_configs_compile_and_compute_correctly(spaces: dict) -> None:
             space, _, wl = spaces[("gated_rms_norm_grouped", mode, 16, 256, "cpu")]
             point = next(p for p in space.points() if p.get("pid_type") == "xyz")
             assert wl.check(wl.runner(space.to_config(point))) < 1e-4
-    finally:
-        launch.set_cpu_backend(previous)
 
 
 @pytest.mark.parametrize("k", [4608, 5000, 8192, 8704, 9728, 12288, 12800, 15872, 16384, 32768, 40000])
