@@ -71,7 +71,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tuning.cache import PARAMS_FIRST, STATIC
+from tuning.cache import OUR_KEYS, PARAMS_FIRST, STATIC
 
 SPACE_VERSION = 9  # part of every study name: change it when parameters change meaning
 
@@ -513,12 +513,12 @@ def _exact_log2(n: int) -> int:
 
 
 # The config fields this space decides; others (indexing, l2_groupings, ...) stay at
-# Helion's defaults. STATIC and PARAMS_FIRST are ours, not Helion's (see
+# Helion's defaults. OUR_KEYS (STATIC, PARAMS_FIRST) are ours, not Helion's (see
 # kernels.launch.fwd_kernel_name and params_first).
 SPACE_KEYS = (
     "block_sizes", "reduction_loops", "num_warps", "num_stages",
-    "load_eviction_policies", "pid_type", "num_sm_multiplier", "range_num_stages", STATIC,
-    "store_cache_modifiers", PARAMS_FIRST,
+    "load_eviction_policies", "pid_type", "num_sm_multiplier", "range_num_stages",
+    "store_cache_modifiers", *OUR_KEYS,
 )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ Each (kernel, mode, shape) runs its shipped config as cached ("flat") and with
 ``pid_type="xyz"``, timed A B A B by the tuner's timing (CUDA graph over rotating
 sets); the better of each pair is printed, then the geomean per mode.
 """
-import math
+from statistics import geometric_mean
 import sys
 import time
 
@@ -61,7 +61,7 @@ def main() -> None:
         ratios.setdefault(mode, []).append(r)
         print(f"{kernel:10s} {mode:5s} {m}x{n:<6d} flat {best['flat']:6.0f} xyz {best['xyz']:6.0f} ({(r - 1) * 100:+5.1f}%)  {flat}", flush=True)
     for mode, rs in ratios.items():
-        print(f"{mode}: geomean xyz/flat {math.exp(sum(map(math.log, rs)) / len(rs)):.4f} over {len(rs)} rows", flush=True)
+        print(f"{mode}: geomean xyz/flat {geometric_mean(rs):.4f} over {len(rs)} rows", flush=True)
 
 
 if __name__ == "__main__":

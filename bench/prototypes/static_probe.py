@@ -13,7 +13,7 @@ rotating sets, kernel time) in turns; the ratio static / dynamic, then its geome
     python bench/prototypes/static_probe.py [--dtype bfloat16]
 """
 
-import math
+from statistics import geometric_mean
 import sys
 
 import helion
@@ -55,7 +55,7 @@ def main() -> None:
                     flush=True,
                 )
     for key, r in ratios.items():
-        print(f"geomean static/dynamic {key}: {math.exp(sum(map(math.log, r)) / len(r)):.3f}", flush=True)
+        print(f"geomean static/dynamic {key}: {geometric_mean(r):.3f}", flush=True)
 
 
 if __name__ == "__main__":

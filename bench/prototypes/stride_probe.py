@@ -13,6 +13,7 @@ timing (CUDA graph over rotating sets); the better of each pair of timings is pr
 import importlib.util
 import os
 import sys
+from statistics import geometric_mean
 
 import torch
 
@@ -67,7 +68,7 @@ def main() -> None:
                 ratios.append(gb["new"] / gb["old"])
             tag = "shipped" if i == 0 else "chunk  "
             print(f"{kernel:10s} {mode:5s} {m}x{n:<6d} {tag} old {gb['old']:6.0f} new {gb['new']:6.0f} ({(gb['new'] / gb['old'] - 1) * 100:+5.1f}%)  {config}", flush=True)
-    geo = torch.tensor(ratios).log().mean().exp().item()
+    geo = geometric_mean(ratios)
     print(f"geomean new/old over the shipped configs: {geo:.4f}", flush=True)
 
 
