@@ -729,9 +729,7 @@ def _reduce_into(
         _kernels(True)["reduce"](*args)
         return None
     key = ("reduce", part.shape, first.dtype, _dtype(second), part.device)
-    fn, _ = _compiled.get(key) or _compile(
-        key, "reduce", args, heuristics.reduce_config(p, g * k, _num_sms(part.device))
-    )
+    fn, _ = _compiled.get(key) or _compile(key, "reduce", args, heuristics.reduce_config(p))
     return _call(fn, args, part.device, record)
 
 

@@ -702,6 +702,27 @@ def test_backward_with_one_partial_row_writes_dw_db_itself(device, cached_config
     assert bool(reduces) != one_row, f"reduce compiled: {bool(reduces)}, one partial row: {one_row}"
 
 
+@pytest.mark.parametrize("p", [2, 16, 17, 100, 600])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32])
+def test_partial_sum_reduce_over_any_number_of_rows(device, p, out_dtype):
+    """The dW/dB reduce sums P partial rows in fp32 and casts once, whatever its launch
+    shape: P on either side of the narrow-tile and rows-per-step thresholds (16, 512),
+    a ragged last step (17, 100, 600 rows), a row width no tile divides (40), one output
+    or two. Against the float64 sum, within one rounding of the output dtype."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    k = 40
+    part = (torch.randn(p, 2, 1, k, dtype=torch.float64) * 3.0 + 1.0).float().to(device)
+    want = part.double().sum(0).reshape(2, k)
+    for outs in ([torch.empty(k, dtype=out_dtype, device=device) for _ in range(2)], [torch.empty(k, dtype=out_dtype, device=device), None]):
+        kernels.launch._reduce_into(part[:, : len([o for o in outs if o is not None])], *outs)
+        for i, out in enumerate(o for o in outs if o is not None):
+            scale = part[:, i].double().abs().sum(0).reshape(k)
+            err = (out.double() - want[i]).abs()
+            bound = ULP[out_dtype] * want[i].abs() + 1e-6 * scale
+            assert (err <= bound).all(), f"output {i}: max error {(err - bound).max().item():.3g} over the bound"
+
+
 @pytest.mark.parametrize("gate", ["none", "after", "before"])
 @pytest.mark.parametrize("sums_first", [True, False], ids=["sums-first", "interleaved"])
 def test_layer_norm_backward_row_sums_in_either_order(device, monkeypatch, sums_first, gate):

@@ -212,19 +212,25 @@ def test_studies_seed_their_incumbent_on_a_per_axis_grid(tmp_path: Path) -> None
 
 
 def test_decode_backward_studies_seed_one_program_that_writes_dw_db_itself(tmp_path: Path) -> None:
-    """At decode sizes a backward study also measures every row in one program (its
-    rows in as few steps as the space allows), which writes dW/dB without a reduce; the
-    seed runs and matches the reference. Past ONE_PROGRAM_MAX_M rows there is none."""
+    """At decode sizes a backward study also measures every row in one program per
+    channel tile (up to ONE_PROGRAM_INNER rows a step), which writes dW/dB without a
+    reduce: the whole row where the space cannot split it, else ONE_PROGRAM_TILE-channel
+    tiles after the row coefficients. The seed is a point of the space, runs and matches
+    the reference. Past ONE_PROGRAM_MAX_M rows there is none."""
     options = tuner.TuneOptions(out_dir=tmp_path, cached_seed=False)
-    for m, want in ((12, (16, 16)), (40, (64, 16)), (1, None), (tuner.ONE_PROGRAM_MAX_M + 1, None)):
-        task = Task("layer_norm", "bwd", m, 96, "bfloat16")
+    cases = ((12, 96, (16, 128, 8)), (40, 96, (64, 128, 8)), (6, 1536, (8, tuner.ONE_PROGRAM_TILE, 8)),
+             (1, 96, None), (tuner.ONE_PROGRAM_MAX_M + 1, 1536, None))  # fmt: skip
+    for m, n, want in cases:
+        task = Task("layer_norm", "bwd", m, n, "bfloat16")
         wl = Workload(task, CPU)
-        space = SearchSpace.from_spec("bwd", m, 96, wl.bound().config_spec, "cpu", wl.other_loads())
+        space = SearchSpace.from_spec("bwd", m, n, wl.bound().config_spec, "cpu", wl.other_loads())
         one = tuner.seed_configs(task, "cpu", wl, space, options)["one_program"]
         if want is None:  # M = 1: every config is one program already
             assert one is None, m
             continue
-        assert (one["block_sizes"][0], one["block_sizes"][space.inner_index]) == want
+        sizes = one["block_sizes"]
+        assert (sizes[0], sizes[space.tile_index], sizes[space.inner_index]) == want
+        assert wl.is_split(one) == (n > 128) and (one["num_warps"] == tuner.ONE_PROGRAM_WARPS) == wl.is_split(one)
         assert space.from_config(one) is not None, "the seed is a point of the space"
         assert wl.partial_rows(one) == 1 and wl._partials(one) is None
         wl.check(wl.runner(one))  # raises TrialError if dx, dW or dB is wrong

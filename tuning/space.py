@@ -51,7 +51,12 @@ positions are read from the config spec: the inner block is the one bounded by m
   m_block_log2   rows per program; P = ceil(M / m_block) fp32 partial rows of dW/dB
   tile_k_log2    channels per program; the top value is the whole row (the fused
                  schedule), below it the split schedule (``norm_bwd_coef`` first, a
-                 second read of x and dy). Offered only for wide rows.
+                 second read of x and dy). Offered for wide rows, and at decode sizes
+                 (M <= DIRECT_SPLIT_MAX_M) from DIRECT_SPLIT_MIN_WIDTH channels: there a
+                 channel tile over every row writes dW/dB itself, two launches in all
+                 (inductor's structure: a dx kernel, a column sum), against the fused
+                 schedule's backward and reduce (H200 bf16 8x8192 fwd+bwd 1.105x of
+                 inductor's step, the fused schedule 0.925x; NOTES attempt 49)
   inner_log2     rows per step of the program's loop over its m_block rows
   row_stages     software pipelining of that loop (its ``range_num_stages``: Triton
                  prefetches the next steps' rows while this one reduces); 0 = off.
@@ -73,7 +78,7 @@ from dataclasses import dataclass
 
 from tuning.cache import OUR_KEYS, PARAMS_FIRST, STATIC
 
-SPACE_VERSION = 9  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 10  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -86,6 +91,9 @@ MIN_LOOP_WIDTH = 4096
 MAX_CHUNK_STEPS_LOG2 = 4  # chunks as small as 1/16 of the row
 # Rows narrower than this keep their dW/dB accumulators in registers: no split backward.
 MIN_SPLIT_WIDTH = 8192
+# ... but at decode sizes the split writes dW/dB from one program per channel tile.
+DIRECT_SPLIT_MAX_M = 64
+DIRECT_SPLIT_MIN_WIDTH = 1024
 MAX_PARTIAL_ROWS = 2048
 MAX_WARPS_LOG2 = 5
 STAGES = (1, 2, 3)
@@ -279,7 +287,9 @@ class SearchSpace:
 
     @property
     def can_split(self) -> bool:
-        return self.mode == "bwd" and self.tile_index is not None and self.kp >= MIN_SPLIT_WIDTH
+        wide = self.kp >= MIN_SPLIT_WIDTH
+        decode = self.m <= DIRECT_SPLIT_MAX_M and self.kp >= DIRECT_SPLIT_MIN_WIDTH
+        return self.mode == "bwd" and self.tile_index is not None and (wide or decode)
 
     def _channel_tile(self, point: dict) -> int:
         return 1 << point.get("tile_k_log2", log2i(self.kp))

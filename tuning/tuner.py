@@ -44,7 +44,7 @@ from optuna.trial import TrialState
 from kernels import heuristics
 
 from . import cache, timing
-from .space import SPACE_VERSION, SearchSpace
+from .space import SPACE_VERSION, SearchSpace, log2i
 from .workload import Task, TrialError, Workload
 
 # Consecutive proposals that are invalid or already measured before the study is
@@ -522,19 +522,30 @@ def _params_first(space: SearchSpace, config: dict | None) -> dict | None:
 
 # Rows up to which a backward study also measures one program per channel tile.
 ONE_PROGRAM_MAX_M = 64
+# That seed's rows per step, and where the space splits rows its channel tile and warps:
+# the fastest of 4 tiles x 2 warp counts in bench/prototypes/decode_bwd_probe.py
+# (H200 bf16 LayerNorm fwd+bwd 8x4096 and 8x8192, NOTES attempt 49).
+ONE_PROGRAM_INNER, ONE_PROGRAM_TILE, ONE_PROGRAM_WARPS = 8, 512, 2
 
 
 def _one_program(space: SearchSpace, config: dict | None, m: int) -> dict | None:
-    """``config`` with every row in one program per channel tile (m_block >= M) and as
-    many rows per step as the space allows: a backward that writes dW/dB itself, with no
-    reduce launch (``kernels.launch._direct``). At decode sizes that launch can outweigh
-    the rows run in parallel, and a sampled trial rarely puts both block sizes at the top
-    of their ranges."""
+    """``config`` with every row in one program per channel tile (m_block >= M): a
+    backward that writes dW/dB itself, with no reduce launch (``kernels.launch._direct``).
+    Where the space splits rows, ONE_PROGRAM_TILE-channel tiles: the row coefficients in
+    one launch, then many programs each summing its tile's columns over every row. At
+    decode sizes a launch can outweigh the rows run in parallel, and a sampled trial
+    rarely puts both block sizes at the top of their ranges."""
     m_block, inner = space.by_name.get("m_block_log2"), space.by_name.get("inner_log2")
     point = space.from_config(config) if config and m_block and inner and m <= ONE_PROGRAM_MAX_M else None
     if point is None or point["m_block_log2"] == m_block.high:
         return None
-    return space.to_config({**point, "m_block_log2": m_block.high, "inner_log2": min(inner.high, m_block.high)})
+    top = min(m_block.high, inner.high, log2i(ONE_PROGRAM_INNER))
+    point = {**point, "m_block_log2": m_block.high, "inner_log2": top}
+    tile = space.by_name.get("tile_k_log2")
+    if tile is not None:
+        point["tile_k_log2"] = min(max(log2i(ONE_PROGRAM_TILE), tile.low), tile.high)
+        point["warps_log2"] = log2i(ONE_PROGRAM_WARPS)
+    return space.to_config(point)
 
 
 def _history(study: optuna.Study) -> tuple[list, int, int]:
