@@ -44,7 +44,7 @@ from optuna.trial import TrialState
 from kernels import heuristics
 
 from . import cache, timing
-from .space import SPACE_VERSION, SearchSpace, log2i
+from .space import DIRECT_SPLIT_MAX_M, SPACE_VERSION, SearchSpace, log2i
 from .workload import Task, TrialError, Workload
 
 # Consecutive proposals that are invalid or already measured before the study is
@@ -520,8 +520,9 @@ def _params_first(space: SearchSpace, config: dict | None) -> dict | None:
     return _with_param(space, config, "params_first", True, False)
 
 
-# Rows up to which a backward study also measures one program per channel tile.
-ONE_PROGRAM_MAX_M = 64
+# Rows up to which a backward study also measures one program per channel tile (the
+# decode sizes where the space offers the split schedule for it).
+ONE_PROGRAM_MAX_M = DIRECT_SPLIT_MAX_M
 # That seed's rows per step, and where the space splits rows its channel tile and warps:
 # the fastest of 4 tiles x 2 warp counts in bench/prototypes/decode_bwd_probe.py
 # (H200 bf16 LayerNorm fwd+bwd 8x4096 and 8x8192, NOTES attempt 49).
