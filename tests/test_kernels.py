@@ -714,9 +714,10 @@ def test_partial_sum_reduce_over_any_number_of_rows(device, p, out_dtype):
     k = 40
     part = (torch.randn(p, 2, 1, k, dtype=torch.float64) * 3.0 + 1.0).float().to(device)
     want = part.double().sum(0).reshape(2, k)
-    for outs in ([torch.empty(k, dtype=out_dtype, device=device) for _ in range(2)], [torch.empty(k, dtype=out_dtype, device=device), None]):
-        kernels.launch._reduce_into(part[:, : len([o for o in outs if o is not None])], *outs)
-        for i, out in enumerate(o for o in outs if o is not None):
+    for n_outs in (2, 1):
+        outs = [torch.empty(k, dtype=out_dtype, device=device) for _ in range(n_outs)]
+        kernels.launch._reduce_into(part[:, :n_outs], *outs, *[None] * (2 - n_outs))
+        for i, out in enumerate(outs):
             scale = part[:, i].double().abs().sum(0).reshape(k)
             err = (out.double() - want[i]).abs()
             bound = ULP[out_dtype] * want[i].abs() + 1e-6 * scale
