@@ -4,7 +4,7 @@ time on mid rows (bf16 4096x4096-8192, 2048x16384-32768) although the tuner's sp
 holds Unsloth-style's launch shape (one row per program, its warps), so the difference is
 in the program, not the config.
 
-    python bench/prototypes/rms_fwd_probe.py [--budget SECONDS] [--check-only]
+    python bench/prototypes/rms_fwd_probe.py [--budget SECONDS] [--check-only] [--shapes MxN,...] [--asm DIR]
 
 Per shape, timed A B A B by the tuner's timing (CUDA graph over inputs rotated past the
 L2), best of two, GB/s by the forward byte model:
@@ -19,6 +19,9 @@ L2), best of two, GB/s by the forward byte model:
   ``no_offset`` drops the fp32 ``+ offset`` on the weight (Gemma's 1 + w; 0 for Llama),
   ``sqrt_approx`` takes ``tl.sqrt`` for ``tl.sqrt_rn``, ``no_row_mask`` drops the row mask
   (M is a multiple of the rows per program in every shape here).
+
+``--asm DIR`` writes the PTX and cubin of Unsloth-style's program and of ours (the shipped
+config's generated source, unedited) per shape, to compare them instruction by instruction.
 
 Each run is checked against the float64 reference first (``--check-only``: check and stop,
 which also runs on the CPU under ``TRITON_INTERPRET=1``).
@@ -41,6 +44,7 @@ from tuning.workload import EPS, Task, TrialError, Workload
 
 SHAPES = [(4096, 4096), (4096, 8192), (2048, 16384), (2048, 32768), (4096, 1024), (8192, 4096)]
 EDITS = {
+    "unedited": [],
     "sqrt_approx": [(r"tl\.sqrt_rn\(", "tl.sqrt(")],
     "no_row_mask": [(r", mask_0\[[^\]]*\](, other=0)?", "")],
     # Llama's scale in the input dtype (Unsloth-style's mul.bf16): a product of two bf16
@@ -55,10 +59,11 @@ _MODULES = Path(tempfile.mkdtemp(prefix="rms_fwd_probe_"))
 
 def edited_runner(wl: Workload, config: dict, name: str):  # noqa: ANN201
     """run(i) of the shipped config's generated source after the text edits ``name``."""
-    code = wl.bound(config).to_triton_code(helion.Config(**config))
-    for pattern, repl in EDITS[name]:
+    bound = wl.bound(config)
+    code = bound.to_triton_code(launch._fit(config, bound))
+    for pattern, repl in EDITS[name] or [(r"$^", "")]:
         code, n = re.subn(pattern, repl, code)
-        if n == 0:
+        if n == 0 and EDITS[name]:
             raise ValueError(f"{name}: {pattern!r} is not in the generated code")
     path = _MODULES / f"{name}_{abs(hash(code))}.py"
     path.write_text(code)  # triton.jit reads its kernel's source from a file
@@ -66,7 +71,18 @@ def edited_runner(wl: Workload, config: dict, name: str):  # noqa: ANN201
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     args = [launch.fwd_kernel_args(config, wl._fwd_args(s)) for s in wl.sets]
-    return lambda i: module.norm_fwd(*args[i])
+    run = lambda i: module.norm_fwd(*args[i])  # noqa: E731
+    run.jit = [v for v in vars(module).values() if hasattr(v, "device_caches")][0]  # the @triton.jit program
+    return run
+
+
+def write_asm(jit, folder: Path, name: str) -> None:
+    """The PTX and cubin of every program ``jit`` compiled (one per signature)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for cache in jit.device_caches.values():
+        for i, kernel in enumerate(cache[0].values()):
+            (folder / f"{name}_{i}.ptx").write_text(kernel.asm["ptx"])
+            (folder / f"{name}_{i}.cubin").write_bytes(kernel.asm["cubin"])
 
 
 def unsloth_runner(wl: Workload, **launch_options):  # noqa: ANN201, ANN003
@@ -99,6 +115,9 @@ def main() -> None:
     start = time.perf_counter()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shapes = SHAPES if dev.type == "cuda" else [(8, 256), (6, 1024)]
+    if "--shapes" in sys.argv:
+        shapes = [tuple(map(int, s.split("x"))) for s in sys.argv[sys.argv.index("--shapes") + 1].split(",")]
+    asm = Path(sys.argv[sys.argv.index("--asm") + 1]) if "--asm" in sys.argv else None
     for m, n in shapes:
         if time.perf_counter() - start > budget:
             print("budget spent", flush=True)
@@ -134,6 +153,9 @@ def main() -> None:
             for name, run in runs.items():
                 ms = timing.time_ms(run, len(wl.sets), wl.device)
                 best[name] = max(best[name], wl.model_bytes() / ms / 1e6)
+        if asm is not None:
+            write_asm(runs["unedited"].jit, asm, f"ours_{m}x{n}")
+            write_asm(unsloth_style._rms_norm_fwd, asm, f"unsloth_{m}x{n}")
         base = best["ours"]
         print("  " + "  ".join(f"{k} {v:.0f} ({v / base:.3f})" for k, v in best.items()), flush=True)
 
