@@ -116,22 +116,6 @@ def _norm_output(
     return y
 
 
-def _inv_sqrt(v: torch.Tensor, fast: bool) -> torch.Tensor:
-    """1 / sqrt(v). ``fast``: Triton's ``tl.rsqrt``, one approximate reciprocal square
-    root (PTX rsqrt.approx, relative error under 2^-22), as torch's own CUDA norms and
-    Unsloth-style's kernel take it; else ``1 / torch.sqrt``, whose IEEE-rounded sqrt and
-    division put a longer instruction sequence between a row's reduction and its output
-    (H200, bf16 RMSNorm inference 8x4096: 1.4% of a 1.5 us kernel, NOTES attempt 50).
-
-    Inline Triton because ``torch.rsqrt`` lowers to libdevice's, which Triton's
-    interpreter does not implement; Helion's eager reference mode runs no inline Triton,
-    so it passes ``fast`` = False.
-    """
-    if fast:
-        return hl.inline_triton("tl.rsqrt({0})", [v], v)
-    return 1.0 / torch.sqrt(v)
-
-
 def norm_fwd(
     x: torch.Tensor,
     residual: torch.Tensor | None,
@@ -148,7 +132,6 @@ def norm_fwd(
     gate: hl.constexpr,
     casting: hl.constexpr,
     params_first: hl.constexpr,
-    fast_rsqrt: hl.constexpr,
 ) -> torch.Tensor:
     """Normalize ``x`` [M, G, K] over K into ``out``; save mean (LayerNorm) and rstd
     for the backward when given buffers for them (inference passes None).
@@ -156,7 +139,7 @@ def norm_fwd(
     The row is held whole (a config's ``reduction_loops`` may have Helion walk it in
     chunks, one loop per reduction); ``norm_fwd_chunked`` is the two-pass schedule
     for wide rows. ``params_first``: load the weight and bias before the statistics
-    (``kernels.launch.params_first`` says where). ``fast_rsqrt``: see ``_inv_sqrt``.
+    (``kernels.launch.params_first`` says where).
     """
     m, g, k = x.size()
     k = hl.specialize(k)
@@ -217,7 +200,8 @@ def norm_fwd(
             if mean_out is not None:
                 mean_out[tile_m, tile_g] = pilot + shift
         var = torch.sum(xc * xc, dim=-1) * inv_k
-        rs = _inv_sqrt(var + eps, fast_rsqrt)
+        # 1/sqrt rather than rsqrt: rsqrt has no implementation in Triton's interpreter.
+        rs = 1.0 / torch.sqrt(var + eps)
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
         if weight is not None and not params_first:
@@ -255,7 +239,6 @@ def norm_fwd_chunked(
     width: hl.constexpr,
     ragged: hl.constexpr,
     pilot_width: hl.constexpr,
-    fast_rsqrt: hl.constexpr,
 ) -> torch.Tensor:
     """``norm_fwd`` for rows too wide to hold: two passes over the row in chunks of L
     columns (the first block size). The first pass reads the row once for the
@@ -340,7 +323,7 @@ def norm_fwd_chunked(
             var = torch.maximum(var, torch.zeros_like(var))
             if mean_out is not None:
                 mean_out[tile_m, tile_g] = pilot + shift
-        rs = _inv_sqrt(var + eps, fast_rsqrt)
+        rs = 1.0 / torch.sqrt(var + eps)
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
         for tile_k in hl.tile(k, block_size=lanes):
