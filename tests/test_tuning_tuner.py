@@ -216,10 +216,10 @@ def test_decode_backward_studies_seed_one_program_that_writes_dw_db_itself(tmp_p
     channel tile (up to ONE_PROGRAM_INNER rows a step), which writes dW/dB without a
     reduce: the whole row where the space cannot split it, else ONE_PROGRAM_TILE-channel
     tiles after the row coefficients. The seed is a point of the space, runs and matches
-    the reference. Past ONE_PROGRAM_MAX_M rows there is none."""
+    the reference. Past DIRECT_SPLIT_MAX_M rows there is none."""
     options = tuner.TuneOptions(out_dir=tmp_path, cached_seed=False)
     cases = ((12, 96, (16, 128, 8)), (40, 96, (64, 128, 8)), (6, 1536, (8, tuner.ONE_PROGRAM_TILE, 8)),
-             (1, 96, None), (tuner.ONE_PROGRAM_MAX_M + 1, 1536, None))  # fmt: skip
+             (1, 96, None), (tuner.DIRECT_SPLIT_MAX_M + 1, 1536, None))  # fmt: skip
     for m, n, want in cases:
         task = Task("layer_norm", "bwd", m, n, "bfloat16")
         wl = Workload(task, CPU)

@@ -520,11 +520,9 @@ def _params_first(space: SearchSpace, config: dict | None) -> dict | None:
     return _with_param(space, config, "params_first", True, False)
 
 
-# Rows up to which a backward study also measures one program per channel tile (the
-# decode sizes where the space offers the split schedule for it).
-ONE_PROGRAM_MAX_M = DIRECT_SPLIT_MAX_M
-# That seed's rows per step, and where the space splits rows its channel tile and warps:
-# the fastest of 4 tiles x 2 warp counts in bench/prototypes/decode_bwd_probe.py
+# A backward study of up to DIRECT_SPLIT_MAX_M rows (the decode sizes where the space
+# offers the split schedule) also measures one program per channel tile. That seed's rows
+# per step, and where the space splits rows its channel tile and warps: the fastest of 4 tiles x 2 warp counts in bench/prototypes/decode_bwd_probe.py
 # (H200 bf16 LayerNorm fwd+bwd 8x4096 and 8x8192, NOTES attempt 49).
 ONE_PROGRAM_INNER, ONE_PROGRAM_TILE, ONE_PROGRAM_WARPS = 8, 512, 2
 
@@ -537,7 +535,7 @@ def _one_program(space: SearchSpace, config: dict | None, m: int) -> dict | None
     decode sizes a launch can outweigh the rows run in parallel, and a sampled trial
     rarely puts both block sizes at the top of their ranges."""
     m_block, inner = space.by_name.get("m_block_log2"), space.by_name.get("inner_log2")
-    point = space.from_config(config) if config and m_block and inner and m <= ONE_PROGRAM_MAX_M else None
+    point = space.from_config(config) if config and m_block and inner and m <= DIRECT_SPLIT_MAX_M else None
     if point is None or point["m_block_log2"] == m_block.high:
         return None
     top = min(m_block.high, inner.high, log2i(ONE_PROGRAM_INNER))
