@@ -522,8 +522,9 @@ def _params_first(space: SearchSpace, config: dict | None) -> dict | None:
 
 # A backward study of up to DIRECT_SPLIT_MAX_M rows (the decode sizes where the space
 # offers the split schedule) also measures one program per channel tile. That seed's rows
-# per step, and where the space splits rows its channel tile and warps: the fastest of 4 tiles x 2 warp counts in bench/prototypes/decode_bwd_probe.py
-# (H200 bf16 LayerNorm fwd+bwd 8x4096 and 8x8192, NOTES attempt 49).
+# per step, and where the space splits rows its channel tile and warps: the fastest of 4
+# tiles x 2 warp counts in bench/prototypes/decode_bwd_probe.py (H200 bf16 LayerNorm
+# fwd+bwd 8x4096 and 8x8192, NOTES attempt 49).
 ONE_PROGRAM_INNER, ONE_PROGRAM_TILE, ONE_PROGRAM_WARPS = 8, 512, 2
 
 
