@@ -149,18 +149,22 @@ def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     """The forward kernel's arguments: for ``norm_fwd`` the call's and ``params_first``;
     for ``norm_fwd_chunked`` the call's, the row width, whether the chunk leaves a ragged
     last step and the pilot's width (compile-time constants of that kernel):
-    PILOT_VALUES for a 16-bit input's inference forward, else one chunk.
+    PILOT_VALUES for a 16-bit input's inference forward, else one chunk. Both end with
+    ``fast_rsqrt``: True for RMSNorm, False for LayerNorm (NOTES attempt 51: the
+    approximate rsqrt sped RMSNorm's decode forwards up 0.4-3.2% and slowed LayerNorm's
+    by 0.1-2.6%); the eager reference mode, which runs no inline Triton, passes False.
 
     The training forward keeps the chunk: with the statistics stored, a pilot narrower
     than the chunk made Triton's program 14x slower (H200, bf16 4096x16384: 1107 vs 76 us
     at the same config; the inference forward ran 71 us), for a reason not found.
     """
+    rms = args[11]
     if len(config["block_sizes"]) != 3:  # norm_fwd's
-        return (*args, params_first(config, args))
+        return (*args, params_first(config, args), rms)
     x, training = args[0], args[8] is not None  # args[8]: rstd_out, saved by the training forward
     k, chunk = x.shape[-1], config["block_sizes"][0]
     narrow = x.dtype != torch.float32 and not training
-    return (*args, k, k % chunk != 0, PILOT_VALUES if narrow else chunk)
+    return (*args, k, k % chunk != 0, PILOT_VALUES if narrow else chunk, rms)
 
 
 def fwd_kernel_name(config: dict) -> str:
@@ -618,7 +622,7 @@ def launch_fwd(
         eps, offset, variant.rms, variant.gate, variant.casting,
     )  # fmt: skip
     if _uses_ref(x.device):
-        _kernels(True)["fwd"](*args, params_first({}, args))
+        _kernels(True)["fwd"](*args, params_first({}, args), False)
         return None
     # offset is a compile-time constant of the forward kernels: one compiled call per value.
     key = (
