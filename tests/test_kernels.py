@@ -887,10 +887,11 @@ def test_params_first_moves_the_weight_and_bias_loads_before_the_row_sums():
         assert (max(params) < min(sums)) if first else (min(params) > max(sums)), (first, params, sums)
 
 
-def test_rms_norm_programs_take_one_approximate_rsqrt_layer_norm_and_the_reference_mode_none():
-    """RMSNorm's compiled forward programs compute rstd with Triton's ``tl.rsqrt`` (one
-    approximate instruction, as torch's CUDA norms), LayerNorm's with an IEEE sqrt and a
-    division; the eager reference mode, which cannot run inline Triton, is passed
+def test_plain_rms_norm_programs_take_one_approximate_rsqrt_the_others_and_the_reference_mode_none():
+    """Plain RMSNorm's compiled forward programs compute rstd with Triton's ``tl.rsqrt``
+    (one approximate instruction, as torch's CUDA norms); LayerNorm's, the gated and the
+    residual RMSNorm's with an IEEE sqrt and a division (where the approximate one measured
+    slower); the eager reference mode, which cannot run inline Triton, is passed
     ``fast_rsqrt`` False, and its RMSNorm still matches float64."""
     import helion
 
@@ -898,18 +899,25 @@ def test_rms_norm_programs_take_one_approximate_rsqrt_layer_norm_and_the_referen
 
     m, g, k = 8, 1, 256
     x = torch.randn(m, g, k, dtype=torch.bfloat16)
-    for rms in (True, False):
-        args = (x, None, None, None, None, torch.empty_like(x), None, None, None, 1e-5, 0.0, rms, "none", "gemma")
+    other = torch.randn_like(x)
+    cases = {  # (residual, z, h_out, rms, gate) -> rsqrt expected
+        "rms": ((None, None, None, True, "none"), True),
+        "layer_norm": ((None, None, None, False, "none"), False),
+        "gated": ((None, other, None, True, "after"), False),
+        "residual": ((other, None, torch.empty_like(x), True, "none"), False),
+    }
+    for name, ((residual, z, h_out, rms, gate), fast) in cases.items():
+        args = (x, residual, z, None, None, torch.empty_like(x), h_out, None, None, 1e-5, 0.0, rms, gate, "gemma")
         for config in ({"block_sizes": [2, 1], "num_warps": 4, "num_stages": 1, "reduction_loops": [None]},
                        {"block_sizes": [64, 2, 1], "num_warps": 4, "num_stages": 1}):  # fmt: skip
             kernel_args = launch.fwd_kernel_args(config, args)
-            assert kernel_args[-1] is rms
+            assert kernel_args[-1] is fast, name
             bound = launch._kernels(False)[launch.fwd_kernel_name(config)].bind(kernel_args)
             code = bound.to_triton_code(helion.Config(**config))
-            assert code.count("tl.rsqrt(") == (1 if rms else 0), (rms, config)
-            assert ("sqrt_rn" in code) != rms, (rms, config)
+            assert code.count("tl.rsqrt(") == (1 if fast else 0), (name, config)
+            assert ("sqrt_rn" in code) != fast, (name, config)
     reference = torch.empty_like(x)
-    launch._kernels(True)["fwd"](*args[:5], reference, *args[6:11], True, *args[12:], False, False)
+    launch._kernels(True)["fwd"](x, None, None, None, None, reference, None, None, None, 1e-5, 0.0, True, "none", "gemma", False, False)
     xf = x.double()
     expected = xf / torch.sqrt((xf * xf).mean(-1, keepdim=True) + 1e-5)
     torch.testing.assert_close(reference.double(), expected, atol=0.02, rtol=0.02)
