@@ -13,7 +13,13 @@ give the rsqrt program back its speed.
 Per shape (bf16 inference forward, the shipped config), timed by the tuner's timing (CUDA
 graph over rotated inputs) in turns, best of 3: ``ieee`` (what ships for gated/add),
 ``rsqrt``, and ``rsqrt`` with ``maxnreg`` 64 and 128; GB/s by the forward byte model, each
-config's registers per thread (the compiled program's ``n_regs``) beside it.
+config's registers per thread (the compiled program's ``n_regs``) beside it. Helion 1.4
+accepts ``maxnreg`` only with a persistent ``pid_type``, so the capped variants fail on the
+other configs (reported, not timed).
+
+Result (H200, 2026-11-23, ``bench/results/2026-11-23_h200_rsqrt_regs_probe.txt``): not the
+registers. The gated rsqrt programs lost 10-17% with the same count as the IEEE ones
+(4096x1024 40/40, 4096x16384 64/64, 128x8192 40/37); see NOTES attempt 53.
 """
 
 import sys
