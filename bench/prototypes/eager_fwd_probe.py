@@ -23,10 +23,9 @@ on the CPU under ``TRITON_INTERPRET=1``).
 """
 
 import statistics
-import sys
-import time
 
 import torch
+from probe_common import ProbeRun
 
 from bench import providers, timing as bench_timing
 from kernels import functional, launch
@@ -63,17 +62,13 @@ def eager_us(run, n_sets: int, device: torch.device) -> float:
 
 
 def main() -> None:
-    budget = float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 1e9
-    check_only = "--check-only" in sys.argv
-    start = time.perf_counter()
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    shapes = SHAPES if dev.type == "cuda" else [("layer_norm", 8, 256), ("rms_norm", 6, 512)]
-    if "--shapes" in sys.argv:
-        shapes = [(s.split(":")[0], *map(int, s.split(":")[1].split("x")))
-                  for s in sys.argv[sys.argv.index("--shapes") + 1].split(",")]  # fmt: skip
+    probe = ProbeRun()
+    dev = probe.device
+    shapes = SHAPES if probe.on_gpu else [("layer_norm", 8, 256), ("rms_norm", 6, 512)]
+    if probe.option("--shapes"):
+        shapes = [(s.split(":")[0], *map(int, s.split(":")[1].split("x"))) for s in probe.option("--shapes").split(",")]
     for op, m, n in shapes:
-        if time.perf_counter() - start > budget:
-            print("budget spent", flush=True)
+        if probe.out_of_time():
             return
         wl = Workload(Task(op, "infer", m, n, "bfloat16", 1), dev, n_sets=None if dev.type == "cuda" else 2)
         shipped = dict(launch.choose_config(op, "infer", m, n, 1, torch.bfloat16, dev))
@@ -90,7 +85,7 @@ def main() -> None:
                 print(f"  {name}: failed ({str(e)[:120]})", flush=True)
         print(f"{op} infer {m}x{n} bf16 shipped {shipped}; worst relative error "
               f"{max(errors.values()):.2g} over {len(errors)} configs", flush=True)  # fmt: skip
-        if check_only:
+        if probe.check_only:
             continue
         sets = wl.sets
         x = [s["x"].view(m, n) for s in sets]

@@ -29,16 +29,14 @@ which also runs on the CPU under ``TRITON_INTERPRET=1``).
 
 import importlib.util
 import re
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from probe_common import ProbeRun, best_gbps
 
 from kernels import launch
 from tritonbench_ops import unsloth_style
-from tuning import timing
 from tuning.workload import EPS, Task, TrialError, Workload
 
 SHAPES = [(4096, 4096), (4096, 8192), (2048, 16384), (2048, 32768), (4096, 1024), (8192, 4096)]
@@ -110,17 +108,14 @@ def unsloth_config(config: dict, n: int) -> dict:
 
 
 def main() -> None:
-    budget = float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 1e9
-    check_only = "--check-only" in sys.argv
-    start = time.perf_counter()
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    probe = ProbeRun()
+    dev = probe.device
     shapes = SHAPES if dev.type == "cuda" else [(8, 256), (6, 1024)]
-    if "--shapes" in sys.argv:
-        shapes = [tuple(map(int, s.split("x"))) for s in sys.argv[sys.argv.index("--shapes") + 1].split(",")]
-    asm = Path(sys.argv[sys.argv.index("--asm") + 1]) if "--asm" in sys.argv else None
+    if probe.option("--shapes"):
+        shapes = [tuple(map(int, s.split("x"))) for s in probe.option("--shapes").split(",")]
+    asm = Path(probe.option("--asm")) if probe.option("--asm") else None
     for m, n in shapes:
-        if time.perf_counter() - start > budget:
-            print("budget spent", flush=True)
+        if probe.out_of_time():
             return
         wl = Workload(Task("rms_norm", "infer", m, n, "bfloat16", 1), dev, n_sets=None if dev.type == "cuda" else 2)
         shipped = dict(launch.choose_config("rms_norm", "infer", m, n, 1, torch.bfloat16, dev))
@@ -146,13 +141,9 @@ def main() -> None:
                 del runs[name]
         print(f"rms_norm infer {m}x{n} {shipped}\n  relative errors: "
               + ", ".join(f"{k} {v}" for k, v in errors.items()), flush=True)  # fmt: skip
-        if check_only:
+        if probe.check_only:
             continue
-        best = dict.fromkeys(runs, 0.0)
-        for _ in range(2):
-            for name, run in runs.items():
-                ms = timing.time_ms(run, len(wl.sets), wl.device)
-                best[name] = max(best[name], wl.model_bytes() / ms / 1e6)
+        best = best_gbps(wl, runs, rounds=2)
         if asm is not None and runs["unedited"].jit is not None:
             write_asm(runs["unedited"].jit, asm, f"ours_{m}x{n}")
             write_asm(unsloth_style._rms_norm_fwd, asm, f"unsloth_{m}x{n}")

@@ -22,13 +22,10 @@ registers. The gated rsqrt programs lost 10-17% with the same count as the IEEE 
 (4096x1024 40/40, 4096x16384 64/64, 128x8192 40/37); see NOTES attempt 53.
 """
 
-import sys
-import time
-
 import torch
+from probe_common import ProbeRun, best_gbps
 
 from kernels import launch
-from tuning import timing
 from tuning.workload import Task, TrialError, Workload
 
 SHAPES = [
@@ -61,17 +58,14 @@ def registers(fn) -> str:  # noqa: ANN001
 
 
 def main() -> None:
-    budget = float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 1e9
-    check_only = "--check-only" in sys.argv
-    start = time.perf_counter()
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    shapes = SHAPES if dev.type == "cuda" else [("gated_rms_norm", 8, 256), ("add_rms_norm", 4, 512)]
-    variants = VARIANTS if dev.type == "cuda" else {k: v for k, v in VARIANTS.items() if v[1] is None}
+    probe = ProbeRun()
+    dev = probe.device
+    shapes = SHAPES if probe.on_gpu else [("gated_rms_norm", 8, 256), ("add_rms_norm", 4, 512)]
+    variants = VARIANTS if probe.on_gpu else {k: v for k, v in VARIANTS.items() if v[1] is None}
     for op, m, n in shapes:
-        if time.perf_counter() - start > budget:
-            print("budget spent", flush=True)
+        if probe.out_of_time():
             return
-        wl = Workload(Task(op, "infer", m, n, "bfloat16", 1), dev, n_sets=None if dev.type == "cuda" else 2)
+        wl = Workload(Task(op, "infer", m, n, "bfloat16", 1), dev, n_sets=None if probe.on_gpu else 2)
         shipped = dict(launch.choose_config(op, "infer", m, n, 1, torch.bfloat16, dev))
         runs, errors = {}, {}
         for name, (fast, cap) in variants.items():
@@ -83,14 +77,10 @@ def main() -> None:
                 print(f"  {name}: failed ({type(e).__name__}: {str(e)[:150]})", flush=True)
         worst = max(errors.values(), default=float("nan"))
         print(f"{op} infer {m}x{n} bf16 {shipped}; worst relative error {worst:.2g}", flush=True)
-        if check_only:
+        if probe.check_only:
             print("  registers: " + ", ".join(f"{k} {registers(r.compiled)}" for k, r in runs.items()), flush=True)
             continue
-        best = dict.fromkeys(runs, 0.0)
-        for _ in range(3):
-            for name, run in runs.items():
-                ms = timing.time_ms(run, len(wl.sets), wl.device)
-                best[name] = max(best[name], wl.model_bytes() / ms / 1e6)
+        best = best_gbps(wl, runs, rounds=3)
         base = best.get("ieee") or 1.0
         print("  " + "  ".join(f"{k} {v:.0f} ({v / base:.3f}, {registers(runs[k].compiled)} regs)"
                                for k, v in best.items()), flush=True)  # fmt: skip
