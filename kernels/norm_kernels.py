@@ -122,7 +122,7 @@ def _inv_sqrt(v: torch.Tensor, fast: bool) -> torch.Tensor:
     it; else ``1 / torch.sqrt``, whose IEEE-rounded sqrt and division put a longer
     instruction sequence between a row's reduction and its output (H200, bf16 RMSNorm
     inference 8x4096: 1.4% of a 1.5 us kernel, NOTES attempt 50). ``kernels.launch``
-    asks for it in RMSNorm's programs only.
+    asks for it in plain RMSNorm's programs only (no gate, no residual: attempt 51).
 
     Inline Triton because ``torch.rsqrt`` lowers to libdevice's, which Triton's
     interpreter does not implement; Helion's eager reference mode runs no inline Triton,
