@@ -488,12 +488,12 @@ class _BwdBuffers(NamedTuple):
     dx: torch.Tensor
     dz: torch.Tensor | None
     part: torch.Tensor | None  # [P, n_params, G, K] fp32 dW/dB partials; None at P = 1
-    coef: torch.Tensor | None  # [2, M, G] fp32 row coefficients (split schedule)
+    coef: torch.Tensor | None  # [2, M, G] fp32 row coefficients (split), [M, 3, G, T] zeros (exchange)
     dw: torch.Tensor | None
     db: torch.Tensor | None
 
 
-def _bwd_buffers(xs, z, weight, bias, groups, rows, split, want_dw, want_db) -> _BwdBuffers:  # noqa: ANN001
+def _bwd_buffers(xs, z, weight, bias, groups, rows, split, want_dw, want_db, exchange=0) -> _BwdBuffers:  # noqa: ANN001
     n = xs.shape[-1]
     m = xs.numel() // n
     n_params = int(want_dw) + int(want_db)
@@ -501,7 +501,7 @@ def _bwd_buffers(xs, z, weight, bias, groups, rows, split, want_dw, want_db) -> 
         _like(xs),
         None if z is None else _like(z),
         None if _direct(rows) else _partials(rows, n_params, groups, n // groups, xs.device),
-        _coef(split, m, groups, xs.device),
+        _coef(split, m, groups, xs.device, exchange),
         _like(weight) if want_dw else None,
         _like(bias) if want_db else None,
     )
@@ -538,23 +538,24 @@ def _bwd_ptrs(dout, dh, xs, z, weight, bias, stats, b: _BwdBuffers) -> tuple[tup
 class _BwdPlan:
     """A backward signature's repeated call: allocate, replay coef (split), main, reduce."""
 
-    __slots__ = ("coef", "main", "reduce", "rows", "split")
+    __slots__ = ("coef", "main", "reduce", "rows", "split", "exchange")
 
-    def __init__(self, coef, main, reduce, rows: int, split: bool) -> None:  # noqa: ANN001
+    def __init__(self, coef, main, reduce, rows: int, split: bool, exchange: int) -> None:  # noqa: ANN001
         self.coef, self.main, self.reduce, self.rows, self.split = coef, main, reduce, rows, split
+        self.exchange = exchange
 
     @classmethod
     def check(cls, recorded: tuple, variant, dout, dh, xs, z, weight, bias, stats, *_) -> _BwdPlan | None:  # noqa: ANN001
         """A plan from the general route's recorded launches, if they all replay."""
-        (coef, main, reduce), rows, split, buffers = recorded
+        (coef, main, reduce), rows, split, exchange, buffers = recorded
         ptrs = _bwd_ptrs(dout, dh, xs, z, weight, bias, stats, buffers)
         for replay, p, needed in zip((coef, main, reduce), ptrs, (split, True, buffers.part is not None)):
             if needed and (replay is None or not replay.matches(p)):
                 return None
-        return cls(coef, main, reduce, rows, split)
+        return cls(coef, main, reduce, rows, split, exchange)
 
     def __call__(self, variant, dout, dh, xs, z, weight, bias, stats, groups, offset, want_dw, want_db):  # noqa: ANN001, ANN204
-        b = _bwd_buffers(xs, z, weight, bias, groups, self.rows, self.split, want_dw, want_db)
+        b = _bwd_buffers(xs, z, weight, bias, groups, self.rows, self.split, want_dw, want_db, self.exchange)
         coef, main, reduce = _bwd_ptrs(dout, dh, xs, z, weight, bias, stats, b)
         if self.coef is not None:
             self.coef(coef)
@@ -565,7 +566,8 @@ class _BwdPlan:
 
 
 def _backward_views(variant, dout, dh, xs, z, weight, bias, stats, groups, offset, want_dw, want_db, record):  # noqa: ANN001, ANN202
-    """The general backward route; returns (grads, (replays, partial rows, split, buffers))."""
+    """The general backward route; returns (grads, (replays, partial rows, split, exchange
+    tiles, buffers))."""
     n = xs.shape[-1]
     k = n // groups
     m = xs.numel() // n
@@ -573,18 +575,18 @@ def _backward_views(variant, dout, dh, xs, z, weight, bias, stats, groups, offse
     z3, dh3 = _view3(z, m, groups, k), _view3(dh, m, groups, k)
     w2, b2 = _view2(weight, groups, k), _view2(bias, groups, k)
     mean, rstd = _split_stats(stats)
-    fn, rows, split = _bwd_kernel(variant, dy3, x3, z3, w2, b2, mean, rstd, dh3, want_dw, want_db, offset)
-    b = _bwd_buffers(xs, z, weight, bias, groups, rows, split, want_dw, want_db)
+    fn, rows, split, exchange = _bwd_kernel(variant, dy3, x3, z3, w2, b2, mean, rstd, dh3, want_dw, want_db, offset)
+    b = _bwd_buffers(xs, z, weight, bias, groups, rows, split, want_dw, want_db, exchange)
     coef = None
     if split:
         coef = _launch_coef(variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, offset, record)
     args = _bwd_args(
         variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, dh3, b.dx.view(m, groups, k),
-        _view3(b.dz, m, groups, k), *_grad_targets(b.part, b.dw, b.db, groups, k), offset,
+        _view3(b.dz, m, groups, k), *_grad_targets(b.part, b.dw, b.db, groups, k), offset, exchange,
     )  # fmt: skip
     main = _call(fn, args, xs.device, record)
     reduce = _reduce_into(b.part, b.dw, b.db, record)
-    return (b.dx, b.dz, b.dw, b.db), ((coef, main, reduce), rows, split, b)
+    return (b.dx, b.dz, b.dw, b.db), ((coef, main, reduce), rows, split, exchange, b)
 
 
 # ----------------------------------------------------------------------------- launch
@@ -649,10 +651,11 @@ def _fwd_config(variant: Variant, x: torch.Tensor, training: bool) -> dict:
 
 def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_db, offset):  # noqa: ANN001, ANN202
     """The backward host function for these [M, G, K] views, the number of partial rows
-    it writes (one per program) and whether it runs the split schedule."""
+    it writes (one per program), whether it runs the split schedule and the exchange
+    schedule's channel tiles per row (0: not that schedule)."""
     m, g, k = x.shape
     if _uses_ref(x.device):
-        return _kernels(True)["bwd"], 1, False  # eager: one tile spans all rows
+        return _kernels(True)["bwd"], 1, False, 0  # eager: one tile spans all rows
     key = (
         "bwd", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias),
         dh is not None, want_dw, want_db, x.device,
@@ -667,23 +670,43 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
         dw = torch.empty_like(weight) if want_dw else None
         db = torch.empty_like(bias) if want_db else None
         part = None if _direct(rows) else _partials(rows, int(want_dw) + int(want_db), g, k, x.device)
+        tiles = _exchange_tiles(config, variant, k, x.device)
+        if tiles:  # a prefetched read of the partial sums could pass the wait
+            config = {name: v for name, v in config.items() if name != "range_num_stages"}
         args = _bwd_args(
-            variant, dy, x, z, weight, bias, mean, rstd, _coef(_splits(config, k), m, g, x.device),
+            variant, dy, x, z, weight, bias, mean, rstd, _coef(_splits(config, variant, k, x.device), m, g, x.device, tiles),
             dh, torch.empty_like(x), None if z is None else torch.empty_like(z),
-            *_grad_targets(part, dw, db, g, k), offset,
+            *_grad_targets(part, dw, db, g, k), offset, tiles,
         )  # fmt: skip
         hit = _compile(key, "bwd", args, config)
     fn, config = hit
-    return fn, -(-m // config["block_sizes"][0]), _splits(config, k)
+    rows = -(-m // config["block_sizes"][0])
+    return fn, rows, _splits(config, variant, k, x.device), _exchange_tiles(config, variant, k, x.device)
 
 
-def _splits(config: dict, k: int) -> bool:
-    """A backward config whose channel tile is narrower than the row splits the rows."""
-    return config["block_sizes"][2] < k
+def _exchange_tiles(config: dict, variant: Variant, k: int, device: torch.device) -> int:
+    """The channel tiles per row of an exchange config (``norm_bwd``'s exchange schedule:
+    the row sums formed from the tiles' partials), or 0. Gated variants do not take it,
+    nor Triton's interpreter beyond one tile (it runs programs one after another, so a
+    program waiting for its row's other tiles would wait forever): there the config's
+    channel tiles run the split schedule."""
+    if not config.get(config_cache.EXCHANGE) or variant.gate != "none":
+        return 0
+    tiles = -(-k // config["block_sizes"][2])
+    return 0 if device.type == "cpu" and tiles > 1 else tiles
 
 
-def _coef(split: bool, m: int, g: int, device: torch.device) -> torch.Tensor | None:
-    """[2, M, G] fp32 row coefficients for the split backward."""
+def _splits(config: dict, variant: Variant, k: int, device: torch.device) -> bool:
+    """A backward config whose channel tile is narrower than the row splits the rows:
+    row coefficients first, unless the tiles exchange their partial sums."""
+    return config["block_sizes"][2] < k and not _exchange_tiles(config, variant, k, device)
+
+
+def _coef(split: bool, m: int, g: int, device: torch.device, exchange: int = 0) -> torch.Tensor | None:
+    """[2, M, G] fp32 row coefficients for the split backward, or for the exchange
+    schedule its zeroed [M, 3, G, T] scratch (partial sums, arrival counters)."""
+    if exchange:
+        return torch.zeros((m, 3, g, exchange), dtype=torch.float32, device=device)
     return torch.empty((2, m, g), dtype=torch.float32, device=device) if split else None
 
 
@@ -716,10 +739,10 @@ def _grad_targets(part, dw, db, g: int, k: int) -> tuple:  # noqa: ANN001
     return (None if dw is None else part[:, 0], None if db is None else part[:, -1])
 
 
-def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset):  # noqa: ANN001, ANN202
+def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset, exchange=0):  # noqa: ANN001, ANN202
     return (
         dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part,
-        offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)),
+        offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)), exchange,
     )  # fmt: skip
 
 

@@ -400,6 +400,7 @@ def norm_bwd(
     rms: hl.constexpr,
     gate: hl.constexpr,
     sums_first: hl.constexpr,
+    exchange: hl.constexpr,
 ) -> torch.Tensor:
     """dx (and dz) for every row; per-program fp32 partial sums of dw and db.
 
@@ -414,6 +415,19 @@ def norm_bwd(
     registers, so x and dy are read once. Split (``coef`` [2, M, G] from
     ``norm_bwd_coef``): rows too wide for a register-resident dw accumulator are cut
     into channel tiles, at the price of that second read of x and dy.
+
+    Exchange (``exchange`` = T > 0 channel tiles per row, no gate; ``coef`` is then a
+    zeroed fp32 [M, 3, G, T] scratch): the T programs of a row block hold one channel
+    tile each and walk the same rows in step. Per step each stores its tile's partial
+    row sums in ``coef[r, 0:2, g, t]``, bumps the counter ``coef[r, 2, g, 0]`` (release),
+    waits until it reaches T (acquire), adds the T partials in a fixed order, then reads
+    its x and dy tile again (L1/L2 hits, so they are not held across the wait) for dx.
+    x and dy come from HBM once, as in the fused schedule, with a 1/T-wide dw
+    accumulator (H200 bf16 2048x32768 backward: RMSNorm 2295 -> 2742 GB/s, LayerNorm
+    2153 -> 2282, NOTES attempt 55). The wait needs the T programs resident together:
+    the config puts the channel tile first in the grid (``loop_orders``), so they are
+    adjacent program ids, and CUDA starts blocks in id order. Triton's interpreter and
+    the reference mode run programs one at a time, so there T must be 1.
 
     The loop over a program's rows is software-pipelined when a config sets its
     ``range_num_stages`` (Triton prefetches the next rows' x and dy while this one
@@ -481,6 +495,33 @@ def norm_bwd(
                 c2 = torch.sum(dxhat * xhat, dim=-1) * inv_k
                 if not rms and sums_first:
                     c1 = torch.sum(dxhat, dim=-1) * inv_k
+            elif exchange > 0:
+                hl.store(coef, [tile_m, 0, tile_g, tile_k.id], torch.sum(dxhat * xhat, dim=-1))
+                if not rms:
+                    hl.store(coef, [tile_m, 1, tile_g, tile_k.id], torch.sum(dxhat, dim=-1))
+                # Every thread's partial-sum store is ordered before the release. The
+                # atomics are spelled helion.language.atomic_add: Helion counts an
+                # ``hl.atomic_*`` call as a write of its tensor, and a kernel that reads
+                # an argument it writes loses ``range_num_stages`` for every schedule
+                # (triton-lang/triton#8259). The exchange configs leave it off, since a
+                # prefetched read of ``coef`` could pass the wait (kernels.launch).
+                hl.inline_triton("tl.debug_barrier()", args=(), output_like=None)
+                helion.language.atomic_add(coef, [tile_m, 2, tile_g, 0], 1.0, sem="release")
+                seen = helion.language.atomic_add(coef, [tile_m, 2, tile_g, 0], 0.0, sem="acquire")
+                while torch.min(torch.amin(seen, dim=-1)) < exchange:
+                    seen = helion.language.atomic_add(coef, [tile_m, 2, tile_g, 0], 0.0, sem="acquire")
+                c2 = torch.sum(coef[tile_m, 0, tile_g, :], dim=-1) * inv_k
+                if not rms:
+                    c1 = torch.sum(coef[tile_m, 1, tile_g, :], dim=-1) * inv_k
+                xf = x[tile_m, tile_g, tile_k].to(torch.float32)
+                dyf = dy[tile_m, tile_g, tile_k].to(torch.float32)
+                if rms:
+                    xhat = xf * rs
+                else:
+                    xhat = (xf - mean[tile_m, tile_g][:, :, None]) * rs
+                dxhat = dyf
+                if weight is not None:
+                    dxhat = dyf * wf
             else:
                 c2 = coef[1, tile_m, tile_g]
                 if not rms:

@@ -77,7 +77,10 @@ SHAPE_BOUND_KEYS = (STATIC, "store_cache_modifiers")
 # Config keys of ours that Helion does not know: STATIC picks the compiled kernel,
 # PARAMS_FIRST a compile-time argument of the forward (``kernels.launch.params_first``).
 PARAMS_FIRST = "params_first"
-OUR_KEYS = (STATIC, PARAMS_FIRST)
+# EXCHANGE: a backward config whose channel tiles exchange their partial row sums
+# (``norm_bwd``'s exchange schedule, ``kernels.launch._exchange_tiles``).
+EXCHANGE = "exchange"
+OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE)
 
 
 def helion_fields(config: dict) -> dict:

@@ -58,6 +58,14 @@ positions are read from the config spec: the inner block is the one bounded by m
                  schedule's backward and reduce (H200 bf16 8x8192 fwd+bwd 1.105x of
                  inductor's step, the fused schedule 0.925x; NOTES attempt 49)
   inner_log2     rows per step of the program's loop over its m_block rows
+  exchange       (CUDA, no gate, rows from EXCHANGE_MIN_WIDTH channels, when the channel
+                 tile is narrower than the row) the exchange schedule instead of the split
+                 one: the channel tiles of a row form its sums from each other's partial
+                 sums (no second read of x and dy; H200 bf16 2048x32768 backward: RMSNorm
+                 2295 -> 2742 GB/s, LayerNorm 2153 -> 2282, NOTES attempt 55). A config key
+                 of ours (EXCHANGE), with the channel tile first in the grid (Helion's
+                 ``loop_orders``) so a row's tiles are adjacent programs; not with a
+                 persistent grid, whose programs walk tiles in turn.
   row_stages     software pipelining of that loop (its ``range_num_stages``: Triton
                  prefetches the next steps' rows while this one reduces); 0 = off.
                  Offered when Helion's config spec has the knob for the loop.
@@ -76,9 +84,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tuning.cache import OUR_KEYS, PARAMS_FIRST, STATIC
+from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, STATIC
 
-SPACE_VERSION = 10  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 11  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -94,6 +102,11 @@ MIN_SPLIT_WIDTH = 8192
 # ... but at decode sizes the split writes dW/dB from one program per channel tile.
 DIRECT_SPLIT_MAX_M = 64
 DIRECT_SPLIT_MIN_WIDTH = 1024
+# Rows from this wide are offered the exchange backward (attempt 55: it lost to the fused
+# schedule at 16384 and to the split one at LayerNorm 12288).
+EXCHANGE_MIN_WIDTH = 32768
+# The backward's tile loop with its channel tile first (loop order [k, g, m]).
+EXCHANGE_LOOP_ORDERS = [[2, 1, 0]]
 MAX_PARTIAL_ROWS = 2048
 MAX_WARPS_LOG2 = 5
 STAGES = (1, 2, 3)
@@ -183,6 +196,7 @@ class SearchSpace:
         row_range: int | None = None,
         streaming: bool = False,
         params_first: bool = False,
+        exchange: bool = False,
     ) -> None:
         if mode not in ("fwd", "bwd"):
             raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
@@ -201,6 +215,7 @@ class SearchSpace:
         self.static = mode == "fwd"  # compile for the exact shape: a forward choice
         self.streaming = streaming and mode == "fwd"
         self.params_first = params_first and mode == "fwd"
+        self.exchange = exchange and mode == "bwd" and self.kp >= EXCHANGE_MIN_WIDTH
         self.params = self._params(evictions, pid_types)
         self.by_name = {p.name: p for p in self.params}
 
@@ -208,7 +223,7 @@ class SearchSpace:
     def from_spec(
         cls, mode: str, m: int, k: int, spec, device_type: str, n_loads: int | None = None,
         chunked: bool = False, training: bool = False, streaming: bool = False,
-        params_first: bool = False,
+        params_first: bool = False, exchange: bool = False,
     ) -> SearchSpace:
         """The space for a kernel bound to real arguments (``bound.config_spec``).
 
@@ -218,7 +233,8 @@ class SearchSpace:
         a training forward, whose input the backward reads again (no "first" eviction).
         ``streaming``: the forward's output is larger than the L2 (offer ``stream``).
         ``params_first``: the forward's default loads the weight and bias after the
-        statistics (offer ``params_first``).
+        statistics (offer ``params_first``). ``exchange``: the backward may run the
+        exchange schedule (CUDA, no gate; offered on rows from EXCHANGE_MIN_WIDTH).
         """
         evictions = tuple(spec.load_eviction_policies.inner.choices)
         if training:
@@ -242,6 +258,7 @@ class SearchSpace:
             row_range=row_range,
             streaming=streaming,
             params_first=params_first,
+            exchange=exchange and device_type == "cuda" and len(spec.loop_orders) == 1,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ parameters
@@ -261,6 +278,8 @@ class SearchSpace:
             if self.can_split:
                 top = log2i(self.kp)
                 params.append(IntParam("tile_k_log2", max(0, top - MAX_CHUNK_STEPS_LOG2), top))
+                if self.exchange:
+                    params.append(ChoiceParam("exchange", (False, True)))
             params.append(IntParam("inner_log2", 0, min(rows_cap, log2i(MAX_INNER_BWD))))
             if self.row_range is not None:
                 params.append(ChoiceParam("row_stages", ROW_STAGES))
@@ -313,6 +332,8 @@ class SearchSpace:
             return point.get("pid_type", "flat") in PERSISTENT
         if name == "params_first":
             return not self._two_pass(point)
+        if name == "exchange":
+            return self._channel_tile(point) < self.kp
         return True
 
     def suggest(self, trial) -> dict:
@@ -383,6 +404,10 @@ class SearchSpace:
         if self.mode == "bwd":
             if point["inner_log2"] > point["m_block_log2"]:
                 return "inner rows exceed m_block"
+            if point.get("exchange", False) and point.get("pid_type", "flat") in PERSISTENT:
+                return "the exchange schedule needs a row's channel tiles running together"
+            if point.get("exchange", False) and point.get("row_stages", 0):
+                return "the exchange schedule's row loop is not pipelined"
             if values > max(width, MAX_TILE_VALUES_BWD):
                 return f"{values} values per tile exceed {MAX_TILE_VALUES_BWD}"
         elif values > MAX_TILE_VALUES_FWD:
@@ -431,6 +456,9 @@ class SearchSpace:
             config["store_cache_modifiers"] = [STREAMING_STORE] * MAX_FWD_STORES
         if point.get("params_first", False) and not self._two_pass(point):
             config[PARAMS_FIRST] = True
+        if point.get("exchange", False):
+            config[EXCHANGE] = True
+            config["loop_orders"] = EXCHANGE_LOOP_ORDERS
         return config
 
     def from_config(self, config: dict) -> dict | None:
@@ -493,6 +521,11 @@ class SearchSpace:
             raise ValueError("only one streaming modifier for every store is in the space")
         point["stream"] = stores == {STREAMING_STORE}
         point["params_first"] = bool(config.get(PARAMS_FIRST, False))
+        point["exchange"] = bool(config.get(EXCHANGE, False))
+        if config.get("loop_orders", EXCHANGE_LOOP_ORDERS if point["exchange"] else None) != (
+            EXCHANGE_LOOP_ORDERS if point["exchange"] else None
+        ):
+            raise ValueError("loop orders other than the exchange schedule's are not in the space")
         return point
 
 
@@ -528,7 +561,7 @@ def _exact_log2(n: int) -> int:
 SPACE_KEYS = (
     "block_sizes", "reduction_loops", "num_warps", "num_stages",
     "load_eviction_policies", "pid_type", "num_sm_multiplier", "range_num_stages",
-    "store_cache_modifiers", *OUR_KEYS,
+    "store_cache_modifiers", "loop_orders", *OUR_KEYS,
 )  # fmt: skip
 
 
@@ -551,6 +584,10 @@ def canonical(config: dict, keys: tuple[str, ...] | None = None) -> dict:
         out.pop(STATIC)
     if not any(out.get("store_cache_modifiers") or []):
         out.pop("store_cache_modifiers", None)
+    if not out.get(EXCHANGE, True):
+        out.pop(EXCHANGE)
+    if all(list(order) == sorted(order) for order in out.get("loop_orders") or []):
+        out.pop("loop_orders", None)  # every loop in its written order: Helion's default
     return out
 
 
@@ -584,4 +621,6 @@ def describe(config: dict, mode: str) -> str:
         parts.append("st=cs")
     if config.get(PARAMS_FIRST):
         parts.append("wb-first")
+    if config.get(EXCHANGE):
+        parts.append("exchange")
     return " ".join(parts)

@@ -228,24 +228,28 @@ class Workload:
             s["mean"], s["rstd"], EPS, 0.0, v.rms, v.gate, v.casting,
         )  # fmt: skip
 
-    def _bwd_args(self, s: dict, part: torch.Tensor | None, coef: torch.Tensor | None) -> tuple:
+    def _bwd_args(self, s: dict, part: torch.Tensor | None, coef: torch.Tensor | None, exchange: int = 0) -> tuple:
         """``norm_bwd``'s arguments on input set ``s``: its dW/dB targets are the partials
         ``part``, or with none dW and dB themselves (kernels.launch's own helpers: the
         tuner times the buffer layout the runtime uses)."""
         targets = launch._grad_targets(part, *self.param_grads, self.g, self.k)
         return launch._bwd_args(
             self.variant, s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"],
-            coef, s["dh"], s["dx"], s["dz"], *targets, 0.0,
+            coef, s["dh"], s["dx"], s["dz"], *targets, 0.0, exchange,
         )  # fmt: skip
 
     def is_split(self, config: dict) -> bool:
         """A backward config whose channel tile is narrower than the row: the split schedule
         (``norm_bwd_coef`` computes the row coefficients first), as kernels.launch decides."""
         sizes = config["block_sizes"]
-        return not self.forward and len(sizes) == 4 and sizes[2] < self.k
+        return not self.forward and len(sizes) == 4 and launch._splits(config, self.variant, self.k, self.device)
+
+    def exchange_tiles(self, config: dict) -> int:
+        """Channel tiles per row of an exchange backward config (0: another schedule)."""
+        return 0 if self.forward else launch._exchange_tiles(config, self.variant, self.k, self.device)
 
     def _coef(self, config: dict) -> torch.Tensor | None:
-        return launch._coef(self.is_split(config), self.m, self.g, self.device)
+        return launch._coef(self.is_split(config), self.m, self.g, self.device, self.exchange_tiles(config))
 
     @property
     def n_params(self) -> int:
@@ -303,7 +307,7 @@ class Workload:
             return launch._kernels(False)[name].bind(launch.fwd_kernel_args(config, self._fwd_args(s)))
         config = config or self.heuristic_config()
         kernel = launch._kernels(False)["bwd"]
-        return kernel.bind(self._bwd_args(s, self._partials(config), self._coef(config)))
+        return kernel.bind(self._bwd_args(s, self._partials(config), self._coef(config), self.exchange_tiles(config)))
 
     def other_loads(self) -> int:
         """Loads of the kernel's other schedule (the split backward, the chunked forward):
@@ -331,12 +335,14 @@ class Workload:
         if self.forward:
             args = [launch.fwd_kernel_args(config, self._fwd_args(s)) for s in self.sets]
             return lambda i: compiled(*args[i])
-        part, coef = self._partials(config), self._coef(config)
-        args = [self._bwd_args(s, part, coef) for s in self.sets]
+        part, coef, exchange = self._partials(config), self._coef(config), self.exchange_tiles(config)
+        args = [self._bwd_args(s, part, coef, exchange) for s in self.sets]
         v = self.variant
 
         def run_bwd(i: int) -> tuple:
-            if coef is not None:
+            if exchange:  # its counters start at zero on every call, as kernels.launch allocates them
+                coef.zero_()
+            elif coef is not None:
                 s = self.sets[i]
                 launch._launch_coef(
                     v, s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"], coef, 0.0
