@@ -801,7 +801,7 @@ def test_layer_norm_backward_row_sum_order_is_fixed_at_compile_time():
         args = launch._bwd_args(
             launch.Variant(rms=False), dy, x, None, w, b, mean, rstd, None, None,
             torch.empty_like(x), None, part[:, 0], part[:, 1], 0.0,
-        )[:-1] + (sums_first,)  # fmt: skip
+        )[:-2] + (sums_first, 0)  # fmt: skip  (the order, then no exchange)
         body = kernel.bind(args).to_triton_code(config).split("def _helion_norm_bwd", 1)[1]
         body = body.split("\ndef ", 1)[0].splitlines()
         assert not any("sums_first" in line for line in body), "the order became a runtime argument"
