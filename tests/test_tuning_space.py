@@ -409,3 +409,33 @@ def test_config_labels_name_the_grid() -> None:
     assert describe({**base, "pid_type": "xyz"}, "infer") == "rows=2 loop=- w=8 s=1 xyz"
     persistent = {**base, "pid_type": "persistent_blocked", "num_sm_multiplier": 4}
     assert describe(persistent, "fwd") == "rows=2 loop=- w=8 s=1 p-blockedx4"
+
+
+def test_exchange_backward_points() -> None:
+    """The exchange schedule: offered on 32768-wide rows only when the channel tile is
+    narrower than the row, written as our key plus the channel-tile-first loop order,
+    parsed back, and never with a persistent grid or a pipelined row loop."""
+    from tuning.space import EXCHANGE_LOOP_ORDERS, SearchSpace
+
+    def space(k: int) -> SearchSpace:
+        return SearchSpace(
+            "bwd", 2048, k, n_block_sizes=4, n_reduction_loops=0, n_loads=5, evictions=("", "last"),
+            pid_types=("flat", "xyz", "persistent_blocked"), inner_index=3, tile_index=2,
+            n_ranges=2, row_range=1, exchange=True,
+        )  # fmt: skip
+
+    assert "exchange" not in space(16384).by_name, "narrower rows: fused or split only"
+    wide = space(32768)
+    point = {"m_block_log2": 6, "tile_k_log2": 11, "exchange": True, "inner_log2": 1, "row_stages": 0,
+             "warps_log2": 1, "eviction": "", "pid_type": "flat", "stages": 1}  # fmt: skip
+    assert wide.invalid_reason(point) is None
+    config = wide.to_config(point)
+    assert config["exchange"] is True and config["loop_orders"] == EXCHANGE_LOOP_ORDERS
+    assert config["block_sizes"] == [64, 1, 2048, 2]
+    assert wide.from_config(config) == point
+    assert wide.from_config({k: v for k, v in config.items() if k != "loop_orders"}) is None
+    assert wide.invalid_reason({**point, "pid_type": "persistent_blocked", "sm_mult_log2": 0})
+    assert wide.invalid_reason({**point, "row_stages": 3})
+    whole_row = {**point, "tile_k_log2": 15}
+    whole_row.pop("exchange")
+    assert not wide._active("exchange", whole_row), "a whole-row tile has nothing to exchange"

@@ -522,9 +522,10 @@ class SearchSpace:
         point["stream"] = stores == {STREAMING_STORE}
         point["params_first"] = bool(config.get(PARAMS_FIRST, False))
         point["exchange"] = bool(config.get(EXCHANGE, False))
-        if config.get("loop_orders", EXCHANGE_LOOP_ORDERS if point["exchange"] else None) != (
-            EXCHANGE_LOOP_ORDERS if point["exchange"] else None
-        ):
+        orders = [list(order) for order in config.get("loop_orders") or []]
+        if all(order == sorted(order) for order in orders):
+            orders = None  # Helion's default: every loop in its written order
+        if orders != (EXCHANGE_LOOP_ORDERS if point["exchange"] else None):
             raise ValueError("loop orders other than the exchange schedule's are not in the space")
         return point
 
