@@ -670,18 +670,25 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
         dw = torch.empty_like(weight) if want_dw else None
         db = torch.empty_like(bias) if want_db else None
         part = None if _direct(rows) else _partials(rows, int(want_dw) + int(want_db), g, k, x.device)
-        tiles = _exchange_tiles(config, variant, k, x.device)
+        split, tiles = _bwd_schedule(config, variant, k, x.device)
         if tiles:  # a prefetched read of the partial sums could pass the wait
             config = {name: v for name, v in config.items() if name != "range_num_stages"}
         args = _bwd_args(
-            variant, dy, x, z, weight, bias, mean, rstd, _coef(_splits(config, variant, k, x.device), m, g, x.device, tiles),
+            variant, dy, x, z, weight, bias, mean, rstd, _coef(split, m, g, x.device, tiles),
             dh, torch.empty_like(x), None if z is None else torch.empty_like(z),
             *_grad_targets(part, dw, db, g, k), offset, tiles,
         )  # fmt: skip
         hit = _compile(key, "bwd", args, config)
     fn, config = hit
-    rows = -(-m // config["block_sizes"][0])
-    return fn, rows, _splits(config, variant, k, x.device), _exchange_tiles(config, variant, k, x.device)
+    return fn, -(-m // config["block_sizes"][0]), *_bwd_schedule(config, variant, k, x.device)
+
+
+def _bwd_schedule(config: dict, variant: Variant, k: int, device: torch.device) -> tuple[bool, int]:
+    """(split, exchange tiles) of a backward config: a channel tile narrower than the row
+    runs the split schedule (row coefficients first) unless its tiles exchange their
+    partial sums (``_exchange_tiles`` > 0)."""
+    tiles = _exchange_tiles(config, variant, k, device)
+    return config["block_sizes"][2] < k and not tiles, tiles
 
 
 def _exchange_tiles(config: dict, variant: Variant, k: int, device: torch.device) -> int:
@@ -694,12 +701,6 @@ def _exchange_tiles(config: dict, variant: Variant, k: int, device: torch.device
         return 0
     tiles = -(-k // config["block_sizes"][2])
     return 0 if device.type == "cpu" and tiles > 1 else tiles
-
-
-def _splits(config: dict, variant: Variant, k: int, device: torch.device) -> bool:
-    """A backward config whose channel tile is narrower than the row splits the rows:
-    row coefficients first, unless the tiles exchange their partial sums."""
-    return config["block_sizes"][2] < k and not _exchange_tiles(config, variant, k, device)
 
 
 def _coef(split: bool, m: int, g: int, device: torch.device, exchange: int = 0) -> torch.Tensor | None:

@@ -664,23 +664,14 @@ def seed_configs(task: Task, gpu: str, wl: Workload, space: SearchSpace, options
 
 
 # The exchange backward's seed (NOTES attempt 55, H200 bf16 2048x32768, best of 68
-# configs each): 2048-channel tiles, 2 rows a step, 64 rows a program, on 2 warps
-# (RMSNorm 2742 GB/s) or 4 (LayerNorm 2282).
-EXCHANGE_SEED = {"m_block_log2": 6, "tile_k_log2": 11, "inner_log2": 1, "warps_log2": 1}
+# configs each): 64 rows a program, 2048-channel tiles, 2 rows a step, 2 warps (RMSNorm
+# 2742 GB/s; LayerNorm's best, 2282, took 4 warps).
+EXCHANGE_SEED = {"block_sizes": [64, 1, 2048, 2], "num_warps": 2}
 
 
 def _exchange(space: SearchSpace) -> dict | None:
-    """The exchange schedule's seed where the space offers it (its other knobs at their
-    first values), clipped to the space's ranges."""
-    if "exchange" not in space.by_name:
-        return None
-    point = {}
-    for param in space.params:
-        want = EXCHANGE_SEED.get(param.name, param.values()[0])
-        point[param.name] = min(max(want, param.low), param.high) if isinstance(want, int) and hasattr(param, "low") else want
-    point["exchange"] = True
-    point = {name: v for name, v in point.items() if space._active(name, point)}
-    return space.to_config(point) if space.invalid_reason(point) is None else None
+    """The exchange schedule's seed where the space offers it."""
+    return _with_param(space, EXCHANGE_SEED, "exchange", True, False)
 
 
 def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:

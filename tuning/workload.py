@@ -242,7 +242,7 @@ class Workload:
         """A backward config whose channel tile is narrower than the row: the split schedule
         (``norm_bwd_coef`` computes the row coefficients first), as kernels.launch decides."""
         sizes = config["block_sizes"]
-        return not self.forward and len(sizes) == 4 and launch._splits(config, self.variant, self.k, self.device)
+        return not self.forward and len(sizes) == 4 and launch._bwd_schedule(config, self.variant, self.k, self.device)[0]
 
     def exchange_tiles(self, config: dict) -> int:
         """Channel tiles per row of an exchange backward config (0: another schedule)."""

@@ -24,6 +24,10 @@ resident set and the complete groups ahead of it finish and make room: the forwa
 progress argument of CUB's decoupled look-back scan. Triton's interpreter and Helion's
 reference mode run programs one after another, so only T = 1 runs on the CPU.
 
+Landed as ``norm_bwd``'s exchange schedule (kernels/norm_kernels.py, NOTES attempt 55),
+which allocates zeroed counters per call instead of resetting them; this standalone copy
+is kept as the record of runs 1-4 (``bench/results/2026-11-23_h200_exchange_bwd_probe_run*``).
+
     python bench/prototypes/exchange_bwd_probe.py [--budget SECONDS] [--check-only]
 
 Per shape: the shipped backward (its cached schedule) and each exchange config, kernel
