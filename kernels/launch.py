@@ -488,7 +488,7 @@ class _BwdBuffers(NamedTuple):
     dx: torch.Tensor
     dz: torch.Tensor | None
     part: torch.Tensor | None  # [P, n_params, G, K] fp32 dW/dB partials; None at P = 1
-    coef: torch.Tensor | None  # [2, M, G] fp32 row coefficients (split), [M, 3, G, T] zeros (exchange)
+    coef: torch.Tensor | None  # [2, M, G] fp32 row coefficients (split), [M, 2, G, T, 2] zeros (exchange)
     dw: torch.Tensor | None
     db: torch.Tensor | None
 
@@ -671,8 +671,6 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
         db = torch.empty_like(bias) if want_db else None
         part = None if _direct(rows) else _partials(rows, int(want_dw) + int(want_db), g, k, x.device)
         split, tiles = _bwd_schedule(config, variant, k, x.device)
-        if tiles:  # a prefetched read of the partial sums could pass the wait
-            config = {name: v for name, v in config.items() if name != "range_num_stages"}
         args = _bwd_args(
             variant, dy, x, z, weight, bias, mean, rstd, _coef(split, m, g, x.device, tiles),
             dh, torch.empty_like(x), None if z is None else torch.empty_like(z),
@@ -705,9 +703,10 @@ def _exchange_tiles(config: dict, variant: Variant, k: int, device: torch.device
 
 def _coef(split: bool, m: int, g: int, device: torch.device, exchange: int = 0) -> torch.Tensor | None:
     """[2, M, G] fp32 row coefficients for the split backward, or for the exchange
-    schedule its zeroed [M, 3, G, T] scratch (partial sums, arrival counters)."""
+    schedule its zeroed [M, 2, G, T, 2] scratch (each tile's two partial row sums, each
+    with its ready flag)."""
     if exchange:
-        return torch.zeros((m, 3, g, exchange), dtype=torch.float32, device=device)
+        return torch.zeros((m, 2, g, exchange, 2), dtype=torch.float32, device=device)
     return torch.empty((2, m, g), dtype=torch.float32, device=device) if split else None
 
 

@@ -382,6 +382,56 @@ def _silu_and_slope(zf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return zf * sig, sig * (1.0 + zf * (1.0 - sig))
 
 
+# The exchange schedule's two steps (``norm_bwd``), in inline PTX. Its scratch is the
+# zeroed fp32 [M, 2, G, T, 2] of ``kernels.launch._coef``: per row, sum (0: sum(dxhat *
+# xhat), 1: sum(dxhat)), group and channel tile t, one 8-byte slot (the tile's partial
+# sum, a flag). A slot is written and read as one 64-bit access, so a reader that sees
+# the flag sees the sum with it: no counter, no CTA barrier and no acquire/release pair
+# (all three would stop Triton's pipeliner, which skips loops holding a barrier or a
+# nested loop, as a spin in Triton would be). Triton's pipeliner may issue a plain
+# tl.load one iteration early, i.e. before the wait; it neither moves nor pipelines an
+# inline-asm op. Rows past M, groups past G and tiles past T neither write nor wait.
+_PUBLISH = """
+xp_ptr = {coef} + ((({rows}[:, None] * 2 + {which}) * {g} + {groups}[None, :]) * {t} + {tile}) * 2
+xp_ok = ({rows}[:, None] < {m}) & ({groups}[None, :] < {g})
+tl.inline_asm_elementwise(
+    "{{ .reg .pred %p; .reg .b32 %one; .reg .b64 %slot; setp.ne.s32 %p, $3, 0; mov.b32 %one, 1; "
+    "mov.b64 %slot, {{$2, %one}}; @%p st.relaxed.gpu.global.b64 [$1], %slot; mov.b32 $0, 0; }}",
+    "=r,l,r,r",
+    [xp_ptr, {value}.to(tl.int32, bitcast=True), xp_ok.to(tl.int32)],
+    dtype=tl.int32, is_pure=False, pack=1,
+)
+"""
+_COLLECT = """
+xc_t = tl.arange(0, {t_pow2})[None, None, :]
+xc_ptr = {coef} + ((({rows}[:, None, None] * 2 + {which}) * {g} + {groups}[None, :, None]) * {t} + xc_t) * 2
+xc_ok = ({rows}[:, None, None] < {m}) & ({groups}[None, :, None] < {g}) & (xc_t < {t})
+tl.inline_asm_elementwise(
+    "{{ .reg .pred %p<2>; .reg .b32 %sum, %flag; .reg .b64 %slot; mov.b32 $0, 0; "
+    "setp.eq.s32 %p0, $2, 0; @%p0 bra DONE; "
+    "WAIT: ld.relaxed.gpu.global.b64 %slot, [$1]; mov.b64 {{%sum, %flag}}, %slot; "
+    "setp.eq.b32 %p1, %flag, 0; @%p1 bra WAIT; mov.b32 $0, %sum; DONE: }}",
+    "=r,l,r",
+    [xc_ptr, xc_ok.to(tl.int32)],
+    dtype=tl.int32, is_pure=False, pack=1,
+).to(tl.float32, bitcast=True)
+"""
+
+
+def _publish(coef, which: int, tile_m: hl.Tile, tile_g: hl.Tile, tile_k: hl.Tile, m: int, g: int, t: int, value: torch.Tensor) -> None:  # noqa: ANN001
+    """Store this tile's partial row sums ``value`` [rows, groups] with their flag."""
+    args = dict(coef=coef, rows=tile_m.index, groups=tile_g.index, tile=tile_k.id, m=m, g=g, t=t, which=which, value=value)
+    hl.inline_triton(_PUBLISH, args=args, output_like=None)
+
+
+def _collect(coef, which: int, tile_m: hl.Tile, tile_g: hl.Tile, m: int, g: int, t: int) -> torch.Tensor:  # noqa: ANN001
+    """[rows, groups, next_pow2(T)]: the T tiles' partial sums of these rows, each read
+    once its flag is set (zeros past T)."""
+    t_pow2 = 1 << (t - 1).bit_length()
+    args = dict(coef=coef, rows=tile_m.index, groups=tile_g.index, m=m, g=g, t=t, t_pow2=t_pow2, which=which)
+    return hl.inline_triton(_COLLECT, args=args, output_like=coef[tile_m, which, tile_g, :, 0])
+
+
 def norm_bwd(
     dy: torch.Tensor,
     x: torch.Tensor,
@@ -496,23 +546,19 @@ def norm_bwd(
                 if not rms and sums_first:
                     c1 = torch.sum(dxhat, dim=-1) * inv_k
             elif exchange > 0:
-                hl.store(coef, [tile_m, 0, tile_g, tile_k.id], torch.sum(dxhat * xhat, dim=-1))
+                c2 = torch.sum(dxhat * xhat, dim=-1)
                 if not rms:
-                    hl.store(coef, [tile_m, 1, tile_g, tile_k.id], torch.sum(dxhat, dim=-1))
-                # Every thread's partial-sum store is ordered before the release. The
-                # atomics are spelled helion.language.atomic_add: Helion counts an
-                # ``hl.atomic_*`` call as a write of its tensor, and a kernel that reads
-                # an argument it writes loses ``range_num_stages`` for every schedule
-                # (triton-lang/triton#8259). The exchange configs leave it off, since a
-                # prefetched read of ``coef`` could pass the wait (kernels.launch).
-                hl.inline_triton("tl.debug_barrier()", args=(), output_like=None)
-                helion.language.atomic_add(coef, [tile_m, 2, tile_g, 0], 1.0, sem="release")
-                seen = helion.language.atomic_add(coef, [tile_m, 2, tile_g, 0], 0.0, sem="acquire")
-                while torch.min(torch.amin(seen, dim=-1)) < exchange:
-                    seen = helion.language.atomic_add(coef, [tile_m, 2, tile_g, 0], 0.0, sem="acquire")
-                c2 = torch.sum(coef[tile_m, 0, tile_g, :], dim=-1) * inv_k
+                    c1 = torch.sum(dxhat, dim=-1)
+                if exchange > 1:  # one tile (the CPU's only case): its sums are the row's
+                    _publish(coef, 0, tile_m, tile_g, tile_k, m, g, exchange, c2)
+                    if not rms:
+                        _publish(coef, 1, tile_m, tile_g, tile_k, m, g, exchange, c1)
+                    c2 = torch.sum(_collect(coef, 0, tile_m, tile_g, m, g, exchange), dim=-1)
+                    if not rms:
+                        c1 = torch.sum(_collect(coef, 1, tile_m, tile_g, m, g, exchange), dim=-1)
+                c2 = c2 * inv_k
                 if not rms:
-                    c1 = torch.sum(coef[tile_m, 1, tile_g, :], dim=-1) * inv_k
+                    c1 = c1 * inv_k
                 xf = x[tile_m, tile_g, tile_k].to(torch.float32)
                 dyf = dy[tile_m, tile_g, tile_k].to(torch.float32)
                 if rms:

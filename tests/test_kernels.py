@@ -603,31 +603,37 @@ def test_pipelined_backward(device, cached_config, case):
 
 
 # (kernel options, M, N, backward block sizes [m_block, group tile, channel tile, inner
-# rows]): the exchange schedule, whose channel tiles form the row sums from each other's
-# partial sums. On the CPU the channel tile spans the row (Triton's interpreter runs the
+# rows], row-loop stages): the exchange schedule, whose channel tiles form the row sums
+# from each other's flagged partial sums, unpipelined and with the next steps' rows
+# prefetched. On the CPU the channel tile spans the row (Triton's interpreter runs the
 # programs one after another, so a program cannot wait for another's partial sums).
 EXCHANGE_BWD = [
-    (dict(rms=True), 37, 256, [8, 1, 64, 2]),  # ragged last program and step
-    (dict(rms=False), 19, 320, [4, 1, 128, 1]),  # 3 tiles, the last one partly masked
-    (dict(rms=True, residual=True), 21, 512, [8, 1, 128, 4]),
-    (dict(rms=True, group=128), 9, 512, [4, 1, 64, 2]),  # 2 tiles in each of 4 groups
-    (dict(rms=False, gate="after"), 13, 512, [4, 1, 128, 2]),  # gated: runs the split schedule
+    (dict(rms=True), 37, 256, [8, 1, 64, 2], 0),  # ragged last program and step
+    (dict(rms=True), 37, 256, [8, 1, 64, 2], 2),
+    (dict(rms=False), 19, 320, [4, 1, 128, 1], 0),  # 3 tiles, the last one partly masked
+    (dict(rms=False), 45, 320, [16, 1, 128, 2], 3),
+    (dict(rms=True, residual=True), 21, 512, [8, 1, 128, 4], 2),
+    (dict(rms=True, group=128), 9, 512, [4, 1, 64, 2], 0),  # 2 tiles in each of 4 groups
+    (dict(rms=False, gate="after"), 13, 512, [4, 1, 128, 2], 0),  # gated: runs the split schedule
 ]
 
 
-@pytest.mark.parametrize("case", EXCHANGE_BWD, ids=lambda c: f"{_tuning_name(c[0])}-{c[1]}x{c[2]}-{c[3]}")
+@pytest.mark.parametrize("case", EXCHANGE_BWD, ids=lambda c: f"{_tuning_name(c[0])}-{c[1]}x{c[2]}-{c[3]}-s{c[4]}")
 def test_exchange_backward(device, cached_config, case):
-    """The exchange backward (channel tiles meeting through partial sums and arrival
-    counters) matches the float64 reference, on CUDA with several tiles per row, and is
-    the schedule that ran; gated variants run such a config as the split schedule."""
+    """The exchange backward (channel tiles meeting through flagged partial sums)
+    matches the float64 reference, on CUDA with several tiles per row and with its row
+    loop pipelined, and is the schedule that ran; gated variants run such a config as
+    the split schedule."""
     if device == "cpu" and kernels.get_cpu_backend() == "ref":
         pytest.skip("the reference mode runs without configs")
-    opts, m, n, sizes = case
+    opts, m, n, sizes, stages = case
     k = opts.get("group") or n
     if device == "cpu":
         sizes = [sizes[0], 1, 1 << (k - 1).bit_length(), sizes[3]]  # one tile: the whole row
     dtype = torch.bfloat16
     config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, "loop_orders": [[2, 1, 0]], "exchange": True}
+    if stages:
+        config["range_num_stages"] = [0, stages]
     cached_config(_tuning_name(opts), dtype, m, n, config, mode="bwd")
     got, want = _grads_and_reference(*_norm_and_reference(opts, m, n, device, dtype))
     assert config in _compiled_configs(), "the backward did not run the exchange config"

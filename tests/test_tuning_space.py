@@ -414,7 +414,7 @@ def test_config_labels_name_the_grid() -> None:
 def test_exchange_backward_points() -> None:
     """The exchange schedule: offered on 32768-wide rows only when the channel tile is
     narrower than the row, written as our key plus the channel-tile-first loop order,
-    parsed back, and never with a persistent grid or a pipelined row loop."""
+    parsed back, pipelined or not, and never with a persistent grid."""
     from tuning.space import EXCHANGE_LOOP_ORDERS, SearchSpace
 
     def space(k: int) -> SearchSpace:
@@ -435,7 +435,9 @@ def test_exchange_backward_points() -> None:
     assert wide.from_config(config) == point
     assert wide.from_config({k: v for k, v in config.items() if k != "loop_orders"}) is None
     assert wide.invalid_reason({**point, "pid_type": "persistent_blocked", "sm_mult_log2": 0})
-    assert wide.invalid_reason({**point, "row_stages": 3})
+    pipelined = {**point, "row_stages": 3}  # the flagged sums are read by inline asm, never prefetched
+    assert wide.invalid_reason(pipelined) is None
+    assert wide.from_config(wide.to_config(pipelined)) == pipelined
     whole_row = {**point, "tile_k_log2": 15}
     whole_row.pop("exchange")
     assert not wide._active("exchange", whole_row), "a whole-row tile has nothing to exchange"

@@ -86,7 +86,7 @@ from dataclasses import dataclass
 
 from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, STATIC
 
-SPACE_VERSION = 11  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 12  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -406,8 +406,6 @@ class SearchSpace:
                 return "inner rows exceed m_block"
             if point.get("exchange", False) and point.get("pid_type", "flat") in PERSISTENT:
                 return "the exchange schedule needs a row's channel tiles running together"
-            if point.get("exchange", False) and point.get("row_stages", 0):
-                return "the exchange schedule's row loop is not pipelined"
             if values > max(width, MAX_TILE_VALUES_BWD):
                 return f"{values} values per tile exceed {MAX_TILE_VALUES_BWD}"
         elif values > MAX_TILE_VALUES_FWD:

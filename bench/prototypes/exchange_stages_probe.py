@@ -1,0 +1,90 @@
+"""The exchange backward with its row loop software-pipelined (bench/NOTES.md Next 2,
+attempt 56).
+
+Attempt 55's exchange schedule waits for a row's other channel tiles with a spin loop
+(a Triton ``while`` over an acquire atomic) after a CTA barrier and a release atomic.
+Triton 3.6's pipeliner skips a loop that holds a nested loop or a barrier, so that
+schedule could not prefetch the next steps' x and dy while a step waits: each program
+had one step's loads in flight and then sat idle in the wait. ``norm_bwd`` now writes
+each tile's partial sums with a flag in one 64-bit store and reads them with an
+inline-asm spin on that slot (``_PUBLISH``/``_COLLECT`` in kernels/norm_kernels.py): no
+barrier, no nested loop, and nothing the pipeliner would hoist above the wait. On the
+CPU, triton 3.6 compiled the RMSNorm 2048x32768 program (2048-channel tiles x 2 rows, 2
+warps) with ``range_num_stages`` 2 into cp.async prefetches (90 in the PTX), 144
+registers, no spills.
+
+    python bench/prototypes/exchange_stages_probe.py [--budget SECONDS] [--check-only]
+
+Per shape (bf16 backward): the shipped config (its cached schedule) and exchange configs
+(channel tile, rows per step, warps; m_block 64) with the row loop unpipelined and
+pipelined 2 and 3 deep, each checked against float64 and timed by the tuner's timing
+(CUDA graph over rotated inputs, the scratch's memset and the dW reduce included) in
+turns, best of 2; GB/s by the bwd byte model, registers per thread beside each.
+"""
+
+import torch
+from probe_common import ProbeRun, best_gbps
+from rsqrt_regs_probe import registers  # run from this folder
+
+from kernels import launch
+from tuning.workload import Task, TrialError, Workload
+
+SHAPES = [("rms_norm", 2048, 32768), ("layer_norm", 2048, 32768), ("layer_norm", 4096, 16384), ("layer_norm", 4096, 12288)]
+# (channel tile, rows per step, warps)
+TILES = [(2048, 2, 2), (2048, 2, 4), (2048, 4, 4), (2048, 4, 8), (2048, 8, 8), (4096, 2, 4), (4096, 2, 8), (4096, 4, 8)]
+STAGES = (0, 2, 3)
+
+
+def exchange_config(tile: int, rows: int, warps: int, stages: int, m_block: int = 64) -> dict:
+    config = {
+        "block_sizes": [m_block, 1, tile, rows], "num_warps": warps, "num_stages": 1,
+        "loop_orders": [[2, 1, 0]], "exchange": True,
+    }  # fmt: skip
+    if stages:
+        config["range_num_stages"] = [0, stages]
+    return config
+
+
+def main() -> None:
+    probe = ProbeRun()
+    dev = probe.device
+    shapes = SHAPES if probe.on_gpu else [("rms_norm", 16, 256), ("layer_norm", 16, 256)]
+    tiles = TILES if probe.on_gpu else [(256, 2, 2)]  # one tile per row: all the interpreter can run
+    for op, m, n in shapes:
+        if probe.out_of_time():
+            return
+        wl = Workload(Task(op, "bwd", m, n, "bfloat16", 1), dev, n_sets=None if probe.on_gpu else 2)
+        shipped = dict(launch.choose_config(op, "bwd", m, n, 1, torch.bfloat16, dev))
+        configs = {"shipped": shipped}
+        for (tile, rows, warps), stages in ((t, s) for t in tiles for s in STAGES):
+            configs[f"t{tile} r{rows} w{warps} s{stages}"] = exchange_config(tile, rows, warps, stages)
+        runs = {}
+        for name, config in configs.items():
+            if probe.out_of_time():
+                break
+            try:
+                run = wl.runner(config)
+                err = wl.check(run)
+            except (TrialError, Exception) as e:  # noqa: BLE001 - report and go on
+                print(f"  {name}: failed ({type(e).__name__}: {str(e)[:150]})", flush=True)
+                continue
+            runs[name] = run
+            if probe.check_only:
+                print(f"  {op} {m}x{n} {name}: worst relative error {err:.2g}", flush=True)
+        print(f"{op} bwd {m}x{n} bf16, shipped {shipped}", flush=True)
+        if probe.check_only or not runs:
+            continue
+        best = best_gbps(wl, runs, rounds=2)
+        base = best.get("shipped") or 1.0
+        for name, gbps in sorted(best.items(), key=lambda kv: -kv[1]):
+            fn = getattr(runs[name], "__closure__", None)
+            regs = "-"
+            for cell in fn or ():
+                if hasattr(cell.cell_contents, "__globals__"):
+                    regs = registers(cell.cell_contents)
+                    break
+            print(f"  {name:18s} {gbps:6.0f} GB/s ({gbps / base:.3f}x shipped, {regs} regs)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
