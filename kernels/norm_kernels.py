@@ -386,11 +386,11 @@ def _silu_and_slope(zf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # zeroed fp32 [M, 2, G, T, 2] of ``kernels.launch._coef``: per row, sum (0: sum(dxhat *
 # xhat), 1: sum(dxhat)), group and channel tile t, one 8-byte slot (the tile's partial
 # sum, a flag). A slot is written and read as one 64-bit access, so a reader that sees
-# the flag sees the sum with it: no counter, no CTA barrier and no acquire/release pair
-# (all three would stop Triton's pipeliner, which skips loops holding a barrier or a
-# nested loop, as a spin in Triton would be). Triton's pipeliner may issue a plain
-# tl.load one iteration early, i.e. before the wait; it neither moves nor pipelines an
-# inline-asm op. Rows past M, groups past G and tiles past T neither write nor wait.
+# the flag sees the sum with it: no counter, no CTA barrier and no acquire/release pair.
+# Those, or a spin written in Triton (a nested loop), would stop Triton's pipeliner from
+# prefetching the next steps' rows during the wait, and a plain tl.load of the sums could
+# be prefetched before it; an inline-asm op is neither moved nor pipelined. Rows past M
+# and groups past G neither write nor wait.
 _PUBLISH = """
 xp_ptr = {coef} + ((({rows}[:, None] * 2 + {which}) * {g} + {groups}[None, :]) * {t} + {tile}) * 2
 xp_ok = ({rows}[:, None] < {m}) & ({groups}[None, :] < {g})
@@ -402,19 +402,36 @@ tl.inline_asm_elementwise(
     dtype=tl.int32, is_pure=False, pack=1,
 )
 """
-_COLLECT = """
-xc_t = tl.arange(0, {t_pow2})[None, None, :]
-xc_ptr = {coef} + ((({rows}[:, None, None] * 2 + {which}) * {g} + {groups}[None, :, None]) * {t} + xc_t) * 2
-xc_ok = ({rows}[:, None, None] < {m}) & ({groups}[None, :, None] < {g}) & (xc_t < {t})
+
+
+def _collect_source(sums: int, g: int, t: int) -> str:
+    """Inline Triton for ``_collect``: per (row, group), load the ``sums`` x T slots at once
+    (independent loads, one L2 round trip), retry until every flag is set, then add each
+    sum's T partials in tile order (deterministic)."""
+    n = sums * t
+    offsets = [(s * g * t + i) * 8 for s in range(sums) for i in range(t)]  # bytes from slot (row, 0, g, 0)
+    loads = " ".join(f"ld.relaxed.gpu.global.b64 %d{j}, [${sums}+{off}];" for j, off in enumerate(offsets))
+    unpack = " ".join(f"mov.b64 {{{{%v{j}, %f{j}}}}}, %d{j};" for j in range(n))
+    flags = " ".join(f"and.b32 %all, %all, %f{j};" for j in range(1, n))
+    adds = " ".join(
+        f"mov.b32 %acc, %v{s * t};" + "".join(f" add.f32 %acc, %acc, %v{s * t + i};" for i in range(1, t)) + f" mov.b32 ${s}, %acc;"
+        for s in range(sums)
+    )  # fmt: skip
+    zero = " ".join(f"mov.b32 ${s}, 0;" for s in range(sums))
+    outputs = ",".join(["=f"] * sums)
+    dtype = "(" + "tl.float32, " * sums + ")" if sums > 1 else "tl.float32"
+    return f"""
+xc_ptr = {{coef}} + (({{rows}}[:, None] * 2 * {{g}} + {{groups}}[None, :]) * {{t}}) * 2
+xc_ok = ({{rows}}[:, None] < {{m}}) & ({{groups}}[None, :] < {{g}})
 tl.inline_asm_elementwise(
-    "{{ .reg .pred %p<2>; .reg .b32 %sum, %flag; .reg .b64 %slot; mov.b32 $0, 0; "
-    "setp.eq.s32 %p0, $2, 0; @%p0 bra DONE; "
-    "WAIT: ld.relaxed.gpu.global.b64 %slot, [$1]; mov.b64 {{%sum, %flag}}, %slot; "
-    "setp.eq.b32 %p1, %flag, 0; @%p1 bra WAIT; mov.b32 $0, %sum; DONE: }}",
-    "=r,l,r",
+    "{{{{ .reg .pred %p<2>; .reg .b32 %v<{n}>, %f<{n}>, %all; .reg .f32 %acc; .reg .b64 %d<{n}>; "
+    "{zero} setp.eq.s32 %p0, ${sums + 1}, 0; @%p0 bra DONE; "
+    "WAIT: {loads} {unpack} mov.b32 %all, %f0; {flags} "
+    "setp.eq.b32 %p1, %all, 0; @%p1 bra WAIT; {adds} DONE: }}}}",
+    "{outputs},l,r",
     [xc_ptr, xc_ok.to(tl.int32)],
-    dtype=tl.int32, is_pure=False, pack=1,
-).to(tl.float32, bitcast=True)
+    dtype={dtype}, is_pure=False, pack=1,
+)
 """
 
 
@@ -424,12 +441,12 @@ def _publish(coef, which: int, tile_m: hl.Tile, tile_g: hl.Tile, tile_k: hl.Tile
     hl.inline_triton(_PUBLISH, args=args, output_like=None)
 
 
-def _collect(coef, which: int, tile_m: hl.Tile, tile_g: hl.Tile, m: int, g: int, t: int) -> torch.Tensor:  # noqa: ANN001
-    """[rows, groups, next_pow2(T)]: the T tiles' partial sums of these rows, each read
-    once its flag is set (zeros past T)."""
-    t_pow2 = 1 << (t - 1).bit_length()
-    args = dict(coef=coef, rows=tile_m.index, groups=tile_g.index, m=m, g=g, t=t, t_pow2=t_pow2, which=which)
-    return hl.inline_triton(_COLLECT, args=args, output_like=coef[tile_m, which, tile_g, :, 0])
+def _collect(coef, like, tile_m: hl.Tile, tile_g: hl.Tile, m: int, g: int, t: int):  # noqa: ANN001, ANN202
+    """The row sums [rows, groups] over the T tiles' partials, once every tile has
+    published them: one tensor per tensor of ``like`` (this tile's own sums)."""
+    sums = len(like) if isinstance(like, tuple) else 1
+    args = dict(coef=coef, rows=tile_m.index, groups=tile_g.index, m=m, g=g, t=t)
+    return hl.inline_triton(_collect_source(sums, g, t), args=args, output_like=like)
 
 
 def norm_bwd(
@@ -553,9 +570,10 @@ def norm_bwd(
                     _publish(coef, 0, tile_m, tile_g, tile_k, m, g, exchange, c2)
                     if not rms:
                         _publish(coef, 1, tile_m, tile_g, tile_k, m, g, exchange, c1)
-                    c2 = torch.sum(_collect(coef, 0, tile_m, tile_g, m, g, exchange), dim=-1)
-                    if not rms:
-                        c1 = torch.sum(_collect(coef, 1, tile_m, tile_g, m, g, exchange), dim=-1)
+                    if rms:
+                        c2 = _collect(coef, c2, tile_m, tile_g, m, g, exchange)
+                    else:
+                        c2, c1 = _collect(coef, (c2, c1), tile_m, tile_g, m, g, exchange)
                 c2 = c2 * inv_k
                 if not rms:
                     c1 = c1 * inv_k
