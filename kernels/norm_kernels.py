@@ -382,25 +382,22 @@ def _silu_and_slope(zf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return zf * sig, sig * (1.0 + zf * (1.0 - sig))
 
 
-# The exchange schedule's two steps (``norm_bwd``), in inline PTX. Its scratch is the
-# zeroed fp32 [M, 2, G, T, 2] of ``kernels.launch._coef``: per row, sum (0: sum(dxhat *
-# xhat), 1: sum(dxhat)), group and channel tile t, one 8-byte slot (the tile's partial
-# sum, a flag). A slot is written and read as one 64-bit access, so a reader that sees
-# the flag sees the sum with it: no counter, no CTA barrier and no acquire/release pair.
-# Those, or a spin written in Triton (a nested loop), would stop Triton's pipeliner from
+# The exchange schedule's two steps (``norm_bwd``). Its scratch is the zeroed fp32
+# [M, 2, G, T, 2] of ``kernels.launch._coef``: per row, sum (0: sum(dxhat * xhat), 1:
+# sum(dxhat)), group and channel tile t, one 8-byte slot (the tile's partial sum, a
+# flag). A slot is written and read as one 64-bit access, so a reader that sees the flag
+# sees the sum with it: no counter, no CTA barrier and no acquire/release pair. Those,
+# or a spin written in Triton (a nested loop), would stop Triton's pipeliner from
 # prefetching the next steps' rows during the wait, and a plain tl.load of the sums could
-# be prefetched before it; an inline-asm op is neither moved nor pipelined. Rows past M
-# and groups past G neither write nor wait.
+# be prefetched before it. So the slot is written by an atomic exchange (one thread per
+# slot: Triton gives a replicated value's atomics one owner; H200: a plain inline-asm
+# store from every thread holding the value ran the exchange 4-5x slower) and read by an
+# inline-asm spin, which the pipeliner neither moves nor prefetches. Rows past M and
+# groups past G neither write nor wait.
 _PUBLISH = """
-xp_ptr = {coef} + ((({rows}[:, None] * 2 + {which}) * {g} + {groups}[None, :]) * {t} + {tile}) * 2
-xp_ok = ({rows}[:, None] < {m}) & ({groups}[None, :] < {g})
-tl.inline_asm_elementwise(
-    "{{ .reg .pred %p; .reg .b32 %one; .reg .b64 %slot; setp.ne.s32 %p, $3, 0; mov.b32 %one, 1; "
-    "mov.b64 %slot, {{$2, %one}}; @%p st.relaxed.gpu.global.b64 [$1], %slot; mov.b32 $0, 0; }}",
-    "=r,l,r,r",
-    [xp_ptr, {value}.to(tl.int32, bitcast=True), xp_ok.to(tl.int32)],
-    dtype=tl.int32, is_pure=False, pack=1,
-)
+xp_ptr = {coef}.to(tl.pointer_type(tl.int64)) + (({rows}[:, None] * 2 + {which}) * {g} + {groups}[None, :]) * {t} + {tile}
+xp_slot = ({value}.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | (1 << 32)
+tl.atomic_xchg(xp_ptr, xp_slot, mask=({rows}[:, None] < {m}) & ({groups}[None, :] < {g}), sem="relaxed")
 """
 
 
