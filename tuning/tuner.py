@@ -663,10 +663,10 @@ def seed_configs(task: Task, gpu: str, wl: Workload, space: SearchSpace, options
     return seeds
 
 
-# The exchange backward's seed (NOTES attempt 55, H200 bf16 2048x32768, best of 68
-# configs each): 64 rows a program, 2048-channel tiles, 2 rows a step, 2 warps (RMSNorm
-# 2742 GB/s; LayerNorm's best, 2282, took 4 warps).
-EXCHANGE_SEED = {"block_sizes": [64, 1, 2048, 2], "num_warps": 2}
+# The exchange backward's seed (NOTES attempts 55-56, H200 bf16 RMSNorm 2048x32768): 64
+# rows a program, 2048-channel tiles, 2 rows a step, 2 warps, the row loop pipelined 2
+# deep (2838-2857 GB/s; 4096-channel tiles on 4 warps tied; unpipelined 2429-2443).
+EXCHANGE_SEED = {"block_sizes": [64, 1, 2048, 2], "num_warps": 2, "range_num_stages": [0, 2]}
 
 
 def _exchange(space: SearchSpace) -> dict | None:
