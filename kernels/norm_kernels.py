@@ -389,12 +389,13 @@ def _silu_and_slope(zf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # sees the sum with it: no counter, no CTA barrier and no acquire/release pair. Those,
 # or a spin written in Triton (a nested loop), would stop Triton's pipeliner from
 # prefetching the next steps' rows during the wait, and a plain tl.load of the sums could
-# be prefetched before it. So the slot is written by an atomic exchange (one thread per
-# slot: Triton gives a replicated value's atomics one owner; H200: a plain inline-asm
-# store from every thread holding the value ran the exchange 4-5x slower) and read by an
-# inline-asm spin, which the pipeliner neither moves nor prefetches. Rows past M and
-# groups past G neither write nor wait.
-EXCHANGE_BACKOFF_NS = 100  # a waiting thread's pause between polls of the slots
+# be prefetched before it. So the slot is written by an atomic exchange (Triton gives a
+# replicated value's atomics one owner thread) and read by an atomic too, then polled by
+# inline asm while unflagged; the pipeliner neither moves nor prefetches either. Rows
+# past M and groups past G neither write nor wait.
+# A waiting thread's pause between polls, so a long wait does not flood the L2 with
+# strong loads (0 and 100 ns timed alike on the H200, NOTES attempt 56).
+EXCHANGE_BACKOFF_NS = 100
 
 _PUBLISH = """
 xp_ptr = {coef}.to(tl.pointer_type(tl.int64)) + (({rows}[:, None] * 2 + {which}) * {g} + {groups}[None, :]) * {t} + {tile}
@@ -405,12 +406,13 @@ tl.atomic_xchg(xp_ptr, xp_slot, mask=({rows}[:, None] < {m}) & ({groups}[None, :
 
 def _collect_source(sums: int, g: int, t: int) -> str:
     """Inline Triton for ``_collect``: the step's slots (rows x groups x tiles, from
-    fresh ranges, so each thread holds one or two) are read by a plain load, which fixes
-    their layout; a slot whose flag was not yet set is polled by the inline asm with
-    strong loads (after a pause) until it is. Masked slots read as set, with sum 0.
-    Without the load, Triton gave the asm the layout of the channel tile the row sums
-    come from, which puts every slot in every thread: each thread then polled all of
-    them one after another (H200 RMSNorm 2048x32768: 4-5x slower)."""
+    fresh ranges) are read by a relaxed atomic, whose layout Triton keeps (one slot per
+    thread); a slot whose flag was not yet set is polled by the inline asm with strong
+    loads, after a pause, until it is. Masked slots read as set, with sum 0. Triton
+    re-lays out a plain load of so few values, and asm fed from the row sums' own
+    layout, like the channel tile they were reduced from: every slot in every thread,
+    polled one after another (H200 RMSNorm 2048x32768 backward at the same config: 555
+    GB/s that way, 2069 this way; NOTES attempt 56)."""
     seen = [f"xc_seen{s}" for s in range(sums)]
     loads = "\n".join(
         f"{v} = tl.where(xc_ok, tl.atomic_add(xc_ptr + {s * g * t}, 0, mask=xc_ok, sem='relaxed'), 1 << 32)"
@@ -498,17 +500,18 @@ def norm_bwd(
     into channel tiles, at the price of that second read of x and dy.
 
     Exchange (``exchange`` = T > 0 channel tiles per row, no gate; ``coef`` is then a
-    zeroed fp32 [M, 3, G, T] scratch): the T programs of a row block hold one channel
-    tile each and walk the same rows in step. Per step each stores its tile's partial
-    row sums in ``coef[r, 0:2, g, t]``, bumps the counter ``coef[r, 2, g, 0]`` (release),
-    waits until it reaches T (acquire), adds the T partials in a fixed order, then reads
+    zeroed fp32 [M, 2, G, T, 2] scratch): the T programs of a row block hold one channel
+    tile each and walk the same rows in step. Per step each publishes its tile's partial
+    row sums, each with a ready flag in one 64-bit slot (``_publish``), waits until the
+    row's T slots are flagged and adds them in a fixed order (``_collect``), then reads
     its x and dy tile again (L1/L2 hits, so they are not held across the wait) for dx.
     x and dy come from HBM once, as in the fused schedule, with a 1/T-wide dw
-    accumulator (H200 bf16 2048x32768 backward: RMSNorm 2295 -> 2742 GB/s, LayerNorm
-    2153 -> 2282, NOTES attempt 55). The wait needs the T programs resident together:
-    the config puts the channel tile first in the grid (``loop_orders``), so they are
-    adjacent program ids, and CUDA starts blocks in id order. Triton's interpreter and
-    the reference mode run programs one at a time, so there T must be 1.
+    accumulator, and the row loop can be pipelined like the others (H200 bf16 RMSNorm
+    2048x32768 backward: split 2295 GB/s, exchange 2761, pipelined exchange 3211; NOTES
+    attempts 55-56). The wait needs the T programs resident together: the config puts
+    the channel tile first in the grid (``loop_orders``), so they are adjacent program
+    ids, and CUDA starts blocks in id order. Triton's interpreter and the reference mode
+    run programs one at a time, so there T must be 1: the tile's own sums are the row's.
 
     The loop over a program's rows is software-pipelined when a config sets its
     ``range_num_stages`` (Triton prefetches the next rows' x and dy while this one

@@ -61,11 +61,11 @@ positions are read from the config spec: the inner block is the one bounded by m
   exchange       (CUDA, no gate, rows from EXCHANGE_MIN_WIDTH channels, when the channel
                  tile is narrower than the row) the exchange schedule instead of the split
                  one: the channel tiles of a row form its sums from each other's partial
-                 sums (no second read of x and dy; H200 bf16 2048x32768 backward: RMSNorm
-                 2295 -> 2742 GB/s, LayerNorm 2153 -> 2282, NOTES attempt 55). A config key
-                 of ours (EXCHANGE), with the channel tile first in the grid (Helion's
-                 ``loop_orders``) so a row's tiles are adjacent programs; not with a
-                 persistent grid, whose programs walk tiles in turn.
+                 sums (no second read of x and dy; H200 bf16 RMSNorm 2048x32768 backward:
+                 split 2295 GB/s, exchange 2761, with its row loop pipelined 3211; NOTES
+                 attempts 55-56). A config key of ours (EXCHANGE), with the channel tile
+                 first in the grid (Helion's ``loop_orders``) so a row's tiles are adjacent
+                 programs; not with a persistent grid, whose programs walk tiles in turn.
   row_stages     software pipelining of that loop (its ``range_num_stages``: Triton
                  prefetches the next steps' rows while this one reduces); 0 = off.
                  Offered when Helion's config spec has the knob for the loop.

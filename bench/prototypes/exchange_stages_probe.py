@@ -20,6 +20,16 @@ Per shape (bf16 backward): the shipped config (its cached schedule) and exchange
 pipelined 2 and 3 deep, each checked against float64 and timed by the tuner's timing
 (CUDA graph over rotated inputs, the scratch's memset and the dW reduce included) in
 turns, best of 2; GB/s by the bwd byte model, registers per thread beside each.
+``--quick``: RMSNorm only, four tiles.
+
+Result (H200, 2026-11-23, ``bench/results/2026-11-23_h200_exchange_stages_probe_run1..4.txt``;
+NOTES attempt 56). Runs 1-3 waited in inline asm fed from the row sums' own layout, which
+holds every slot in every thread: 4-5x slower than the old counter at its config. Run 4,
+the landed form (slots read by a relaxed atomic, one per thread): RMSNorm 2048x32768
+2069-2081 GB/s at the old exchange config (2761 with the counter), 2838-2857 at
+2048-channel tiles x 2 rows on 2 warps pipelined 2 deep (unpipelined 2429-2443); the
+sweep then found 3211 (bf16). LayerNorm's exchange configs still spill: 0.5-0.8x of the
+split backward.
 """
 
 import torch
