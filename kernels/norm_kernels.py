@@ -583,7 +583,8 @@ def norm_bwd(
                 c2 = torch.sum(dxhat * xhat, dim=-1)
                 if not rms:
                     c1 = torch.sum(dxhat, dim=-1)
-                if exchange > 1:  # one tile (the CPU's only case): its sums are the row's
+                # With one tile (the CPU's only case) its own sums are the row's.
+                if exchange > 1:
                     _publish(coef, 0, tile_m, tile_g, tile_k, m, g, exchange, c2)
                     if not rms:
                         _publish(coef, 1, tile_m, tile_g, tile_k, m, g, exchange, c1)

@@ -435,7 +435,7 @@ def test_exchange_backward_points() -> None:
     assert wide.from_config(config) == point
     assert wide.from_config({k: v for k, v in config.items() if k != "loop_orders"}) is None
     assert wide.invalid_reason({**point, "pid_type": "persistent_blocked", "sm_mult_log2": 0})
-    pipelined = {**point, "row_stages": 3}  # the flagged sums are read by inline asm, never prefetched
+    pipelined = {**point, "row_stages": 3}  # the flagged sums are read by atomics and inline asm, never prefetched
     assert wide.invalid_reason(pipelined) is None
     assert wide.from_config(wide.to_config(pipelined)) == pipelined
     whole_row = {**point, "tile_k_log2": 15}
