@@ -1,0 +1,95 @@
+"""The exchange backward on LayerNorm rows narrower than 32768 (bench/NOTES.md Next 2b,
+attempt 57).
+
+The tuner offers the exchange schedule from 32768 channels only: attempt 55 measured it
+behind the fused schedule at 16384 and the split one at LayerNorm 12288, but that was
+before its row loop could be pipelined (attempt 56). Two things have changed since:
+
+- LayerNorm's exchange configs spilled (255 registers) in attempt 56's probe, which tried
+  2-8 rows a step on 2-8 warps: up to 64 values of x and dy per thread, plus the dW and dB
+  accumulators. RMSNorm's sweep then won with one row a step on 4 warps (16 values per
+  thread). LayerNorm at one row a step and 4-16 warps was never timed.
+- TritonBench's LayerNorm rows 4096x8704-15872 (bf16 fwd+bwd 2411-2884 GB/s by kernel time,
+  against 3528 at 8192 and 3395 at 16384) run the fused schedule on a 16384-wide channel
+  tile, so up to 47% of the lanes are masked, or the split schedule. An exchange config
+  tiles the row in 1024-4096 channels, every width of TritonBench's (steps of 512) to
+  within one ragged tile.
+
+    python bench/prototypes/exchange_width_probe.py [--budget SECONDS] [--check-only] [--shapes 4096x8704,...]
+
+Per shape (LayerNorm bf16 backward): the shipped config and exchange configs (channel
+tile, rows per step, warps, row loop pipelined 2 or 3 deep; m_block 32), each checked
+against float64 and timed by the tuner's timing (CUDA graph over rotated inputs, the
+scratch's memset and the dW/dB reduce included) in turns, best of 2; GB/s by the bwd byte
+model, registers per thread beside each.
+"""
+
+import torch
+from probe_common import ProbeRun, best_gbps
+from rsqrt_regs_probe import registers  # run from this folder
+
+from kernels import launch
+from tuning.workload import Task, TrialError, Workload
+
+SHAPES = [(4096, 8704), (4096, 12288), (4096, 15872), (4096, 16384), (2048, 32768)]
+# (channel tile, rows per step, warps, row stages)
+CONFIGS = [
+    (1024, 1, 4, 2), (1024, 1, 4, 3), (1024, 2, 4, 2), (1024, 2, 8, 2),
+    (2048, 1, 4, 2), (2048, 1, 4, 3), (2048, 1, 8, 2), (2048, 2, 8, 2),
+    (4096, 1, 8, 2), (4096, 1, 16, 2), (4096, 2, 16, 2),
+]  # fmt: skip
+
+
+def exchange_config(tile: int, rows: int, warps: int, stages: int, m_block: int = 32) -> dict:
+    return {
+        "block_sizes": [m_block, 1, tile, rows], "num_warps": warps, "num_stages": 1,
+        "loop_orders": [[2, 1, 0]], "exchange": True, "range_num_stages": [0, stages],
+    }  # fmt: skip
+
+
+def _regs(run) -> str:  # noqa: ANN001
+    for cell in getattr(run, "__closure__", None) or ():
+        if hasattr(cell.cell_contents, "__globals__"):
+            return registers(cell.cell_contents)
+    return "-"
+
+
+def main() -> None:
+    probe = ProbeRun()
+    dev = probe.device
+    picked = probe.option("--shapes")
+    shapes = [tuple(map(int, s.split("x"))) for s in picked.split(",")] if picked else SHAPES
+    if not probe.on_gpu:  # one tile per row: all the interpreter can run
+        shapes, configs = [(16, 256)], [(256, 1, 2, 2)]
+    else:
+        configs = CONFIGS
+    for m, n in shapes:
+        if probe.out_of_time():
+            return
+        wl = Workload(Task("layer_norm", "bwd", m, n, "bfloat16", 1), dev, n_sets=None if probe.on_gpu else 2)
+        shipped = dict(launch.choose_config("layer_norm", "bwd", m, n, 1, torch.bfloat16, dev))
+        named = {"shipped": shipped} | {f"t{t} r{r} w{w} s{s}": exchange_config(t, r, w, s) for t, r, w, s in configs}
+        runs = {}
+        for name, config in named.items():
+            if probe.out_of_time():
+                break
+            try:
+                run = wl.runner(config)
+                err = wl.check(run)
+            except (TrialError, Exception) as e:  # noqa: BLE001 - report and go on
+                print(f"  {m}x{n} {name}: failed ({type(e).__name__}: {str(e)[:150]})", flush=True)
+                continue
+            runs[name] = run
+            if probe.check_only:
+                print(f"  {m}x{n} {name}: worst relative error {err:.2g}", flush=True)
+        print(f"layer_norm bwd {m}x{n} bf16, shipped {shipped}", flush=True)
+        if probe.check_only or not runs:
+            continue
+        best = best_gbps(wl, runs, rounds=2)
+        base = best.get("shipped") or 1.0
+        for name, gbps in sorted(best.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:18s} {gbps:6.0f} GB/s ({gbps / base:.3f}x shipped, {_regs(runs[name])} regs)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
