@@ -427,10 +427,28 @@ def _collect_source(sums: int, g: int, t: int) -> str:
     outputs = ",".join(["=r"] * sums) + ",l" + ",l" * sums
     dtype = "(" + "tl.int32, " * sums + ")" if sums > 1 else "tl.int32"
     bits = [f"xc_bits[{s}]" for s in range(sums)] if sums > 1 else ["xc_bits"]
-    row_sums = [f"tl.sum({b}.to(tl.float32, bitcast=True), axis=2)" for b in bits]
+    # Each row's sum is reduced to a scalar and placed by index, so the tile's dx
+    # arithmetic that uses it keeps the tile's own layout. Summed over the slots' axis,
+    # Triton carried LayerNorm's dx arithmetic into the slots' [rows, groups, T] layout
+    # instead (8 threads a warp over the channel tile: 255 registers and spills, 0.01-0.4x
+    # of the split backward; NOTES attempt 57).
+    scalar_rows = "\n".join(
+        f"""xc_f{s} = {b}.to(tl.float32, bitcast=True)
+xc_sum{s} = tl.zeros([xc_r2.shape[0], xc_g2.shape[1]], tl.float32)
+for xc_r in tl.static_range(xc_r2.shape[0]):
+    for xc_g in tl.static_range(xc_g2.shape[1]):
+        xc_one = tl.sum(tl.where((xc_r3 == xc_r) & (xc_g3 == xc_g), xc_f{s}, 0.0))
+        xc_sum{s} = tl.where((xc_r2 == xc_r) & (xc_g2 == xc_g), xc_one, xc_sum{s})"""
+        for s, b in enumerate(bits)
+    )
+    row_sums = [f"xc_sum{s}" for s in range(sums)]
     return f"""
-xc_row = {{row0}} + tl.arange(0, {{rows}}.shape[0])[:, None, None]
-xc_group = {{group0}} + tl.arange(0, {{groups}}.shape[0])[None, :, None]
+xc_r2 = tl.arange(0, {{rows}}.shape[0])[:, None]
+xc_g2 = tl.arange(0, {{groups}}.shape[0])[None, :]
+xc_r3 = xc_r2[:, :, None]
+xc_g3 = xc_g2[:, :, None]
+xc_row = {{row0}} + xc_r3
+xc_group = {{group0}} + xc_g3
 xc_t = tl.arange(0, {{t_pow2}})[None, None, :]
 xc_ptr = {{coef}}.to(tl.pointer_type(tl.int64)) + (xc_row * 2 * {{g}} + xc_group) * {{t}} + xc_t
 xc_ok = (xc_row < {{m}}) & (xc_group < {{g}}) & (xc_t < {{t}})
@@ -444,6 +462,7 @@ xc_bits = tl.inline_asm_elementwise(
     [xc_ptr, {", ".join(seen)}],
     dtype={dtype}, is_pure=False, pack=1,
 )
+{scalar_rows}
 """ + (f"({', '.join(row_sums)})" if sums > 1 else row_sums[0])
 
 

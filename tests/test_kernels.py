@@ -613,6 +613,9 @@ EXCHANGE_BWD = [
     (dict(rms=False), 19, 320, [4, 1, 128, 1], 0),  # 3 tiles, the last one partly masked
     (dict(rms=False), 45, 320, [16, 1, 128, 2], 3),
     (dict(rms=True, residual=True), 21, 512, [8, 1, 128, 4], 2),
+    # one row a step, pipelined: the collected sums are reduced to scalars
+    (dict(rms=False), 37, 768, [8, 1, 256, 1], 2),
+    (dict(rms=True), 33, 1000, [8, 1, 256, 1], 3),  # the last of 4 tiles partly masked
     (dict(rms=True, group=128), 9, 512, [4, 1, 64, 2], 0),  # 2 tiles in each of 4 groups
     (dict(rms=False, gate="after"), 13, 512, [4, 1, 128, 2], 0),  # gated: runs the split schedule
 ]
