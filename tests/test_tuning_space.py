@@ -412,9 +412,10 @@ def test_config_labels_name_the_grid() -> None:
 
 
 def test_exchange_backward_points() -> None:
-    """The exchange schedule: offered on 32768-wide rows only when the channel tile is
-    narrower than the row, written as our key plus the channel-tile-first loop order,
-    parsed back, pipelined or not, and never with a persistent grid."""
+    """The exchange schedule: offered where the split one is (rows padded to 8192
+    channels or more) only when the channel tile is narrower than the row, written as
+    our key plus the channel-tile-first loop order, parsed back, pipelined or not, and
+    never with a persistent grid."""
     from tuning.space import EXCHANGE_LOOP_ORDERS, SearchSpace
 
     def space(k: int) -> SearchSpace:
@@ -424,7 +425,8 @@ def test_exchange_backward_points() -> None:
             n_ranges=2, row_range=1, exchange=True,
         )  # fmt: skip
 
-    assert "exchange" not in space(16384).by_name, "narrower rows: fused or split only"
+    assert "exchange" not in space(4096).by_name, "narrower rows: the fused schedule only"
+    assert "exchange" in space(4608).by_name and "exchange" in space(8704).by_name
     wide = space(32768)
     point = {"m_block_log2": 6, "tile_k_log2": 11, "exchange": True, "inner_log2": 1, "row_stages": 0,
              "warps_log2": 1, "eviction": "", "pid_type": "flat", "stages": 1}  # fmt: skip
@@ -435,6 +437,11 @@ def test_exchange_backward_points() -> None:
     assert wide.from_config(config) == point
     assert wide.from_config({k: v for k, v in config.items() if k != "loop_orders"}) is None
     assert wide.invalid_reason({**point, "pid_type": "persistent_blocked", "sm_mult_log2": 0})
+    from tuning.tuner import _exchange
+
+    for k in (8704, 32768):  # the tuner's exchange seed is a point of the space
+        seed = _exchange(space(k))
+        assert seed is not None and seed["exchange"] is True and space(k).from_config(seed) is not None
     pipelined = {**point, "row_stages": 3}  # the flagged sums are read by atomics and inline asm, never prefetched
     assert wide.invalid_reason(pipelined) is None
     assert wide.from_config(wide.to_config(pipelined)) == pipelined

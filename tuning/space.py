@@ -58,8 +58,8 @@ positions are read from the config spec: the inner block is the one bounded by m
                  schedule's backward and reduce (H200 bf16 8x8192 fwd+bwd 1.105x of
                  inductor's step, the fused schedule 0.925x; NOTES attempt 49)
   inner_log2     rows per step of the program's loop over its m_block rows
-  exchange       (CUDA, no gate, rows from EXCHANGE_MIN_WIDTH channels, when the channel
-                 tile is narrower than the row) the exchange schedule instead of the split
+  exchange       (CUDA, no gate, rows padded to EXCHANGE_MIN_WIDTH channels or more, when
+                 the channel tile is narrower than the row) the exchange schedule instead of the split
                  one: the channel tiles of a row form its sums from each other's partial
                  sums (no second read of x and dy; H200 bf16 RMSNorm 2048x32768 backward:
                  split 2295 GB/s, exchange 2761, with its row loop pipelined 3211; NOTES
@@ -86,7 +86,7 @@ from dataclasses import dataclass
 
 from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, STATIC
 
-SPACE_VERSION = 12  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 13  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -102,9 +102,12 @@ MIN_SPLIT_WIDTH = 8192
 # ... but at decode sizes the split writes dW/dB from one program per channel tile.
 DIRECT_SPLIT_MAX_M = 64
 DIRECT_SPLIT_MIN_WIDTH = 1024
-# Rows from this wide are offered the exchange backward (attempt 55: it lost to the fused
-# schedule at 16384 and to the split one at LayerNorm 12288).
-EXCHANGE_MIN_WIDTH = 32768
+# Rows this wide (padded to a power of two) are offered the exchange backward, as they
+# are the split one. Attempt 55 measured it behind the fused schedule at 16384 and the
+# split at LayerNorm 12288, but before its row loop could be pipelined (56) and while
+# LayerNorm's exchange spilled (57); TritonBench's LayerNorm rows 8704-15872 run the fused
+# schedule with up to 47% of a 16384-wide tile masked, or the split one.
+EXCHANGE_MIN_WIDTH = MIN_SPLIT_WIDTH
 # The backward's tile loop with its channel tile first (loop order [k, g, m]).
 EXCHANGE_LOOP_ORDERS = [[2, 1, 0]]
 MAX_PARTIAL_ROWS = 2048
