@@ -1,0 +1,123 @@
+"""Compile a backward config for sm_90 on a CPU-only machine and read what ptxas says:
+registers, spills, cp.async prefetches (the row loop pipelined) and shared-memory loads
+(layout conversions). No GPU needed, so a config's register cost can be checked before
+device time is spent on it (bench/NOTES.md attempts 56-57).
+
+The GPU host runs triton 3.6, whose layouts differ from later versions' (attempt 57's
+spilling LayerNorm exchange compiled clean under 3.9), so put triton 3.6 first:
+
+    pip download --no-deps --only-binary=:all: --python-version 3.11 -d /tmp/t36whl triton==3.6.0
+    pip install --no-deps --target /tmp/t36 /tmp/t36whl/*.whl
+    PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py OP M N 'CONFIG' [--save PREFIX]
+    PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py --survey
+
+OP is layer_norm or rms_norm, CONFIG a backward config as JSON. An exchange config is
+generated with its T channel tiles per row (the CPU's own route runs one). ``--save``
+keeps the generated Triton, PTX and TTGIR. ``--survey``: attempt 57's table, LayerNorm
+and RMSNorm exchange configs at the widths of issue 6.
+
+Result (2026-11-23, triton 3.6 from the CPU, attempt 57): before the collected sums were
+reduced to scalars, LayerNorm's exchange at 2048-channel tiles, one row a step, 4 warps
+took 255 registers, 632 bytes of spills and 791 shared-memory loads (its dx arithmetic in
+the slots' layout); after, 94 registers, no spills, 27. RMSNorm's shipped bf16 config
+compiled to the same instructions before and after.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+from kernels import launch
+from tuning.workload import Task, Workload
+
+# The arguments Triton specializes to 1 at launch on the GPU (unit strides), so the
+# offline compile vectorizes like the real one; the rest are 16-byte aligned there.
+UNIT_ARGS = re.compile(r"(dx|dy|x|dz|z|dh|weight|bias|dw_part|db_part)_stride_2$|(weight|bias|mean|rstd)_stride_1$")
+BF16_ARGS = {"weight", "x", "dy", "dx", "z", "dz", "dh", "bias"}
+SCALAR_ARGS = {"m": "i32", "offset": "fp32"}
+
+
+def generated_source(op: str, m: int, n: int, config: dict) -> str:
+    """Helion's Triton for the backward at ``config``; an exchange config with its T tiles."""
+    wl = Workload(Task(op, "bwd", m, n, "bfloat16", 1), torch.device("cpu"), n_sets=1)
+    tiles = -(-n // config["block_sizes"][2]) if config.get("exchange") else 0
+    split = bool(config["block_sizes"][2] < n) and not tiles
+    coef = launch._coef(split, m, 1, wl.device, tiles)
+    bound = launch._kernels(False)["bwd"].bind(wl._bwd_args(wl.sets[0], wl._partials(config), coef, tiles))
+    return bound.to_triton_code(launch._fit(config, bound))
+
+
+def compile_sm90(source: str, warps: int, save: str | None = None) -> dict:
+    """ptxas's registers and spill bytes, and counts from the PTX, of the source's kernel."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "generated.py")
+        with open(path, "w") as f:
+            f.write(source)
+        spec = importlib.util.spec_from_file_location("generated", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        fn = next(v for k, v in vars(module).items() if k.startswith("_helion_"))
+        unit = [a for a in fn.arg_names if UNIT_ARGS.search(a)]
+        signature = {
+            a: "constexpr" if a in unit else SCALAR_ARGS.get(a, "*bf16" if a in BF16_ARGS else "*fp32" if "_stride_" not in a else "i32")
+            for a in fn.arg_names
+        }  # fmt: skip
+        aligned = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a not in unit and a not in SCALAR_ARGS}
+        kernel = triton.compile(
+            ASTSource(fn, signature, dict.fromkeys(unit, 1), aligned),
+            target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 1},
+        )  # fmt: skip
+        ptx = kernel.asm["ptx"]
+        ptx_path = os.path.join(tmp, "k.ptx")
+        with open(ptx_path, "w") as f:
+            f.write(ptx)
+        ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+        info = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", ptx_path, "-o", os.devnull], capture_output=True, text=True).stderr
+        if save:
+            for suffix, text in ((".py", source), (".ptx", ptx), (".ttgir", kernel.asm["ttgir"])):
+                with open(save + suffix, "w") as f:
+                    f.write(text)
+    regs = re.search(r"Used (\d+) registers", info)
+    spills = re.search(r"(\d+) bytes spill stores", info)
+    return {
+        "regs": int(regs.group(1)) if regs else None, "spill_bytes": int(spills.group(1)) if spills else None,
+        "cp_async": ptx.count("cp.async.cg") + ptx.count("cp.async.ca"), "ld_shared": ptx.count("ld.shared"),
+    }  # fmt: skip
+
+
+def exchange_config(tile: int, rows: int, warps: int, stages: int = 2, m_block: int = 32) -> dict:
+    return {
+        "block_sizes": [m_block, 1, tile, rows], "num_warps": warps, "num_stages": 1,
+        "loop_orders": [[2, 1, 0]], "exchange": True, "range_num_stages": [0, stages],
+    }  # fmt: skip
+
+
+def survey() -> None:
+    for op, n in (("layer_norm", 8704), ("layer_norm", 16384), ("layer_norm", 32768), ("rms_norm", 32768)):
+        for tile, rows, warps in ((1024, 1, 4), (2048, 1, 4), (2048, 1, 8), (2048, 2, 8), (4096, 1, 8), (4096, 1, 16), (4096, 2, 16)):
+            config = exchange_config(tile, rows, warps)
+            got = compile_sm90(generated_source(op, 64, n, config), warps)
+            print(f"{op:10s} N={n:5d} tile {tile:4d} x {rows} rows, {warps:2d} warps: {got}", flush=True)
+
+
+def main() -> None:
+    if "--survey" in sys.argv:
+        survey()
+        return
+    op, m, n, config = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+    save = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
+    print(compile_sm90(generated_source(op, m, n, config), config.get("num_warps", 4), save))
+
+
+if __name__ == "__main__":
+    main()
