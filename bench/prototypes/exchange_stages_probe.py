@@ -33,26 +33,15 @@ split backward.
 """
 
 import torch
-from probe_common import ProbeRun, best_gbps
-from rsqrt_regs_probe import registers  # run from this folder
+from probe_common import ProbeRun, compare_configs, exchange_config  # run from this folder
 
 from kernels import launch
-from tuning.workload import Task, TrialError, Workload
+from tuning.workload import Task, Workload
 
 SHAPES = [("rms_norm", 2048, 32768), ("layer_norm", 2048, 32768), ("layer_norm", 4096, 16384), ("layer_norm", 4096, 12288)]
 # (channel tile, rows per step, warps)
 TILES = [(2048, 2, 2), (2048, 2, 4), (2048, 4, 4), (2048, 4, 8), (2048, 8, 8), (4096, 2, 4), (4096, 2, 8), (4096, 4, 8)]
 STAGES = (0, 2, 3)
-
-
-def exchange_config(tile: int, rows: int, warps: int, stages: int, m_block: int = 64) -> dict:
-    config = {
-        "block_sizes": [m_block, 1, tile, rows], "num_warps": warps, "num_stages": 1,
-        "loop_orders": [[2, 1, 0]], "exchange": True,
-    }  # fmt: skip
-    if stages:
-        config["range_num_stages"] = [0, stages]
-    return config
 
 
 def main() -> None:
@@ -71,34 +60,8 @@ def main() -> None:
         shipped = dict(launch.choose_config(op, "bwd", m, n, 1, torch.bfloat16, dev))
         configs = {"shipped": shipped}
         for (tile, rows, warps), stages in ((t, s) for t in tiles for s in STAGES):
-            configs[f"t{tile} r{rows} w{warps} s{stages}"] = exchange_config(tile, rows, warps, stages)
-        runs = {}
-        for name, config in configs.items():
-            if probe.out_of_time():
-                break
-            try:
-                run = wl.runner(config)
-                err = wl.check(run)
-            except (TrialError, Exception) as e:  # noqa: BLE001 - report and go on
-                print(f"  {name}: failed ({type(e).__name__}: {str(e)[:150]})", flush=True)
-                continue
-            runs[name] = run
-            if probe.check_only:
-                print(f"  {op} {m}x{n} {name}: worst relative error {err:.2g}", flush=True)
-        print(f"{op} bwd {m}x{n} bf16, shipped {shipped}", flush=True)
-        if probe.check_only or not runs:
-            continue
-        best = best_gbps(wl, runs, rounds=2)
-        base = best.get("shipped") or 1.0
-        for name, gbps in sorted(best.items(), key=lambda kv: -kv[1]):
-            fn = getattr(runs[name], "__closure__", None)
-            regs = "-"
-            for cell in fn or ():
-                if hasattr(cell.cell_contents, "__globals__"):
-                    regs = registers(cell.cell_contents)
-                    break
-            print(f"  {name:18s} {gbps:6.0f} GB/s ({gbps / base:.3f}x shipped, {regs} regs)", flush=True)
-
+            configs[f"t{tile} r{rows} w{warps} s{stages}"] = exchange_config(tile, rows, warps, stages, m_block=64)
+        compare_configs(probe, wl, configs, f"{op} bwd {m}x{n} bf16, shipped {shipped}")
 
 if __name__ == "__main__":
     main()

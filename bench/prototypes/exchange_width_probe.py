@@ -25,11 +25,10 @@ model, registers per thread beside each.
 """
 
 import torch
-from probe_common import ProbeRun, best_gbps
-from rsqrt_regs_probe import registers  # run from this folder
+from probe_common import ProbeRun, compare_configs, exchange_config  # run from this folder
 
 from kernels import launch
-from tuning.workload import Task, TrialError, Workload
+from tuning.workload import Task, Workload
 
 SHAPES = [(4096, 8704), (4096, 12288), (4096, 15872), (4096, 16384), (2048, 32768)]
 # (channel tile, rows per step, warps, row stages)
@@ -38,20 +37,6 @@ CONFIGS = [
     (2048, 1, 4, 2), (2048, 1, 4, 3), (2048, 1, 8, 2), (2048, 1, 8, 3),
     (4096, 1, 8, 2), (4096, 1, 16, 2), (2048, 2, 8, 2),
 ]  # fmt: skip
-
-
-def exchange_config(tile: int, rows: int, warps: int, stages: int, m_block: int = 32) -> dict:
-    return {
-        "block_sizes": [m_block, 1, tile, rows], "num_warps": warps, "num_stages": 1,
-        "loop_orders": [[2, 1, 0]], "exchange": True, "range_num_stages": [0, stages],
-    }  # fmt: skip
-
-
-def _regs(run) -> str:  # noqa: ANN001
-    for cell in getattr(run, "__closure__", None) or ():
-        if hasattr(cell.cell_contents, "__globals__"):
-            return registers(cell.cell_contents)
-    return "-"
 
 
 def main() -> None:
@@ -68,28 +53,10 @@ def main() -> None:
             return
         wl = Workload(Task("layer_norm", "bwd", m, n, "bfloat16", 1), dev, n_sets=None if probe.on_gpu else 2)
         shipped = dict(launch.choose_config("layer_norm", "bwd", m, n, 1, torch.bfloat16, dev))
-        named = {"shipped": shipped} | {f"t{t} r{r} w{w} s{s}": exchange_config(t, r, w, s) for t, r, w, s in configs}
-        runs = {}
-        for name, config in named.items():
-            if probe.out_of_time():
-                break
-            try:
-                run = wl.runner(config)
-                err = wl.check(run)
-            except (TrialError, Exception) as e:  # noqa: BLE001 - report and go on
-                print(f"  {m}x{n} {name}: failed ({type(e).__name__}: {str(e)[:150]})", flush=True)
-                continue
-            runs[name] = run
-            if probe.check_only:
-                print(f"  {m}x{n} {name}: worst relative error {err:.2g}", flush=True)
-        print(f"layer_norm bwd {m}x{n} bf16, shipped {shipped}", flush=True)
-        if probe.check_only or not runs:
-            continue
-        best = best_gbps(wl, runs, rounds=2)
-        base = best.get("shipped") or 1.0
-        for name, gbps in sorted(best.items(), key=lambda kv: -kv[1]):
-            print(f"  {name:18s} {gbps:6.0f} GB/s ({gbps / base:.3f}x shipped, {_regs(runs[name])} regs)", flush=True)
-
+        named = {"shipped": shipped}
+        for t, r, w, s in configs:
+            named[f"t{t} r{r} w{w} s{s}"] = exchange_config(t, r, w, s, m_block=32)
+        compare_configs(probe, wl, named, f"layer_norm bwd {m}x{n} bf16, shipped {shipped}")
 
 if __name__ == "__main__":
     main()

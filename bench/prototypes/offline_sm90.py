@@ -33,6 +33,8 @@ import tempfile
 
 import torch
 
+from probe_common import exchange_config  # run from the repo root or this folder
+
 from kernels import launch
 from tuning.workload import Task, Workload
 
@@ -95,17 +97,10 @@ def compile_sm90(source: str, warps: int, save: str | None = None) -> dict:
     }  # fmt: skip
 
 
-def exchange_config(tile: int, rows: int, warps: int, stages: int = 2, m_block: int = 32) -> dict:
-    return {
-        "block_sizes": [m_block, 1, tile, rows], "num_warps": warps, "num_stages": 1,
-        "loop_orders": [[2, 1, 0]], "exchange": True, "range_num_stages": [0, stages],
-    }  # fmt: skip
-
-
 def survey() -> None:
     for op, n in (("layer_norm", 8704), ("layer_norm", 16384), ("layer_norm", 32768), ("rms_norm", 32768)):
         for tile, rows, warps in ((1024, 1, 4), (2048, 1, 4), (2048, 1, 8), (2048, 2, 8), (4096, 1, 8), (4096, 1, 16), (4096, 2, 16)):
-            config = exchange_config(tile, rows, warps)
+            config = exchange_config(tile, rows, warps, stages=2, m_block=32)
             got = compile_sm90(generated_source(op, 64, n, config), warps)
             print(f"{op:10s} N={n:5d} tile {tile:4d} x {rows} rows, {warps:2d} warps: {got}", flush=True)
 

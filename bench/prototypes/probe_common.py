@@ -1,5 +1,6 @@
 """What the probes share: their command line (``--budget SECONDS``, ``--check-only``), the
-device they run on, and the tuner-timed comparison of several runners on one workload."""
+device they run on, the tuner-timed comparison of several runners on one workload, and
+the registers per thread of what a runner launched."""
 
 import sys
 import time
@@ -7,7 +8,7 @@ import time
 import torch
 
 from tuning import timing
-from tuning.workload import Workload
+from tuning.workload import TrialError, Workload
 
 
 class ProbeRun:
@@ -44,3 +45,58 @@ def best_gbps(wl: Workload, runs: dict, rounds: int) -> dict[str, float]:
             ms = timing.time_ms(run, len(wl.sets), wl.device)
             best[name] = max(best[name], wl.model_bytes() / ms / 1e6)
     return best
+
+
+def exchange_config(tile: int, rows: int, warps: int, stages: int, m_block: int) -> dict:
+    """A backward config of the exchange schedule: ``tile`` channels a program, ``rows``
+    a step, the row loop pipelined ``stages`` deep (0: not)."""
+    config = {
+        "block_sizes": [m_block, 1, tile, rows], "num_warps": warps, "num_stages": 1,
+        "loop_orders": [[2, 1, 0]], "exchange": True,
+    }  # fmt: skip
+    if stages:
+        config["range_num_stages"] = [0, stages]
+    return config
+
+
+def registers(fn) -> str:  # noqa: ANN001
+    """Registers per thread of the Triton program(s) a Helion compiled callable launched."""
+    jit = next((v for v in getattr(fn, "__globals__", {}).values() if hasattr(v, "device_caches")), None)
+    if jit is None:
+        return "-"
+    regs = {k.n_regs for cache in jit.device_caches.values() for k in cache[0].values()}
+    return "/".join(map(str, sorted(regs))) or "-"
+
+
+def runner_registers(run) -> str:  # noqa: ANN001
+    """Registers per thread of the compiled kernel a ``Workload.runner`` closure calls."""
+    for cell in getattr(run, "__closure__", None) or ():
+        if hasattr(cell.cell_contents, "__globals__"):
+            return registers(cell.cell_contents)
+    return "-"
+
+
+def compare_configs(probe: ProbeRun, wl: Workload, configs: dict[str, dict], title: str) -> None:
+    """Compile and check each named config (a failure is reported and skipped), then,
+    unless ``--check-only``, time them in turns (best of 2) and print GB/s against the
+    one named "shipped", with each one's registers per thread."""
+    runs = {}
+    for name, config in configs.items():
+        if probe.out_of_time():
+            break
+        try:
+            run = wl.runner(config)
+            err = wl.check(run)
+        except (TrialError, Exception) as e:  # noqa: BLE001 - report and go on
+            print(f"  {name}: failed ({type(e).__name__}: {str(e)[:150]})", flush=True)
+            continue
+        runs[name] = run
+        if probe.check_only:
+            print(f"  {name}: worst relative error {err:.2g}", flush=True)
+    print(title, flush=True)
+    if probe.check_only or not runs:
+        return
+    best = best_gbps(wl, runs, rounds=2)
+    base = best.get("shipped") or 1.0
+    for name, gbps in sorted(best.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:18s} {gbps:6.0f} GB/s ({gbps / base:.3f}x shipped, {runner_registers(runs[name])} regs)", flush=True)

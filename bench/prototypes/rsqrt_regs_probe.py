@@ -23,7 +23,7 @@ registers. The gated rsqrt programs lost 10-17% with the same count as the IEEE 
 """
 
 import torch
-from probe_common import ProbeRun, best_gbps
+from probe_common import ProbeRun, best_gbps, registers
 
 from kernels import launch
 from tuning.workload import Task, TrialError, Workload
@@ -46,15 +46,6 @@ def runner(wl: Workload, config: dict, fast: bool, maxnreg: int | None):  # noqa
     run = lambda i: compiled(*args[i])  # noqa: E731
     run.compiled = compiled
     return run
-
-
-def registers(fn) -> str:  # noqa: ANN001
-    """Registers per thread of the Triton program(s) a Helion compiled callable launched."""
-    jit = next((v for v in getattr(fn, "__globals__", {}).values() if hasattr(v, "device_caches")), None)
-    if jit is None:
-        return "-"
-    regs = {k.n_regs for cache in jit.device_caches.values() for k in cache[0].values()}
-    return "/".join(map(str, sorted(regs))) or "-"
 
 
 def main() -> None:
