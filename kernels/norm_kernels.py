@@ -430,8 +430,8 @@ def _collect_source(sums: int, g: int, t: int) -> str:
     # Each row's sum is reduced to a scalar and placed by index, so the tile's dx
     # arithmetic that uses it keeps the tile's own layout. Summed over the slots' axis,
     # Triton carried LayerNorm's dx arithmetic into the slots' [rows, groups, T] layout
-    # instead (8 threads a warp over the channel tile: 255 registers and spills, 0.01-0.4x
-    # of the split backward; NOTES attempt 57).
+    # instead (8 threads a warp over the channel tile: 255 registers and spills, or 32
+    # and kilobytes of them; H200 0.001-0.6x of the shipped backward; NOTES attempt 57).
     scalar_rows = "\n".join(
         f"""xc_f{s} = {b}.to(tl.float32, bitcast=True)
 xc_sum{s} = tl.zeros([xc_r2.shape[0], xc_g2.shape[1]], tl.float32)
