@@ -419,8 +419,9 @@ def _collect_source(sums: int, g: int, t: int) -> str:
         for s, v in enumerate(seen)
     )  # fmt: skip
     unpack = " ".join(f"mov.b64 {{{{%v{s}, %f{s}}}}}, ${sums + 1 + s};" for s in range(sums))
-    polls = " ".join(
-        f"ld.relaxed.gpu.global.b64 %d{s}, [${sums}+{s * g * t * 8}]; mov.b64 {{{{%v{s}, %f{s}}}}}, %d{s};" for s in range(sums)
+    # Every load of a poll issued before any of them is used: one round trip, not one a sum.
+    polls = " ".join(f"ld.relaxed.gpu.global.b64 %d{s}, [${sums}+{s * g * t * 8}];" for s in range(sums)) + " " + " ".join(
+        f"mov.b64 {{{{%v{s}, %f{s}}}}}, %d{s};" for s in range(sums)
     )  # fmt: skip
     flags = "mov.b32 %all, %f0; " + " ".join(f"and.b32 %all, %all, %f{s};" for s in range(1, sums))
     results = " ".join(f"mov.b32 ${s}, %v{s};" for s in range(sums))

@@ -55,7 +55,7 @@ def generated_source(op: str, m: int, n: int, config: dict) -> str:
     return bound.to_triton_code(launch._fit(config, bound))
 
 
-def compile_sm90(source: str, warps: int, save: str | None = None) -> dict:
+def compile_sm90(source: str, warps: int, save: str | None = None, maxnreg: int | None = None) -> dict:
     """ptxas's registers and spill bytes, and counts from the PTX, of the source's kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -77,7 +77,7 @@ def compile_sm90(source: str, warps: int, save: str | None = None) -> dict:
         aligned = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a not in unit and a not in SCALAR_ARGS}
         kernel = triton.compile(
             ASTSource(fn, signature, dict.fromkeys(unit, 1), aligned),
-            target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 1},
+            target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 1, **({"maxnreg": maxnreg} if maxnreg else {})},
         )  # fmt: skip
         ptx = kernel.asm["ptx"]
         ptx_path = os.path.join(tmp, "k.ptx")
@@ -111,7 +111,7 @@ def main() -> None:
         return
     op, m, n, config = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
     save = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
-    print(compile_sm90(generated_source(op, m, n, config), config.get("num_warps", 4), save))
+    print(compile_sm90(generated_source(op, m, n, config), config.get("num_warps", 4), save, config.get("maxnreg")))
 
 
 if __name__ == "__main__":
