@@ -80,6 +80,7 @@ def compile_sm90(source: str, warps: int, save: str | None = None, maxnreg: int 
             target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 1, **({"maxnreg": maxnreg} if maxnreg else {})},
         )  # fmt: skip
         ptx = kernel.asm["ptx"]
+        shared = kernel.metadata.shared
         ptx_path = os.path.join(tmp, "k.ptx")
         with open(ptx_path, "w") as f:
             f.write(ptx)
@@ -94,6 +95,7 @@ def compile_sm90(source: str, warps: int, save: str | None = None, maxnreg: int 
     return {
         "regs": int(regs.group(1)) if regs else None, "spill_bytes": int(spills.group(1)) if spills else None,
         "cp_async": ptx.count("cp.async.cg") + ptx.count("cp.async.ca"), "ld_shared": ptx.count("ld.shared"),
+        "smem_bytes": shared,
     }  # fmt: skip
 
 
