@@ -452,7 +452,7 @@ xc_row = {{row0}} + xc_r3
 xc_group = {{group0}} + xc_g3
 xc_t = tl.arange(0, {{t_pow2}})[None, None, :]
 xc_ptr = {{coef}}.to(tl.pointer_type(tl.int64)) + (xc_row * 2 * {{g}} + xc_group) * {{t}} + xc_t
-xc_ok = (xc_row < {{m}}) & (xc_group < {{g}}) & (xc_t < {{t}})
+xc_ok = (xc_row >= {{lo}}) & (xc_row < {{m}}) & (xc_group < {{g}}) & (xc_t < {{t}})
 {loads}
 xc_bits = tl.inline_asm_elementwise(
     "{{{{ .reg .pred %p; .reg .b32 %v<{sums}>, %f<{sums}>, %all; .reg .b64 %d<{sums}>; "
@@ -473,13 +473,14 @@ def _publish(coef, which: int, tile_m: hl.Tile, tile_g: hl.Tile, tile_k: hl.Tile
     hl.inline_triton(_PUBLISH, args=args, output_like=None)
 
 
-def _collect(coef, like, tile_m: hl.Tile, tile_g: hl.Tile, m: int, g: int, t: int):  # noqa: ANN001, ANN202
-    """The row sums [rows, groups] over the T tiles' partials (added in a fixed order),
-    once every tile has published them: one tensor per tensor of ``like`` (this tile's
-    own sums)."""
+def _collect(coef, like, tile_m: hl.Tile, lag: int, lo, tile_g: hl.Tile, m: int, g: int, t: int):  # noqa: ANN001, ANN202
+    """The row sums [rows, groups] of the rows ``lag`` behind ``tile_m`` over the T
+    tiles' partials (added in a fixed order), once every tile has published them; rows
+    before ``lo`` read as 0 without a wait. One tensor per tensor of ``like`` (this
+    tile's own sums, for their shape)."""
     sums = len(like) if isinstance(like, tuple) else 1
     args = dict(
-        coef=coef, row0=tile_m.begin, rows=tile_m.index, group0=tile_g.begin, groups=tile_g.index,
+        coef=coef, row0=tile_m.begin - lag, rows=tile_m.index, lo=lo, group0=tile_g.begin, groups=tile_g.index,
         m=m, g=g, t=t, t_pow2=1 << (t - 1).bit_length(), backoff=EXCHANGE_BACKOFF_NS,
     )  # fmt: skip
     return hl.inline_triton(_collect_source(sums, g, t), args=args, output_like=like)
@@ -554,7 +555,7 @@ def norm_bwd(
             dw_acc = torch.zeros_like(dw_part[tile_mo.id, tile_g, tile_k], dtype=torch.float32)
         if db_part is not None:
             db_acc = torch.zeros_like(db_part[tile_mo.id, tile_g, tile_k], dtype=torch.float32)
-        for tile_m in hl.tile(tile_mo.begin, tile_mo.end):
+        for tile_m in hl.tile(tile_mo.begin, tile_mo.end + min(exchange, 1)):
             # w and b are re-read per row (cache hits) rather than hoisted out of the
             # loop: hoisted, they stay live in registers and a 16384-wide row spills
             # (H200: 3553 -> 2733 GB/s at 4096x16384).
@@ -562,9 +563,16 @@ def norm_bwd(
                 wf = weight[tile_g, tile_k].to(torch.float32)[None, :, :] + offset
             if bias is not None:
                 bf = bias[tile_g, tile_k].to(torch.float32)[None, :, :]
-            xf = x[tile_m, tile_g, tile_k].to(torch.float32)
-            dyf = dy[tile_m, tile_g, tile_k].to(torch.float32)
-            rs = rstd[tile_m, tile_g][:, :, None]
+            if exchange > 0:
+                # The exchange's last step is only the lagging half: no rows of ours.
+                ours = (tile_m.index < tile_mo.end)[:, None]
+                xf = hl.load(x, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]).to(torch.float32)
+                dyf = hl.load(dy, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]).to(torch.float32)
+                rs = hl.load(rstd, [tile_m, tile_g], extra_mask=ours)[:, :, None]
+            else:
+                xf = x[tile_m, tile_g, tile_k].to(torch.float32)
+                dyf = dy[tile_m, tile_g, tile_k].to(torch.float32)
+                rs = rstd[tile_m, tile_g][:, :, None]
             if gate != "none":
                 silu_z, slope = _silu_and_slope(z[tile_m, tile_g, tile_k].to(torch.float32))
             if gate == "before":
@@ -573,6 +581,8 @@ def norm_bwd(
                 u = xf
             if rms:
                 xhat = u * rs
+            elif exchange > 0:
+                xhat = (u - hl.load(mean, [tile_m, tile_g], extra_mask=ours)[:, :, None]) * rs
             else:
                 xhat = (u - mean[tile_m, tile_g][:, :, None]) * rs
             if gate == "after":
@@ -600,30 +610,37 @@ def norm_bwd(
                 if not rms and sums_first:
                     c1 = torch.sum(dxhat, dim=-1) * inv_k
             elif exchange > 0:
-                c2 = torch.sum(dxhat * xhat, dim=-1)
-                if not rms:
-                    c1 = torch.sum(dxhat, dim=-1)
-                # With one tile (the CPU's only case) its own sums are the row's.
+                # This step's rows publish their partial sums; dx is formed for the
+                # rows ``lag`` behind, whose sums every tile published a step ago.
+                prev = tile_m.index - 1
+                done = (prev >= tile_mo.begin)[:, None]
                 if exchange > 1:
-                    _publish(coef, 0, tile_m, tile_g, tile_k, m, g, exchange, c2)
-                    if not rms:
-                        _publish(coef, 1, tile_m, tile_g, tile_k, m, g, exchange, c1)
+                    c2 = torch.sum(dxhat * xhat, dim=-1)
+                    _publish(coef, 0, tile_m, tile_g, tile_k, tile_mo.end, g, exchange, c2)
                     if rms:
-                        c2 = _collect(coef, c2, tile_m, tile_g, m, g, exchange)
+                        c2 = _collect(coef, c2, tile_m, 1, tile_mo.begin, tile_g, m, g, exchange)
                     else:
-                        c2, c1 = _collect(coef, (c2, c1), tile_m, tile_g, m, g, exchange)
-                c2 = c2 * inv_k
-                if not rms:
-                    c1 = c1 * inv_k
-                xf = x[tile_m, tile_g, tile_k].to(torch.float32)
-                dyf = dy[tile_m, tile_g, tile_k].to(torch.float32)
+                        c1 = torch.sum(dxhat, dim=-1)
+                        _publish(coef, 1, tile_m, tile_g, tile_k, tile_mo.end, g, exchange, c1)
+                        c2, c1 = _collect(coef, (c2, c1), tile_m, 1, tile_mo.begin, tile_g, m, g, exchange)
+                xf = hl.load(x, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
+                dyf = hl.load(dy, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
+                rs = hl.load(rstd, [prev, tile_g], extra_mask=done)[:, :, None]
                 if rms:
                     xhat = xf * rs
                 else:
-                    xhat = (xf - mean[tile_m, tile_g][:, :, None]) * rs
+                    xhat = (xf - hl.load(mean, [prev, tile_g], extra_mask=done)[:, :, None]) * rs
                 dxhat = dyf
                 if weight is not None:
                     dxhat = dyf * wf
+                # With one tile (the CPU's only case) its own sums are the row's.
+                if exchange == 1:
+                    c2 = torch.sum(dxhat * xhat, dim=-1)
+                    if not rms:
+                        c1 = torch.sum(dxhat, dim=-1)
+                c2 = c2 * inv_k
+                if not rms:
+                    c1 = c1 * inv_k
             else:
                 c2 = coef[1, tile_m, tile_g]
                 if not rms:
@@ -637,9 +654,14 @@ def norm_bwd(
             if gate == "before":
                 hl.store(dz, [tile_m, tile_g, tile_k], (du * xf * slope).to(dz.dtype))
                 du = du * silu_z
-            if dh is not None:
-                du = du + dh[tile_m, tile_g, tile_k].to(torch.float32)
-            hl.store(dx, [tile_m, tile_g, tile_k], du.to(dx.dtype))
+            if exchange > 0:
+                if dh is not None:
+                    du = du + hl.load(dh, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
+                hl.store(dx, [prev, tile_g, tile_k], du.to(dx.dtype), extra_mask=done[:, :, None])
+            else:
+                if dh is not None:
+                    du = du + dh[tile_m, tile_g, tile_k].to(torch.float32)
+                hl.store(dx, [tile_m, tile_g, tile_k], du.to(dx.dtype))
         if dw_part is not None:
             hl.store(dw_part, [tile_mo.id, tile_g, tile_k], dw_acc.to(dw_part.dtype))
         if db_part is not None:
