@@ -663,11 +663,13 @@ def seed_configs(task: Task, gpu: str, wl: Workload, space: SearchSpace, options
     return seeds
 
 
-# The exchange backward's seed: the pick of stop 32's RMSNorm 2048x32768 bf16 sweep (NOTES
-# attempt 56: 32 rows a program, 2048-channel tiles, one row a step, 4 warps, the row loop
-# pipelined 2 deep; 3211 GB/s against 2838-2857 for the probe's best, 2 rows a step on 2
-# warps). One row a step also holds LayerNorm's dW and dB accumulators without spilling.
-EXCHANGE_SEED = {"block_sizes": [32, 1, 2048, 1], "num_warps": 4, "range_num_stages": [0, 2]}
+# The exchange backward's seed: the width probe's best LayerNorm config since the exchange
+# lags a row (NOTES attempt 58: 64 rows a program, 2048-channel tiles, one row a step, 4
+# warps, the row loop pipelined 3 deep; bf16 2048x32768 2498 GB/s against the split
+# schedule's 2201, and RMSNorm's 0.96x of its stop-32 pick, 32 rows 2 deep). One row a
+# step holds LayerNorm's dW and dB accumulators without spilling; 4 stages lose (62 KB
+# of shared memory a program).
+EXCHANGE_SEED = {"block_sizes": [64, 1, 2048, 1], "num_warps": 4, "range_num_stages": [0, 3]}
 
 
 def _exchange(space: SearchSpace) -> dict | None:
