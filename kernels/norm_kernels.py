@@ -468,7 +468,8 @@ xc_bits = tl.inline_asm_elementwise(
 
 
 def _publish(coef, which: int, tile_m: hl.Tile, tile_g: hl.Tile, tile_k: hl.Tile, m: int, g: int, t: int, value: torch.Tensor) -> None:  # noqa: ANN001
-    """Store this tile's partial row sums ``value`` [rows, groups] with their flag."""
+    """Store this tile's partial row sums ``value`` [rows, groups] with their flag, for
+    the rows before ``m`` (the block's end: the lagged last step has no rows of its own)."""
     args = dict(coef=coef, rows=tile_m.index, groups=tile_g.index, tile=tile_k.id, m=m, g=g, t=t, which=which, value=value)
     hl.inline_triton(_PUBLISH, args=args, output_like=None)
 
@@ -523,13 +524,15 @@ def norm_bwd(
     Exchange (``exchange`` = T > 0 channel tiles per row, no gate; ``coef`` is then a
     zeroed fp32 [M, 2, G, T, 2] scratch): the T programs of a row block hold one channel
     tile each and walk the same rows in step. Per step each publishes its tile's partial
-    row sums, each with a ready flag in one 64-bit slot (``_publish``), waits until the
-    row's T slots are flagged and adds them in a fixed order (``_collect``), then reads
-    its x and dy tile again (L1/L2 hits, so they are not held across the wait) for dx.
-    x and dy come from HBM once, as in the fused schedule, with a 1/T-wide dw
-    accumulator, and the row loop can be pipelined like the others (H200 bf16 RMSNorm
-    2048x32768 backward: split 2295 GB/s, exchange 2761, pipelined exchange 3211; NOTES
-    attempts 55-56). The wait needs the T programs resident together: the config puts
+    row sums, each with a ready flag in one 64-bit slot (``_publish``); then, for the row
+    before (published by every tile a step earlier, so the wait rarely waits), it reads
+    the T slots once flagged, adds them in a fixed order (``_collect``) and reads that
+    row's x and dy tile again (L2 hits, so they are not held across the wait) for dx. The
+    loop runs one row past the block for the last dx. x and dy come from HBM once, as in
+    the fused schedule, with a 1/T-wide dw accumulator, and the row loop can be pipelined
+    like the others (H200 bf16 2048x32768 backward, RMSNorm: split 2295 GB/s, exchange
+    2761, pipelined 3211, lagged 3458; LayerNorm: split 2201, pipelined 2177, lagged 2498;
+    NOTES attempts 55-58). The wait needs the T programs resident together: the config puts
     the channel tile first in the grid (``loop_orders``), so they are adjacent program
     ids, and CUDA starts blocks in id order. Triton's interpreter and the reference mode
     run programs one at a time, so there T must be 1: the tile's own sums are the row's.
