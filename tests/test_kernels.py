@@ -616,6 +616,7 @@ EXCHANGE_BWD = [
     # one row a step, pipelined: the collected sums are reduced to scalars
     (dict(rms=False), 37, 768, [8, 1, 256, 1], 2),
     (dict(rms=True), 33, 1000, [8, 1, 256, 1], 3),  # the last of 4 tiles partly masked
+    (dict(rms=False), 1, 320, [4, 1, 128, 1], 2),  # M = 1: the lag's two steps, dW/dB direct
     (dict(rms=True, group=128), 9, 512, [4, 1, 64, 2], 0),  # 2 tiles in each of 4 groups
     (dict(rms=False, gate="after"), 13, 512, [4, 1, 128, 2], 0),  # gated: runs the split schedule
 ]
