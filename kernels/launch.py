@@ -575,14 +575,14 @@ def _backward_views(variant, dout, dh, xs, z, weight, bias, stats, groups, offse
     z3, dh3 = _view3(z, m, groups, k), _view3(dh, m, groups, k)
     w2, b2 = _view2(weight, groups, k), _view2(bias, groups, k)
     mean, rstd = _split_stats(stats)
-    fn, rows, split, exchange, lag = _bwd_kernel(variant, dy3, x3, z3, w2, b2, mean, rstd, dh3, want_dw, want_db, offset)
+    fn, rows, split, exchange = _bwd_kernel(variant, dy3, x3, z3, w2, b2, mean, rstd, dh3, want_dw, want_db, offset)
     b = _bwd_buffers(xs, z, weight, bias, groups, rows, split, want_dw, want_db, exchange)
     coef = None
     if split:
         coef = _launch_coef(variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, offset, record)
     args = _bwd_args(
         variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, dh3, b.dx.view(m, groups, k),
-        _view3(b.dz, m, groups, k), *_grad_targets(b.part, b.dw, b.db, groups, k), offset, exchange, lag,
+        _view3(b.dz, m, groups, k), *_grad_targets(b.part, b.dw, b.db, groups, k), offset, exchange,
     )  # fmt: skip
     main = _call(fn, args, xs.device, record)
     reduce = _reduce_into(b.part, b.dw, b.db, record)
@@ -651,11 +651,11 @@ def _fwd_config(variant: Variant, x: torch.Tensor, training: bool) -> dict:
 
 def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_db, offset):  # noqa: ANN001, ANN202
     """The backward host function for these [M, G, K] views, the number of partial rows
-    it writes (one per program), whether it runs the split schedule, and the exchange
-    schedule's channel tiles per row and lag (0, 0: not that schedule)."""
+    it writes (one per program), whether it runs the split schedule and the exchange
+    schedule's channel tiles per row (0: not that schedule)."""
     m, g, k = x.shape
     if _uses_ref(x.device):
-        return _kernels(True)["bwd"], 1, False, 0, 0  # eager: one tile spans all rows
+        return _kernels(True)["bwd"], 1, False, 0  # eager: one tile spans all rows
     key = (
         "bwd", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias),
         dh is not None, want_dw, want_db, x.device,
@@ -670,23 +670,23 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
         dw = torch.empty_like(weight) if want_dw else None
         db = torch.empty_like(bias) if want_db else None
         part = None if _direct(rows) else _partials(rows, int(want_dw) + int(want_db), g, k, x.device)
-        split, tiles, lag = _bwd_schedule(config, variant, k, x.device)
+        split, tiles = _bwd_schedule(config, variant, k, x.device)
         args = _bwd_args(
             variant, dy, x, z, weight, bias, mean, rstd, _coef(split, m, g, x.device, tiles),
             dh, torch.empty_like(x), None if z is None else torch.empty_like(z),
-            *_grad_targets(part, dw, db, g, k), offset, tiles, lag,
+            *_grad_targets(part, dw, db, g, k), offset, tiles,
         )  # fmt: skip
         hit = _compile(key, "bwd", args, config)
     fn, config = hit
     return fn, -(-m // config["block_sizes"][0]), *_bwd_schedule(config, variant, k, x.device)
 
 
-def _bwd_schedule(config: dict, variant: Variant, k: int, device: torch.device) -> tuple[bool, int, int]:
-    """(split, exchange tiles, lag) of a backward config: a channel tile narrower than the
-    row runs the split schedule (row coefficients first) unless its tiles exchange their
-    partial sums (``_exchange_tiles`` > 0), ``exchange_lag`` rows behind."""
+def _bwd_schedule(config: dict, variant: Variant, k: int, device: torch.device) -> tuple[bool, int]:
+    """(split, exchange tiles) of a backward config: a channel tile narrower than the row
+    runs the split schedule (row coefficients first) unless its tiles exchange their
+    partial sums (``_exchange_tiles`` > 0)."""
     tiles = _exchange_tiles(config, variant, k, device)
-    return config["block_sizes"][2] < k and not tiles, tiles, exchange_lag(config) if tiles else 0
+    return config["block_sizes"][2] < k and not tiles, tiles
 
 
 def _exchange_tiles(config: dict, variant: Variant, k: int, device: torch.device) -> int:
@@ -699,12 +699,6 @@ def _exchange_tiles(config: dict, variant: Variant, k: int, device: torch.device
         return 0
     tiles = -(-k // config["block_sizes"][2])
     return 0 if device.type == "cpu" and tiles > 1 else tiles
-
-
-def exchange_lag(config: dict) -> int:
-    """Rows by which an exchange config's dx trails the partial sums its step publishes:
-    the config's ``exchange`` value (``True``, as cached before the lag was a choice: 1)."""
-    return int(config.get(config_cache.EXCHANGE) or 0)
 
 
 def _coef(split: bool, m: int, g: int, device: torch.device, exchange: int = 0) -> torch.Tensor | None:
@@ -745,11 +739,10 @@ def _grad_targets(part, dw, db, g: int, k: int) -> tuple:  # noqa: ANN001
     return (None if dw is None else part[:, 0], None if db is None else part[:, -1])
 
 
-def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset, exchange=0, lag=1):  # noqa: ANN001, ANN202
-    """``norm_bwd``'s arguments; ``lag`` (rows) counts only with ``exchange`` tiles."""
+def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset, exchange=0):  # noqa: ANN001, ANN202
     return (
         dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part,
-        offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)), exchange, lag if exchange else 0,
+        offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)), exchange,
     )  # fmt: skip
 
 

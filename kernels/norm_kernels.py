@@ -474,14 +474,14 @@ def _publish(coef, which: int, tile_m: hl.Tile, tile_g: hl.Tile, tile_k: hl.Tile
     hl.inline_triton(_PUBLISH, args=args, output_like=None)
 
 
-def _collect(coef, like, tile_m: hl.Tile, lag: int, lo, tile_g: hl.Tile, m: int, g: int, t: int):  # noqa: ANN001, ANN202
-    """The row sums [rows, groups] of the rows ``lag`` behind ``tile_m`` (the exchange's
-    lag) over the T tiles' partials (added in a fixed order), once every tile has published
+def _collect(coef, like, tile_m: hl.Tile, lo, tile_g: hl.Tile, m: int, g: int, t: int):  # noqa: ANN001, ANN202
+    """The row sums [rows, groups] of the rows one behind ``tile_m`` (the exchange's lag)
+    over the T tiles' partials (added in a fixed order), once every tile has published
     them; rows before ``lo`` read as 0 without a wait. One tensor per tensor of ``like``
     (this tile's own sums, for their shape)."""
     sums = len(like) if isinstance(like, tuple) else 1
     args = dict(
-        coef=coef, row0=tile_m.begin - lag, rows=tile_m.index, lo=lo, group0=tile_g.begin, groups=tile_g.index,
+        coef=coef, row0=tile_m.begin - 1, rows=tile_m.index, lo=lo, group0=tile_g.begin, groups=tile_g.index,
         m=m, g=g, t=t, t_pow2=1 << (t - 1).bit_length(), backoff=EXCHANGE_BACKOFF_NS,
     )  # fmt: skip
     return hl.inline_triton(_collect_source(sums, g, t), args=args, output_like=like)
@@ -506,7 +506,6 @@ def norm_bwd(
     gate: hl.constexpr,
     sums_first: hl.constexpr,
     exchange: hl.constexpr,
-    lag: hl.constexpr,
 ) -> torch.Tensor:
     """dx (and dz) for every row; per-program fp32 partial sums of dw and db.
 
@@ -559,7 +558,7 @@ def norm_bwd(
             dw_acc = torch.zeros_like(dw_part[tile_mo.id, tile_g, tile_k], dtype=torch.float32)
         if db_part is not None:
             db_acc = torch.zeros_like(db_part[tile_mo.id, tile_g, tile_k], dtype=torch.float32)
-        for tile_m in hl.tile(tile_mo.begin, tile_mo.end + lag):
+        for tile_m in hl.tile(tile_mo.begin, tile_mo.end + min(exchange, 1)):
             # w and b are re-read per row (cache hits) rather than hoisted out of the
             # loop: hoisted, they stay live in registers and a 16384-wide row spills
             # (H200: 3553 -> 2733 GB/s at 4096x16384).
@@ -615,19 +614,19 @@ def norm_bwd(
                     c1 = torch.sum(dxhat, dim=-1) * inv_k
             elif exchange > 0:
                 # This step's rows publish their partial sums; dx is formed for the
-                # rows ``lag`` before, whose sums every tile published that many rows
-                # ago (the loop runs ``lag`` rows past the block for them).
-                prev = tile_m.index - lag
+                # row before, whose sums every tile published a step ago (the loop runs
+                # one row past the block for it: ``min(exchange, 1)`` above).
+                prev = tile_m.index - 1
                 done = (prev >= tile_mo.begin)[:, None]
                 if exchange > 1:
                     c2 = torch.sum(dxhat * xhat, dim=-1)
                     _publish(coef, 0, tile_m, tile_g, tile_k, tile_mo.end, g, exchange, c2)
                     if rms:
-                        c2 = _collect(coef, c2, tile_m, lag, tile_mo.begin, tile_g, m, g, exchange)
+                        c2 = _collect(coef, c2, tile_m, tile_mo.begin, tile_g, m, g, exchange)
                     else:
                         c1 = torch.sum(dxhat, dim=-1)
                         _publish(coef, 1, tile_m, tile_g, tile_k, tile_mo.end, g, exchange, c1)
-                        c2, c1 = _collect(coef, (c2, c1), tile_m, lag, tile_mo.begin, tile_g, m, g, exchange)
+                        c2, c1 = _collect(coef, (c2, c1), tile_m, tile_mo.begin, tile_g, m, g, exchange)
                 xf = hl.load(x, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
                 dyf = hl.load(dy, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
                 rs = hl.load(rstd, [prev, tile_g], extra_mask=done)[:, :, None]

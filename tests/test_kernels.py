@@ -603,45 +603,39 @@ def test_pipelined_backward(device, cached_config, case):
 
 
 # (kernel options, M, N, backward block sizes [m_block, group tile, channel tile, inner
-# rows], row-loop stages, the config's exchange value: True or the lag in rows): the
-# exchange schedule, whose channel tiles form the row sums from each other's flagged
-# partial sums, unpipelined and with the next steps' rows prefetched. On the CPU the
-# channel tile spans the row (Triton's interpreter runs the programs one after another,
-# so a program cannot wait for another's partial sums).
+# rows], row-loop stages): the exchange schedule, whose channel tiles form the row sums
+# from each other's flagged partial sums, unpipelined and with the next steps' rows
+# prefetched. On the CPU the channel tile spans the row (Triton's interpreter runs the
+# programs one after another, so a program cannot wait for another's partial sums).
 EXCHANGE_BWD = [
-    (dict(rms=True), 37, 256, [8, 1, 64, 2], 0, True),  # ragged last program and step
-    (dict(rms=True), 37, 256, [8, 1, 64, 2], 2, True),
-    (dict(rms=False), 19, 320, [4, 1, 128, 1], 0, True),  # 3 tiles, the last one partly masked
-    (dict(rms=False), 45, 320, [16, 1, 128, 2], 3, True),
-    (dict(rms=True, residual=True), 21, 512, [8, 1, 128, 4], 2, True),
+    (dict(rms=True), 37, 256, [8, 1, 64, 2], 0),  # ragged last program and step
+    (dict(rms=True), 37, 256, [8, 1, 64, 2], 2),
+    (dict(rms=False), 19, 320, [4, 1, 128, 1], 0),  # 3 tiles, the last one partly masked
+    (dict(rms=False), 45, 320, [16, 1, 128, 2], 3),
+    (dict(rms=True, residual=True), 21, 512, [8, 1, 128, 4], 2),
     # one row a step, pipelined: the collected sums are reduced to scalars
-    (dict(rms=False), 37, 768, [8, 1, 256, 1], 2, True),
-    (dict(rms=True), 33, 1000, [8, 1, 256, 1], 3, True),  # the last of 4 tiles partly masked
-    (dict(rms=False), 1, 320, [4, 1, 128, 1], 2, True),  # M = 1: the lag's two steps, dW/dB direct
-    (dict(rms=True, group=128), 9, 512, [4, 1, 64, 2], 0, True),  # 2 tiles in each of 4 groups
-    (dict(rms=False, gate="after"), 13, 512, [4, 1, 128, 2], 0, True),  # gated: runs the split schedule
-    # longer lags: dx 2-4 rows behind the published sums, the loop that many rows past the block
-    (dict(rms=False), 37, 768, [8, 1, 256, 1], 2, 3),  # 3 rows, one a step, ragged last block
-    (dict(rms=True), 45, 512, [16, 1, 128, 2], 2, 2),  # one step of 2 rows
-    (dict(rms=True, residual=True), 21, 512, [8, 1, 128, 4], 0, 3),  # within a 4-row step
-    (dict(rms=False), 2, 320, [4, 1, 128, 1], 2, 4),  # lag past M: dW/dB direct
+    (dict(rms=False), 37, 768, [8, 1, 256, 1], 2),
+    (dict(rms=True), 33, 1000, [8, 1, 256, 1], 3),  # the last of 4 tiles partly masked
+    (dict(rms=False), 1, 320, [4, 1, 128, 1], 2),  # M = 1: the lag's two steps, dW/dB direct
+    (dict(rms=True, group=128), 9, 512, [4, 1, 64, 2], 0),  # 2 tiles in each of 4 groups
+    (dict(rms=False, gate="after"), 13, 512, [4, 1, 128, 2], 0),  # gated: runs the split schedule
 ]
 
 
-@pytest.mark.parametrize("case", EXCHANGE_BWD, ids=lambda c: f"{_tuning_name(c[0])}-{c[1]}x{c[2]}-{c[3]}-s{c[4]}-lag{int(c[5])}")
+@pytest.mark.parametrize("case", EXCHANGE_BWD, ids=lambda c: f"{_tuning_name(c[0])}-{c[1]}x{c[2]}-{c[3]}-s{c[4]}")
 def test_exchange_backward(device, cached_config, case):
     """The exchange backward (channel tiles meeting through flagged partial sums)
     matches the float64 reference, on CUDA with several tiles per row and with its row
-    loop pipelined, at each lag, and is the schedule that ran; gated variants run such a
-    config as the split schedule."""
+    loop pipelined, and is the schedule that ran; gated variants run such a config as
+    the split schedule."""
     if device == "cpu" and kernels.get_cpu_backend() == "ref":
         pytest.skip("the reference mode runs without configs")
-    opts, m, n, sizes, stages, lag = case
+    opts, m, n, sizes, stages = case
     k = opts.get("group") or n
     if device == "cpu":
         sizes = [sizes[0], 1, 1 << (k - 1).bit_length(), sizes[3]]  # one tile: the whole row
     dtype = torch.bfloat16
-    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, "loop_orders": [[2, 1, 0]], "exchange": lag}
+    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, "loop_orders": [[2, 1, 0]], "exchange": True}
     if stages:
         config["range_num_stages"] = [0, stages]
     cached_config(_tuning_name(opts), dtype, m, n, config, mode="bwd")
@@ -649,8 +643,8 @@ def test_exchange_backward(device, cached_config, case):
     assert config in _compiled_configs(), "the backward did not run the exchange config"
     gated = opts.get("gate", "none") != "none"
     variant = kernels.launch.Variant(rms=opts["rms"], gate=opts.get("gate", "none"))
-    split, tiles, ran_lag = kernels.launch._bwd_schedule(config, variant, k, torch.device(device))
-    assert (tiles, ran_lag) == ((0, 0) if gated else (-(-k // sizes[2]), int(lag))), (tiles, ran_lag)
+    tiles = kernels.launch._exchange_tiles(config, variant, k, torch.device(device))
+    assert tiles == (0 if gated else -(-k // sizes[2])), tiles
     for i, (g, w64) in enumerate(zip(got, want)):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 
@@ -817,7 +811,7 @@ def test_layer_norm_backward_row_sum_order_is_fixed_at_compile_time():
         args = launch._bwd_args(
             launch.Variant(rms=False), dy, x, None, w, b, mean, rstd, None, None,
             torch.empty_like(x), None, part[:, 0], part[:, 1], 0.0,
-        )[:-3] + (sums_first, 0, 0)  # fmt: skip  (the order, then no exchange, no lag)
+        )[:-2] + (sums_first, 0)  # fmt: skip  (the order, then no exchange)
         body = kernel.bind(args).to_triton_code(config).split("def _helion_norm_bwd", 1)[1]
         body = body.split("\ndef ", 1)[0].splitlines()
         assert not any("sums_first" in line for line in body), "the order became a runtime argument"

@@ -228,14 +228,14 @@ class Workload:
             s["mean"], s["rstd"], EPS, 0.0, v.rms, v.gate, v.casting,
         )  # fmt: skip
 
-    def _bwd_args(self, s: dict, part: torch.Tensor | None, coef: torch.Tensor | None, exchange: int = 0, lag: int = 1) -> tuple:
+    def _bwd_args(self, s: dict, part: torch.Tensor | None, coef: torch.Tensor | None, exchange: int = 0) -> tuple:
         """``norm_bwd``'s arguments on input set ``s``: its dW/dB targets are the partials
         ``part``, or with none dW and dB themselves (kernels.launch's own helpers: the
         tuner times the buffer layout the runtime uses)."""
         targets = launch._grad_targets(part, *self.param_grads, self.g, self.k)
         return launch._bwd_args(
             self.variant, s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"],
-            coef, s["dh"], s["dx"], s["dz"], *targets, 0.0, exchange, lag,
+            coef, s["dh"], s["dx"], s["dz"], *targets, 0.0, exchange,
         )  # fmt: skip
 
     def is_split(self, config: dict) -> bool:
@@ -307,8 +307,7 @@ class Workload:
             return launch._kernels(False)[name].bind(launch.fwd_kernel_args(config, self._fwd_args(s)))
         config = config or self.heuristic_config()
         kernel = launch._kernels(False)["bwd"]
-        exchange = self.exchange_tiles(config)
-        return kernel.bind(self._bwd_args(s, self._partials(config), self._coef(config), exchange, launch.exchange_lag(config)))
+        return kernel.bind(self._bwd_args(s, self._partials(config), self._coef(config), self.exchange_tiles(config)))
 
     def other_loads(self) -> int:
         """Loads of the kernel's other schedule (the split backward, the chunked forward):
@@ -337,7 +336,7 @@ class Workload:
             args = [launch.fwd_kernel_args(config, self._fwd_args(s)) for s in self.sets]
             return lambda i: compiled(*args[i])
         part, coef, exchange = self._partials(config), self._coef(config), self.exchange_tiles(config)
-        args = [self._bwd_args(s, part, coef, exchange, launch.exchange_lag(config)) for s in self.sets]
+        args = [self._bwd_args(s, part, coef, exchange) for s in self.sets]
         v = self.variant
 
         def run_bwd(i: int) -> tuple:

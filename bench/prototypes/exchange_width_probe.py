@@ -15,7 +15,7 @@ before its row loop could be pipelined (attempt 56). Two things have changed sin
   tiles the row in 1024-4096 channels, every width of TritonBench's (steps of 512) to
   within one ragged tile.
 
-    python bench/prototypes/exchange_width_probe.py [--budget SECONDS] [--check-only] [--shapes 4096x8704,...] [--set width|occupancy|lag] [--op rms_norm]
+    python bench/prototypes/exchange_width_probe.py [--budget SECONDS] [--check-only] [--shapes 4096x8704,...] [--set width|occupancy] [--op rms_norm]
 
 Per shape (LayerNorm bf16 backward): the shipped config and exchange configs (channel
 tile, rows per step, warps, row loop pipelined 2 or 3 deep; m_block 32), each checked
@@ -52,19 +52,6 @@ CONFIG_SETS = {
 }  # fmt: skip
 
 
-# Run 5 (``--set lag``): the lag in rows (the config's ``exchange`` value), at the shipped
-# exchange config, or else at the tuner's exchange seed (m_block 64, 2048-channel tiles,
-# one row a step, 4 warps, 3 stages). Attempt 58 lagged by one row; a program still
-# waits for its slowest sibling whenever the skew between the T tiles of a row block
-# exceeds one step.
-LAGS = (1, 2, 3, 4, 6)
-
-
-def lag_configs(shipped: dict) -> dict[str, dict]:
-    base = shipped if shipped.get("exchange") else exchange_config(2048, 1, 4, 3, m_block=64)
-    return {f"lag {lag}": base | {"exchange": lag} for lag in LAGS}
-
-
 def main() -> None:
     probe = ProbeRun()
     dev = probe.device
@@ -74,16 +61,14 @@ def main() -> None:
     if not probe.on_gpu:  # one tile per row: all the interpreter can run
         shapes, configs = [(16, 256)], [(256, 1, 2, 2, 32, 0)]
     else:
-        configs = CONFIG_SETS.get(probe.option("--set") or "width")
+        configs = CONFIG_SETS[probe.option("--set") or "width"]
     for m, n in shapes:
         if probe.out_of_time():
             return
         wl = Workload(Task(op, "bwd", m, n, "bfloat16", 1), dev, n_sets=None if probe.on_gpu else 2)
         shipped = dict(launch.choose_config(op, "bwd", m, n, 1, torch.bfloat16, dev))
         named = {"shipped": shipped}
-        if configs is None:  # --set lag
-            named |= lag_configs(shipped)
-        for t, r, w, s, mb, cap in configs or ():
+        for t, r, w, s, mb, cap in configs:
             config = exchange_config(t, r, w, s, m_block=mb) | ({"maxnreg": cap} if cap else {})
             named[f"t{t} r{r} w{w} s{s}" + (f" m{mb}" if mb != 32 else "") + (f" cap{cap}" if cap else "")] = config
         compare_configs(probe, wl, named, f"{op} bwd {m}x{n} bf16, shipped {shipped}")

@@ -51,7 +51,7 @@ def generated_source(op: str, m: int, n: int, config: dict) -> str:
     tiles = -(-n // config["block_sizes"][2]) if config.get("exchange") else 0
     split = bool(config["block_sizes"][2] < n) and not tiles
     coef = launch._coef(split, m, 1, wl.device, tiles)
-    bound = launch._kernels(False)["bwd"].bind(wl._bwd_args(wl.sets[0], wl._partials(config), coef, tiles, launch.exchange_lag(config)))
+    bound = launch._kernels(False)["bwd"].bind(wl._bwd_args(wl.sets[0], wl._partials(config), coef, tiles))
     return bound.to_triton_code(launch._fit(config, bound))
 
 
