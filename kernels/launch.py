@@ -691,11 +691,11 @@ def _bwd_schedule(config: dict, variant: Variant, k: int, device: torch.device) 
 
 def _exchange_tiles(config: dict, variant: Variant, k: int, device: torch.device) -> int:
     """The channel tiles per row of an exchange config (``norm_bwd``'s exchange schedule:
-    the row sums formed from the tiles' partials), or 0. Gated variants do not take it,
-    nor Triton's interpreter beyond one tile (it runs programs one after another, so a
-    program waiting for its row's other tiles would wait forever): there the config's
-    channel tiles run the split schedule."""
-    if not config.get(config_cache.EXCHANGE) or variant.gate != "none":
+    the row sums formed from the tiles' partials), or 0. Triton's interpreter does not
+    take it beyond one tile (it runs programs one after another, so a program waiting
+    for its row's other tiles would wait forever): there the config's channel tiles run
+    the split schedule."""
+    if not config.get(config_cache.EXCHANGE):
         return 0
     tiles = -(-k // config["block_sizes"][2])
     return 0 if device.type == "cpu" and tiles > 1 else tiles

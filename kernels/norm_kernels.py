@@ -521,18 +521,19 @@ def norm_bwd(
     ``norm_bwd_coef``): rows too wide for a register-resident dw accumulator are cut
     into channel tiles, at the price of that second read of x and dy.
 
-    Exchange (``exchange`` = T > 0 channel tiles per row, no gate; ``coef`` is then a
+    Exchange (``exchange`` = T > 0 channel tiles per row; ``coef`` is then a
     zeroed fp32 [M, 2, G, T, 2] scratch): the T programs of a row block hold one channel
     tile each and walk the same rows in step. Per step each publishes its tile's partial
     row sums, each with a ready flag in one 64-bit slot (``_publish``); then, for the row
     before (published by every tile a step earlier, so the wait rarely waits), it reads
     the T slots once flagged, adds them in a fixed order (``_collect``) and reads that
-    row's x and dy tile again (L2 hits, so they are not held across the wait) for dx. The
-    loop runs one row past the block for the last dx. x and dy come from HBM once, as in
-    the fused schedule, with a 1/T-wide dw accumulator, and the row loop can be pipelined
-    like the others (H200 bf16 2048x32768 backward, RMSNorm: split 2295 GB/s, exchange
-    2761, pipelined 3211, lagged 3458; LayerNorm: split 2201, pipelined 2177, lagged 2498;
-    NOTES attempts 55-58). The wait needs the T programs resident together: the config puts
+    row's x and dy tile again (L2 hits, so they are not held across the wait) for dx (and
+    z: a gate before the norm stores dz with dx, one after stores it in the step that
+    loads the row, as it needs no row sums). The loop runs one row past the block for
+    the last dx. x and dy come from HBM once, as in the fused schedule, with a 1/T-wide
+    dw accumulator, and the row loop can be pipelined like the others (H200 bf16
+    2048x32768 backward, RMSNorm: split 2295 GB/s, exchange 2761, pipelined 3211, lagged
+    3458; LayerNorm: split 2201, pipelined 2177, lagged 2498; NOTES attempts 55-58). The wait needs the T programs resident together: the config puts
     the channel tile first in the grid (``loop_orders``), so they are adjacent program
     ids, and CUDA starts blocks in id order. Triton's interpreter and the reference mode
     run programs one at a time, so there T must be 1: the tile's own sums are the row's.
@@ -572,12 +573,15 @@ def norm_bwd(
                 xf = hl.load(x, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]).to(torch.float32)
                 dyf = hl.load(dy, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]).to(torch.float32)
                 rs = hl.load(rstd, [tile_m, tile_g], extra_mask=ours)[:, :, None]
+                if gate != "none":
+                    zf = hl.load(z, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]).to(torch.float32)
+                    silu_z, slope = _silu_and_slope(zf)
             else:
                 xf = x[tile_m, tile_g, tile_k].to(torch.float32)
                 dyf = dy[tile_m, tile_g, tile_k].to(torch.float32)
                 rs = rstd[tile_m, tile_g][:, :, None]
-            if gate != "none":
-                silu_z, slope = _silu_and_slope(z[tile_m, tile_g, tile_k].to(torch.float32))
+                if gate != "none":
+                    silu_z, slope = _silu_and_slope(z[tile_m, tile_g, tile_k].to(torch.float32))
             if gate == "before":
                 u = xf * silu_z
             else:
@@ -594,7 +598,11 @@ def norm_bwd(
                     n = n * wf
                 if bias is not None:
                     n = n + bf
-                hl.store(dz, [tile_m, tile_g, tile_k], (dyf * n * slope).to(dz.dtype))
+                # dz needs no row sums: stored in the step that loads the row.
+                if exchange > 0:
+                    hl.store(dz, [tile_m, tile_g, tile_k], (dyf * n * slope).to(dz.dtype), extra_mask=ours[:, :, None])
+                else:
+                    hl.store(dz, [tile_m, tile_g, tile_k], (dyf * n * slope).to(dz.dtype))
                 dyf = dyf * silu_z
             if db_part is not None:
                 db_acc = db_acc + torch.sum(dyf, dim=0)
@@ -630,10 +638,19 @@ def norm_bwd(
                 xf = hl.load(x, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
                 dyf = hl.load(dy, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
                 rs = hl.load(rstd, [prev, tile_g], extra_mask=done)[:, :, None]
-                if rms:
-                    xhat = xf * rs
+                if gate != "none":
+                    zf = hl.load(z, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
+                    silu_z, slope = _silu_and_slope(zf)
+                if gate == "before":
+                    u = xf * silu_z
                 else:
-                    xhat = (xf - hl.load(mean, [prev, tile_g], extra_mask=done)[:, :, None]) * rs
+                    u = xf
+                if rms:
+                    xhat = u * rs
+                else:
+                    xhat = (u - hl.load(mean, [prev, tile_g], extra_mask=done)[:, :, None]) * rs
+                if gate == "after":
+                    dyf = dyf * silu_z
                 dxhat = dyf
                 if weight is not None:
                     dxhat = dyf * wf
@@ -656,7 +673,10 @@ def norm_bwd(
                 du = du - c1[:, :, None]
             du = du * rs
             if gate == "before":
-                hl.store(dz, [tile_m, tile_g, tile_k], (du * xf * slope).to(dz.dtype))
+                if exchange > 0:
+                    hl.store(dz, [prev, tile_g, tile_k], (du * xf * slope).to(dz.dtype), extra_mask=done[:, :, None])
+                else:
+                    hl.store(dz, [tile_m, tile_g, tile_k], (du * xf * slope).to(dz.dtype))
                 du = du * silu_z
             if exchange > 0:
                 if dh is not None:

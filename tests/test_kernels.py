@@ -618,16 +618,19 @@ EXCHANGE_BWD = [
     (dict(rms=True), 33, 1000, [8, 1, 256, 1], 3),  # the last of 4 tiles partly masked
     (dict(rms=False), 1, 320, [4, 1, 128, 1], 2),  # M = 1: the lag's two steps, dW/dB direct
     (dict(rms=True, group=128), 9, 512, [4, 1, 64, 2], 0),  # 2 tiles in each of 4 groups
-    (dict(rms=False, gate="after"), 13, 512, [4, 1, 128, 2], 0),  # gated: runs the split schedule
+    # gated: dz stored in the loading step (gate after) or with the lagged dx (before)
+    (dict(rms=False, gate="after"), 13, 512, [4, 1, 128, 2], 0),
+    (dict(rms=True, gate="after"), 37, 768, [8, 1, 256, 1], 2),
+    (dict(rms=False, gate="before"), 19, 320, [4, 1, 128, 1], 3),
+    (dict(rms=True, gate="before", group=128), 9, 512, [4, 1, 64, 2], 2),
 ]
 
 
 @pytest.mark.parametrize("case", EXCHANGE_BWD, ids=lambda c: f"{_tuning_name(c[0])}-{c[1]}x{c[2]}-{c[3]}-s{c[4]}")
 def test_exchange_backward(device, cached_config, case):
     """The exchange backward (channel tiles meeting through flagged partial sums)
-    matches the float64 reference, on CUDA with several tiles per row and with its row
-    loop pipelined, and is the schedule that ran; gated variants run such a config as
-    the split schedule."""
+    matches the float64 reference (dz of the gated variants too), on CUDA with several
+    tiles per row and with its row loop pipelined, and is the schedule that ran."""
     if device == "cpu" and kernels.get_cpu_backend() == "ref":
         pytest.skip("the reference mode runs without configs")
     opts, m, n, sizes, stages = case
@@ -641,10 +644,9 @@ def test_exchange_backward(device, cached_config, case):
     cached_config(_tuning_name(opts), dtype, m, n, config, mode="bwd")
     got, want = _grads_and_reference(*_norm_and_reference(opts, m, n, device, dtype))
     assert config in _compiled_configs(), "the backward did not run the exchange config"
-    gated = opts.get("gate", "none") != "none"
     variant = kernels.launch.Variant(rms=opts["rms"], gate=opts.get("gate", "none"))
     tiles = kernels.launch._exchange_tiles(config, variant, k, torch.device(device))
-    assert tiles == (0 if gated else -(-k // sizes[2])), tiles
+    assert tiles == -(-k // sizes[2]), tiles
     for i, (g, w64) in enumerate(zip(got, want)):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 

@@ -58,7 +58,7 @@ positions are read from the config spec: the inner block is the one bounded by m
                  schedule's backward and reduce (H200 bf16 8x8192 fwd+bwd 1.105x of
                  inductor's step, the fused schedule 0.925x; NOTES attempt 49)
   inner_log2     rows per step of the program's loop over its m_block rows
-  exchange       (CUDA, no gate, rows padded to EXCHANGE_MIN_WIDTH channels or more, when
+  exchange       (CUDA, rows padded to EXCHANGE_MIN_WIDTH channels or more, when
                  the channel tile is narrower than the row) the exchange schedule instead of the split
                  one: the channel tiles of a row form its sums from each other's partial
                  sums (no second read of x and dy; H200 bf16 RMSNorm 2048x32768 backward:
@@ -86,7 +86,7 @@ from dataclasses import dataclass
 
 from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, STATIC
 
-SPACE_VERSION = 13  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 14  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -237,7 +237,7 @@ class SearchSpace:
         ``streaming``: the forward's output is larger than the L2 (offer ``stream``).
         ``params_first``: the forward's default loads the weight and bias after the
         statistics (offer ``params_first``). ``exchange``: the backward may run the
-        exchange schedule (CUDA, no gate; offered on rows from EXCHANGE_MIN_WIDTH).
+        exchange schedule (CUDA; offered on rows from EXCHANGE_MIN_WIDTH).
         """
         evictions = tuple(spec.load_eviction_policies.inner.choices)
         if training:

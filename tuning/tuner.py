@@ -689,7 +689,7 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
         task.kernel_mode, task.m, wl.k, wl.bound().config_spec, device.type, wl.other_loads(),
         chunked=wl.offers_chunked, training=task.mode == cache.FWD,
         streaming=device.type == "cuda" and wl.output_bytes() > timing.l2_bytes(device),
-        params_first=wl.offers_params_first, exchange=wl.variant.gate == "none",
+        params_first=wl.offers_params_first, exchange=True,
     )  # fmt: skip
     study = open_study(task, gpu, space, options)
     seeds = seed_configs(task, gpu, wl, space, options)
