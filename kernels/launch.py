@@ -670,7 +670,7 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
         dw = torch.empty_like(weight) if want_dw else None
         db = torch.empty_like(bias) if want_db else None
         part = None if _direct(rows) else _partials(rows, int(want_dw) + int(want_db), g, k, x.device)
-        split, tiles = _bwd_schedule(config, variant, k, x.device)
+        split, tiles = _bwd_schedule(config, k, x.device)
         args = _bwd_args(
             variant, dy, x, z, weight, bias, mean, rstd, _coef(split, m, g, x.device, tiles),
             dh, torch.empty_like(x), None if z is None else torch.empty_like(z),
@@ -678,18 +678,18 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
         )  # fmt: skip
         hit = _compile(key, "bwd", args, config)
     fn, config = hit
-    return fn, -(-m // config["block_sizes"][0]), *_bwd_schedule(config, variant, k, x.device)
+    return fn, -(-m // config["block_sizes"][0]), *_bwd_schedule(config, k, x.device)
 
 
-def _bwd_schedule(config: dict, variant: Variant, k: int, device: torch.device) -> tuple[bool, int]:
+def _bwd_schedule(config: dict, k: int, device: torch.device) -> tuple[bool, int]:
     """(split, exchange tiles) of a backward config: a channel tile narrower than the row
     runs the split schedule (row coefficients first) unless its tiles exchange their
     partial sums (``_exchange_tiles`` > 0)."""
-    tiles = _exchange_tiles(config, variant, k, device)
+    tiles = _exchange_tiles(config, k, device)
     return config["block_sizes"][2] < k and not tiles, tiles
 
 
-def _exchange_tiles(config: dict, variant: Variant, k: int, device: torch.device) -> int:
+def _exchange_tiles(config: dict, k: int, device: torch.device) -> int:
     """The channel tiles per row of an exchange config (``norm_bwd``'s exchange schedule:
     the row sums formed from the tiles' partials), or 0. Triton's interpreter does not
     take it beyond one tile (it runs programs one after another, so a program waiting

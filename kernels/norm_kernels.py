@@ -635,6 +635,9 @@ def norm_bwd(
                         c1 = torch.sum(dxhat, dim=-1)
                         _publish(coef, 1, tile_m, tile_g, tile_k, tile_mo.end, g, exchange, c1)
                         c2, c1 = _collect(coef, (c2, c1), tile_m, tile_mo.begin, tile_g, m, g, exchange)
+                # The same masked read as this step's own rows above, at the lagged rows.
+                # As one helper called twice, Helion 1.4 fails to lower it (an
+                # InductorLoweringError on the masks' and statistics' slices).
                 xf = hl.load(x, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
                 dyf = hl.load(dy, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
                 rs = hl.load(rstd, [prev, tile_g], extra_mask=done)[:, :, None]

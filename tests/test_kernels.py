@@ -644,8 +644,7 @@ def test_exchange_backward(device, cached_config, case):
     cached_config(_tuning_name(opts), dtype, m, n, config, mode="bwd")
     got, want = _grads_and_reference(*_norm_and_reference(opts, m, n, device, dtype))
     assert config in _compiled_configs(), "the backward did not run the exchange config"
-    variant = kernels.launch.Variant(rms=opts["rms"], gate=opts.get("gate", "none"))
-    tiles = kernels.launch._exchange_tiles(config, variant, k, torch.device(device))
+    tiles = kernels.launch._exchange_tiles(config, k, torch.device(device))
     assert tiles == -(-k // sizes[2]), tiles
     for i, (g, w64) in enumerate(zip(got, want)):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)

@@ -242,11 +242,11 @@ class Workload:
         """A backward config whose channel tile is narrower than the row: the split schedule
         (``norm_bwd_coef`` computes the row coefficients first), as kernels.launch decides."""
         sizes = config["block_sizes"]
-        return not self.forward and len(sizes) == 4 and launch._bwd_schedule(config, self.variant, self.k, self.device)[0]
+        return not self.forward and len(sizes) == 4 and launch._bwd_schedule(config, self.k, self.device)[0]
 
     def exchange_tiles(self, config: dict) -> int:
         """Channel tiles per row of an exchange backward config (0: another schedule)."""
-        return 0 if self.forward else launch._exchange_tiles(config, self.variant, self.k, self.device)
+        return 0 if self.forward else launch._exchange_tiles(config, self.k, self.device)
 
     def _coef(self, config: dict) -> torch.Tensor | None:
         return launch._coef(self.is_split(config), self.m, self.g, self.device, self.exchange_tiles(config))
