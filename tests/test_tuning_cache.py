@@ -367,9 +367,14 @@ def test_a_16bit_study_is_seeded_with_the_other_dtypes_exact_config(tmp_path: Pa
     assert seeds["cached"]["block_sizes"][0] == 4
     assert seeds["sibling"]["block_sizes"][0] == 2
     fp32 = tuner._cached_seeds(Task("rms_norm", "fwd", 4096, 4096, "float32"), GPU, options)
-    assert fp32 == {"cached": None, "sibling": None}
-    # An inference study starts from the training forward's config too, even once it has its own.
+    assert fp32 == {"cached": None, "sibling": None, "inference": None}
+    # An inference study starts from the training forward's config too, even once it has
+    # its own, and a training study from the inference forward's.
     infer = entry("rms_norm", "infer", 4096, 4096, rows=8, dtype="float16")
     cache.write_entries(path, GPU, "cpu", keyed(infer))
     seeds = tuner._cached_seeds(Task("rms_norm", "infer", 4096, 4096, "float16"), GPU, options)
     assert [seeds[k]["block_sizes"][0] for k in ("cached", "training")] == [8, 4]
+    assert "inference" not in seeds
+    seeds = tuner._cached_seeds(Task("rms_norm", "fwd", 4096, 4096, "float16"), GPU, options)
+    assert [seeds[k]["block_sizes"][0] for k in ("cached", "inference")] == [4, 8]
+    assert "training" not in seeds
