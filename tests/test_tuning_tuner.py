@@ -176,6 +176,14 @@ def test_finalists_are_the_fastest_distinct_configs_and_a_failing_one_is_skipped
     study.add_trial(optuna.trial.create_trial(params={"x": 5}, distributions=dist, value=9.5,
                                               user_attrs={"config": configs[0] | {"num_warps": 8}, "seed": "training"}))  # fmt: skip
     assert tuner._best_configs(study, 2) == [configs[2], configs[1], configs[0] | {"num_warps": 8}]
+    # The config the kernels look up today is a finalist when no trial measured it (a
+    # study out of budget before its seeds), and only then.
+    cached = {"block_sizes": [16, 1], "num_warps": 2}
+    assert tuner._best_configs(_study(tmp_path / "empty"), incumbent=cached) == [cached]
+    assert tuner._best_configs(study, 2, incumbent=cached)[-1] == cached
+    assert tuner._best_configs(study, 2, incumbent=configs[3]) == tuner._best_configs(study, 2), (
+        "measured (and slow): no finalist"
+    )
 
     wl = Workload(Task("rms_norm", "fwd", 4, 32, "float32"), CPU)
     result = tuner.TuneResult(task=wl.task, gpu="cpu", study="t", heuristic_config=wl.heuristic_config())
