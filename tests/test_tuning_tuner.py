@@ -169,7 +169,7 @@ def test_finalists_are_the_fastest_distinct_configs_and_a_failing_one_is_skipped
     # (config index, ms): config 2 twice (its faster time ranks it), config 3 slowest.
     for i, (c, ms) in enumerate([(0, 3.0), (2, 2.5), (1, 2.0), (2, 1.0), (3, 9.0)]):
         study.add_trial(optuna.trial.create_trial(params={"x": i}, distributions=dist, value=ms,
-                                                  user_attrs={"config": configs[c]}))  # fmt: skip
+                                                  user_attrs={"config": configs[c], "evaluated": True}))  # fmt: skip
     assert tuner._best_configs(study) == [configs[2], configs[1], configs[0]]
     assert tuner._best_configs(study, 2) == [configs[2], configs[1]]
     # The cache's incumbent is a finalist however its trial ranked.

@@ -226,7 +226,7 @@ class SearchSpace:
     def from_spec(
         cls, mode: str, m: int, k: int, spec, device_type: str, n_loads: int | None = None,
         chunked: bool = False, training: bool = False, streaming: bool = False,
-        params_first: bool = False, exchange: bool = False,
+        params_first: bool = False,
     ) -> SearchSpace:
         """The space for a kernel bound to real arguments (``bound.config_spec``).
 
@@ -236,8 +236,8 @@ class SearchSpace:
         a training forward, whose input the backward reads again (no "first" eviction).
         ``streaming``: the forward's output is larger than the L2 (offer ``stream``).
         ``params_first``: the forward's default loads the weight and bias after the
-        statistics (offer ``params_first``). ``exchange``: the backward may run the
-        exchange schedule (CUDA; offered on rows from EXCHANGE_MIN_WIDTH).
+        statistics (offer ``params_first``). A CUDA backward whose kernel takes
+        ``loop_orders`` is offered the exchange schedule (on rows from EXCHANGE_MIN_WIDTH).
         """
         evictions = tuple(spec.load_eviction_policies.inner.choices)
         if training:
@@ -261,7 +261,7 @@ class SearchSpace:
             row_range=row_range,
             streaming=streaming,
             params_first=params_first,
-            exchange=exchange and device_type == "cuda" and len(spec.loop_orders) == 1,
+            exchange=device_type == "cuda" and len(spec.loop_orders) == 1,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ parameters

@@ -572,15 +572,10 @@ def _best_configs(study: optuna.Study, count: int = FINALISTS, incumbent: dict |
     budget ran out before its seeds must not replace a tuned entry with the heuristic
     unmeasured against it (stop 36: an fp16 RMSNorm decode entry lost 2.5% that way)."""
     best = {config_key(c): c for c in _fastest_configs(study, count)}
-    measured = set()
-    for t in study.get_trials(deepcopy=False):
-        config = t.user_attrs.get("config")
-        if config is None:
-            continue
-        measured.add(config_key(config))
-        if t.state == TrialState.COMPLETE and t.user_attrs.get("seed") in INCUMBENT_SEEDS:
-            best.setdefault(config_key(config), config)
-    if incumbent is not None and config_key(incumbent) not in measured:
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("seed") in INCUMBENT_SEEDS and "config" in t.user_attrs:
+            best.setdefault(config_key(t.user_attrs["config"]), t.user_attrs["config"])
+    if incumbent is not None and config_key(incumbent) not in _measured(study):
         best.setdefault(config_key(incumbent), incumbent)
     return list(best.values())
 
@@ -705,7 +700,7 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
         task.kernel_mode, task.m, wl.k, wl.bound().config_spec, device.type, wl.other_loads(),
         chunked=wl.offers_chunked, training=task.mode == cache.FWD,
         streaming=device.type == "cuda" and wl.output_bytes() > timing.l2_bytes(device),
-        params_first=wl.offers_params_first, exchange=True,
+        params_first=wl.offers_params_first,
     )  # fmt: skip
     study = open_study(task, gpu, space, options)
     seeds = seed_configs(task, gpu, wl, space, options)
