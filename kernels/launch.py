@@ -127,7 +127,7 @@ def _fits_grid(mode: str, config: dict, k: int, g: int) -> dict:
     return {name: v for name, v in config.items() if name != "pid_type"}
 
 
-# Values the two-pass inference forward of a 16-bit input averages for its pilot.
+# Values the two-pass forward of a 16-bit input averages for its pilot.
 PILOT_VALUES = 16
 
 
@@ -149,25 +149,21 @@ def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     """The forward kernel's arguments: for ``norm_fwd`` the call's and ``params_first``;
     for ``norm_fwd_chunked`` the call's, the row width, whether the chunk leaves a ragged
     last step and the pilot's width (compile-time constants of that kernel):
-    PILOT_VALUES for a 16-bit input's inference forward, else one chunk. Both end with
+    PILOT_VALUES for a 16-bit input, else one chunk. Both end with
     ``fast_rsqrt``: True for plain RMSNorm only (no gate, no residual), where it measured
     faster (H200, NOTES attempt 51: forwards +0.4..+16% at decode sizes, +4.7% at bf16
     4096x1024, the rest within 1%); the same instruction slowed LayerNorm's decode
     forwards by 0.1-2.6%, the gated forward by 5-17% and add+RMSNorm's at 4096x1024 by 6%,
     for reasons not found. The eager reference mode, which runs no inline Triton, passes
     False.
-
-    The training forward keeps the chunk: with the statistics stored, a pilot narrower
-    than the chunk made Triton's program 14x slower (H200, bf16 4096x16384: 1107 vs 76 us
-    at the same config; the inference forward ran 71 us), for a reason not found.
     """
     fast_rsqrt = args[11] and args[1] is None and args[2] is None  # rms, no residual, no z
     if len(config["block_sizes"]) != 3:  # norm_fwd's
         return (*args, params_first(config, args), fast_rsqrt)
-    x, training = args[0], args[8] is not None  # args[8]: rstd_out, saved by the training forward
+    x = args[0]
     k, chunk = x.shape[-1], config["block_sizes"][0]
-    narrow = x.dtype != torch.float32 and not training
-    return (*args, k, k % chunk != 0, PILOT_VALUES if narrow else chunk, fast_rsqrt)
+    pilot = PILOT_VALUES if x.dtype != torch.float32 else chunk
+    return (*args, k, k % chunk != 0, pilot, fast_rsqrt)
 
 
 def fwd_kernel_name(config: dict) -> str:

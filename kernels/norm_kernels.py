@@ -277,8 +277,12 @@ def norm_fwd_chunked(
     L = 16: 16 values are one short load and an in-warp sum, where a whole first chunk
     costs a block reduction before the loop can start (H200, bf16 4096x16384: 3695 vs
     3856 GB/s, NOTES attempt 29); even K = 65536 then keeps var to 2^-12, below an fp16
-    output's rounding. fp32 inputs and the training forward take L = one chunk (>= K / 16,
-    the tuner's limit; see ``kernels.launch.fwd_kernel_args``).
+    output's rounding. fp32 inputs take L = one chunk (>= K / 16, the tuner's limit; see
+    ``kernels.launch.fwd_kernel_args``). P is kept [rows, groups, 1], in the chunk's own
+    layout: as a [rows, groups] value carried out of its one-step loop it took the layout
+    of the mean's store, and Triton 3.6 broadcast it to the chunk before converting it
+    through shared memory (2052 st.shared a thread), which made the training forward 14x
+    slower with any pilot narrower than the chunk (H200, NOTES attempts 29 and 61).
     One block reduction per row, not per chunk, and two accumulators: the loop stays as
     light as a plain sum. RMSNorm keeps var = sum_j Q_j / K with no pilot (u^2 has
     nothing to cancel).
@@ -297,7 +301,7 @@ def norm_fwd_chunked(
         acc_q = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
         if not rms:
             acc_s = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
-            pilot = hl.zeros([tile_m, tile_g], dtype=torch.float32)
+            pilot = hl.zeros([tile_m, tile_g, 1], dtype=torch.float32)
             for tile_p in hl.tile(pilot_width, block_size=pilot_width):  # one step
                 # Only a pilot wider than the row has lanes past K here.
                 first = (tile_p.index < k)[None, None, :]
@@ -311,7 +315,7 @@ def norm_fwd_chunked(
                 else:
                     zp = None
                 _, up = _norm_input(xp, rp, zp, x.dtype)
-                pilot = torch.sum(up, dim=-1) * inv_pilot  # masked lanes hold u = 0
+                pilot = torch.sum(up, dim=-1, keepdim=True) * inv_pilot  # masked lanes hold u = 0
         for tile_k in hl.tile(k, block_size=lanes):
             xv = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
             if residual is not None:
@@ -328,7 +332,7 @@ def norm_fwd_chunked(
             if rms:
                 acc_q = acc_q + u * u
             else:
-                d = u - pilot[:, :, None]
+                d = u - pilot
                 if ragged:  # the last chunk's lanes past K hold 0, not a value near P
                     d = torch.where((tile_k.index < k)[None, None, :], d, 0.0)
                 acc_s = acc_s + d
@@ -340,7 +344,7 @@ def norm_fwd_chunked(
             var = torch.sum(acc_q, dim=-1) * inv_k - shift * shift
             var = torch.maximum(var, torch.zeros_like(var))
             if mean_out is not None:
-                mean_out[tile_m, tile_g] = pilot + shift
+                mean_out[tile_m, tile_g] = torch.sum(pilot, dim=-1) + shift
         rs = _inv_sqrt(var + eps, fast_rsqrt)
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
@@ -358,7 +362,7 @@ def norm_fwd_chunked(
                 xc = u
             else:
                 # (u - P) - shift, not u - mean: P + shift would round at |mean|.
-                xc = (u - pilot[:, :, None]) - shift[:, :, None]
+                xc = (u - pilot) - shift[:, :, None]
             if weight is not None:
                 wv = weight[tile_g, tile_k][None, :, :]
             else:

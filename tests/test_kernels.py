@@ -411,7 +411,7 @@ def test_add_norm(device, rms, dtype):
 # heuristic for rows past the registers). These cases give it configs through a real
 # cache file: chunks that do not divide the row, a chunk wider than the row, groups,
 # gates, a residual, and rows whose first values are outliers (the pilot: the mean of
-# the first 16 values of a 16-bit row in inference, else of the first chunk).
+# the first 16 values of a 16-bit row, else of the first chunk).
 
 CHUNKED = [
     # (kernel args, M, N, lanes, rows per program)
@@ -527,7 +527,7 @@ def test_chunked_forward(device, cached_config, dtype, case):
     for i, (g, w64, p) in enumerate(zip(got, want, peer_g)):
         # The backward reads the mean and rstd the chunked forward saved.
         assert_close(f"grad[{i}]", g, w64, p, dtype)
-    # The inference forward, whose 16-bit pilot is the row's first 16 values.
+    # The inference forward (no statistics stored), with the same pilot.
     cached_config(name, dtype, m, n, config, mode="infer")
     with torch.no_grad():
         out_infer, h_infer = call()

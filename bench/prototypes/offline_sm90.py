@@ -11,10 +11,17 @@ spilling LayerNorm exchange compiled clean under 3.9), so put triton 3.6 first:
     PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py OP M N 'CONFIG' [--save PREFIX]
     PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py --survey
 
-OP is layer_norm or rms_norm, CONFIG a backward config as JSON. An exchange config is
+    PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py --forward OP MODE M N 'CONFIG' [PILOT] [--save PREFIX]
+
+OP is layer_norm or rms_norm, CONFIG a backward config as JSON (with --forward, a
+forward config; MODE fwd or infer; PILOT a chunked config's pilot width). An exchange config is
 generated with its T channel tiles per row (the CPU's own route runs one). ``--save``
 keeps the generated Triton, PTX and TTGIR. ``--survey``: attempt 57's table, LayerNorm
 and RMSNorm exchange configs at the widths of issue 6.
+
+Result (attempt 61): LayerNorm's training forward, [8192, 1, 1] on 32 warps at 2048x32768
+with a 16-value pilot: 46 registers, 4 KB of shared memory and 2052 st.shared before the
+pilot was kept 3-D; 32, 128 bytes and 4 after, as the inference forward.
 
 Result (2026-11-23, triton 3.6 from the CPU, attempt 57): before the collected sums were
 reduced to scalars, LayerNorm's exchange at 2048-channel tiles, one row a step, 4 warps
@@ -40,9 +47,9 @@ from tuning.workload import Task, Workload
 
 # The arguments Triton specializes to 1 at launch on the GPU (unit strides), so the
 # offline compile vectorizes like the real one; the rest are 16-byte aligned there.
-UNIT_ARGS = re.compile(r"(dx|dy|x|dz|z|dh|weight|bias|dw_part|db_part)_stride_2$|(weight|bias|mean|rstd)_stride_1$")
-BF16_ARGS = {"weight", "x", "dy", "dx", "z", "dz", "dh", "bias"}
-SCALAR_ARGS = {"m": "i32", "offset": "fp32"}
+UNIT_ARGS = re.compile(r"(dx|dy|x|dz|z|dh|out|h_out|residual|weight|bias|dw_part|db_part)_stride_2$|(weight|bias|mean|rstd|mean_out|rstd_out)_stride_1$")
+BF16_ARGS = {"weight", "x", "dy", "dx", "z", "dz", "dh", "bias", "out", "h_out", "residual"}
+SCALAR_ARGS = {"m": "i32", "offset": "fp32", "eps": "fp32"}
 
 
 def generated_source(op: str, m: int, n: int, config: dict) -> str:
@@ -52,6 +59,17 @@ def generated_source(op: str, m: int, n: int, config: dict) -> str:
     split = bool(config["block_sizes"][2] < n) and not tiles
     coef = launch._coef(split, m, 1, wl.device, tiles)
     bound = launch._kernels(False)["bwd"].bind(wl._bwd_args(wl.sets[0], wl._partials(config), coef, tiles))
+    return bound.to_triton_code(launch._fit(config, bound))
+
+
+def forward_source(op: str, mode: str, m: int, n: int, config: dict, pilot: int | None = None) -> str:
+    """Helion's Triton for the forward (``mode`` "fwd": training, "infer") at ``config``;
+    ``pilot`` overrides a chunked config's pilot width (kernels.launch picks it otherwise)."""
+    wl = Workload(Task(op, mode, m, n, "bfloat16", 1), torch.device("cpu"), n_sets=1)
+    args = launch.fwd_kernel_args(config, wl._fwd_args(wl.sets[0]))
+    if pilot is not None and len(config["block_sizes"]) == 3:
+        args = (*args[:-2], pilot, args[-1])
+    bound = launch._kernels(False)[launch.fwd_kernel_name(config)].bind(args)
     return bound.to_triton_code(launch._fit(config, bound))
 
 
@@ -110,6 +128,13 @@ def survey() -> None:
 def main() -> None:
     if "--survey" in sys.argv:
         survey()
+        return
+    if "--forward" in sys.argv:  # --forward OP MODE M N 'CONFIG' [PILOT]
+        i = sys.argv.index("--forward")
+        op, mode, m, n, config = sys.argv[i + 1], sys.argv[i + 2], int(sys.argv[i + 3]), int(sys.argv[i + 4]), json.loads(sys.argv[i + 5])
+        pilot = int(sys.argv[i + 6]) if len(sys.argv) > i + 6 and sys.argv[i + 6].isdigit() else None
+        save = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
+        print(compile_sm90(forward_source(op, mode, m, n, config, pilot), config.get("num_warps", 4), save))
         return
     op, m, n, config = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
     save = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
