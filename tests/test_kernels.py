@@ -971,6 +971,30 @@ def test_plain_rms_norm_programs_take_one_approximate_rsqrt_the_others_and_the_r
     torch.testing.assert_close(reference.double(), expected, atol=0.02, rtol=0.02)
 
 
+
+def test_chunked_forward_pilot_width_and_shape():
+    """The two-pass forward averages 16 values for a 16-bit row's pilot in training as in
+    inference, one chunk for fp32; and the pilot stays [rows, groups, 1] in the generated
+    program, so the mean's store cannot pull it into a 2-D layout (Triton 3.6 then
+    converted a chunk-wide broadcast of it through shared memory: 14x slower on the H200,
+    NOTES attempt 61)."""
+    import helion
+
+    from kernels import launch
+
+    config = {"block_sizes": [64, 1, 1], "num_warps": 4, "num_stages": 1}
+    for dtype, pilot in ((torch.bfloat16, launch.PILOT_VALUES), (torch.float16, launch.PILOT_VALUES), (torch.float32, 64)):
+        x = torch.randn(8, 1, 256, dtype=dtype)
+        stats = torch.empty(8, 1)
+        for mean, rstd in ((None, None), (stats, torch.empty_like(stats))):  # inference, training
+            args = (x, None, None, None, None, torch.empty_like(x), None, mean, rstd, 1e-5, 0.0, False, "none", "none")
+            kernel_args = launch.fwd_kernel_args(config, args)
+            assert kernel_args[-2] == pilot, (dtype, rstd is not None)
+    bound = launch._kernels(False)["fwd_chunked"].bind(kernel_args)
+    code = bound.to_triton_code(helion.Config(**config))
+    assert "pilot = tl.full([_BLOCK_SIZE_1, _BLOCK_SIZE_2, 1]" in code
+    assert "tl.store(mean_out" in code
+
 # --------------------------------------------------------------------- edge cases
 
 
