@@ -344,7 +344,7 @@ def norm_fwd_chunked(
             var = torch.sum(acc_q, dim=-1) * inv_k - shift * shift
             var = torch.maximum(var, torch.zeros_like(var))
             if mean_out is not None:
-                mean_out[tile_m, tile_g] = torch.sum(pilot, dim=-1) + shift
+                mean_out[tile_m, tile_g] = torch.sum(pilot, dim=-1) + shift  # the sum drops P's size-1 dim
         rs = _inv_sqrt(var + eps, fast_rsqrt)
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs

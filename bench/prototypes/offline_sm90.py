@@ -40,7 +40,7 @@ import tempfile
 
 import torch
 
-from probe_common import exchange_config  # run from the repo root or this folder
+from probe_common import exchange_config, with_pilot  # run from the repo root or this folder
 
 from kernels import launch
 from tuning.workload import Task, Workload
@@ -67,8 +67,8 @@ def forward_source(op: str, mode: str, m: int, n: int, config: dict, pilot: int 
     ``pilot`` overrides a chunked config's pilot width (kernels.launch picks it otherwise)."""
     wl = Workload(Task(op, mode, m, n, "bfloat16", 1), torch.device("cpu"), n_sets=1)
     args = launch.fwd_kernel_args(config, wl._fwd_args(wl.sets[0]))
-    if pilot is not None and len(config["block_sizes"]) == 3:
-        args = (*args[:-2], pilot, args[-1])
+    if pilot is not None:
+        args = with_pilot(config, args, pilot)
     bound = launch._kernels(False)[launch.fwd_kernel_name(config)].bind(args)
     return bound.to_triton_code(launch._fit(config, bound))
 
@@ -129,16 +129,16 @@ def main() -> None:
     if "--survey" in sys.argv:
         survey()
         return
+    save = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
     if "--forward" in sys.argv:  # --forward OP MODE M N 'CONFIG' [PILOT]
         i = sys.argv.index("--forward")
         op, mode, m, n, config = sys.argv[i + 1], sys.argv[i + 2], int(sys.argv[i + 3]), int(sys.argv[i + 4]), json.loads(sys.argv[i + 5])
         pilot = int(sys.argv[i + 6]) if len(sys.argv) > i + 6 and sys.argv[i + 6].isdigit() else None
-        save = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
-        print(compile_sm90(forward_source(op, mode, m, n, config, pilot), config.get("num_warps", 4), save))
-        return
-    op, m, n, config = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
-    save = sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None
-    print(compile_sm90(generated_source(op, m, n, config), config.get("num_warps", 4), save, config.get("maxnreg")))
+        source = forward_source(op, mode, m, n, config, pilot)
+    else:
+        op, m, n, config = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+        source = generated_source(op, m, n, config)
+    print(compile_sm90(source, config.get("num_warps", 4), save, config.get("maxnreg")))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 
 import torch
 
+from probe_common import with_pilot  # run from the repo root or this folder
+
 from kernels import launch
 from tuning import timing
 from tuning.workload import Task, Workload
@@ -29,16 +31,9 @@ SHAPES = (
 SHIPPED = launch.fwd_kernel_args
 
 
-def with_pilot(width: int | None):
+def forcing_pilot(width: int | None):
     """``launch.fwd_kernel_args`` with the chunked forward's pilot width forced (None: one chunk)."""
-
-    def args(config: dict, call: tuple) -> tuple:
-        got = SHIPPED(config, call)
-        if len(config["block_sizes"]) != 3:
-            return got
-        return (*got[:-2], width or config["block_sizes"][0], got[-1])
-
-    return args
+    return lambda config, call: with_pilot(config, SHIPPED(config, call), width)
 
 
 def main() -> None:
@@ -50,7 +45,7 @@ def main() -> None:
             for mode in sys.argv[1:] or ("fwd", "infer"):
                 wl = Workload(Task("layer_norm", mode, m, n, dtype, 1), dev)
                 for pilot in (16, None):
-                    launch.fwd_kernel_args = with_pilot(pilot)
+                    launch.fwd_kernel_args = forcing_pilot(pilot)
                     run = wl.runner(config)
                     err = wl.check(run)
                     ms = timing.time_ms(run, len(wl.sets), dev)

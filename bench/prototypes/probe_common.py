@@ -100,3 +100,11 @@ def compare_configs(probe: ProbeRun, wl: Workload, configs: dict[str, dict], tit
     base = best.get("shipped") or 1.0
     for name, gbps in sorted(best.items(), key=lambda kv: -kv[1]):
         print(f"  {name:18s} {gbps:6.0f} GB/s ({gbps / base:.3f}x shipped, {runner_registers(runs[name])} regs)", flush=True)
+
+
+def with_pilot(config: dict, kernel_args: tuple, width: int | None) -> tuple:
+    """``kernels.launch.fwd_kernel_args``'s result with a chunked forward's pilot width
+    forced (None: one chunk); a whole-row config's arguments unchanged."""
+    if len(config["block_sizes"]) != 3:
+        return kernel_args
+    return (*kernel_args[:-2], width or config["block_sizes"][0], kernel_args[-1])
