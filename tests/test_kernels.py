@@ -650,6 +650,41 @@ def test_exchange_backward(device, cached_config, case):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 
 
+# (kernel options, M, N, backward block sizes, pid type): the fused backward with its
+# channel tile first in the grid (``loop_orders`` [[2, 1, 0]], the space's ``tile_first``):
+# ragged rows on a padded tile, M = 1, groups (the group tile then walks before the rows),
+# gates, the residual's gradient, a persistent grid.
+TILE_FIRST_BWD = [
+    (dict(rms=False), 37, 200, [8, 1, 256, 2], "flat"),
+    (dict(rms=True), 1, 320, [4, 1, 512, 1], "flat"),
+    (dict(rms=True, group=96), 13, 384, [4, 1, 128, 2], "flat"),
+    (dict(rms=True, gate="before"), 21, 136, [8, 1, 256, 4], "flat"),
+    (dict(rms=False, gate="after"), 19, 520, [4, 1, 1024, 1], "flat"),
+    (dict(rms=True, residual=True), 11, 72, [4, 1, 128, 2], "flat"),
+    (dict(rms=False), 45, 264, [16, 1, 512, 2], "persistent_blocked"),
+]
+
+
+@pytest.mark.parametrize("case", TILE_FIRST_BWD, ids=lambda c: f"{_tuning_name(c[0])}-{c[1]}x{c[2]}-{c[3]}-{c[4]}")
+def test_fused_backward_with_the_channel_tile_first(device, cached_config, case):
+    """A fused backward config whose channel tile is first in the grid matches the float64
+    reference and is the config that ran."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    opts, m, n, sizes, pid_type = case
+    if device == "cpu" and pid_type != "flat":
+        pytest.skip("a persistent grid needs the SM count")
+    dtype = torch.bfloat16
+    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, "loop_orders": [[2, 1, 0]]}
+    if pid_type != "flat":
+        config["pid_type"] = pid_type
+    cached_config(_tuning_name(opts), dtype, m, n, config, mode="bwd")
+    got, want = _grads_and_reference(*_norm_and_reference(opts, m, n, device, dtype))
+    assert config in _compiled_configs(), "the backward did not run the channel-tile-first config"
+    for i, (g, w64) in enumerate(zip(got, want)):
+        assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
+
+
 # (kernel options, M, N, forward block sizes, backward block sizes): configs with one
 # grid axis per tiled dim (pid_type "xyz"): the group tiles on y, the split backward's
 # channel tiles on z, the two-pass forward's rows on x.

@@ -133,9 +133,10 @@ def test_space_shape_of_parameters(spaces: dict) -> None:
     for key, (space, _, _) in spaces.items():
         if key[1] == "bwd":
             assert "row_stages" in space.by_name, f"{key}: Helion dropped range_num_stages from norm_bwd's spec"
+            assert "tile_first" in space.by_name, f"{key}: Helion dropped loop_orders from norm_bwd's spec"
     piped = bwd.to_config({**point, "row_stages": 3})
     assert piped["range_num_stages"][bwd.row_range] == 3 and sum(piped["range_num_stages"]) == 3
-    assert bwd.from_config(piped) == {**point, "row_stages": 3, "eviction": "", "pid_type": "flat"}
+    assert bwd.from_config(piped) == {**point, "row_stages": 3, "eviction": "", "pid_type": "flat", "tile_first": False}
     assert "range_num_stages" not in bwd.to_config({**point, "row_stages": 0})
     assert bwd.from_config({**piped, "range_num_stages": [3] * bwd.n_ranges}) is None, "only the row loop's"
     assert wide.to_config({**point, "tile_k_log2": 13})["block_sizes"] == [8, 1, 8192, 2], "fused"
@@ -416,7 +417,7 @@ def test_exchange_backward_points() -> None:
     channels or more) only when the channel tile is narrower than the row, written as
     our key plus the channel-tile-first loop order, parsed back, pipelined or not, and
     never with a persistent grid."""
-    from tuning.space import EXCHANGE_LOOP_ORDERS, SearchSpace
+    from tuning.space import CHANNEL_TILE_FIRST, SearchSpace
 
     def space(k: int) -> SearchSpace:
         return SearchSpace(
@@ -432,7 +433,7 @@ def test_exchange_backward_points() -> None:
              "warps_log2": 1, "eviction": "", "pid_type": "flat", "stages": 1}  # fmt: skip
     assert wide.invalid_reason(point) is None
     config = wide.to_config(point)
-    assert config["exchange"] is True and config["loop_orders"] == EXCHANGE_LOOP_ORDERS
+    assert config["exchange"] is True and config["loop_orders"] == CHANNEL_TILE_FIRST
     assert config["block_sizes"] == [64, 1, 2048, 2]
     assert wide.from_config(config) == point
     assert wide.from_config({k: v for k, v in config.items() if k != "loop_orders"}) is None
@@ -448,3 +449,44 @@ def test_exchange_backward_points() -> None:
     whole_row = {**point, "tile_k_log2": 15}
     whole_row.pop("exchange")
     assert not wide._active("exchange", whole_row), "a whole-row tile has nothing to exchange"
+
+
+def test_channel_tile_first_points() -> None:
+    """``tile_first``: offered to the fused backward (one channel tile spans the row) on
+    any device, written as the channel-tile-first loop order and parsed back; a cached
+    config without a loop order is the point without it; a split backward is not offered
+    the order on its own (only as the exchange's)."""
+    from tuning.space import CHANNEL_TILE_FIRST, SearchSpace
+
+    def space(k: int, exchange: bool = True) -> SearchSpace:
+        return SearchSpace(
+            "bwd", 4096, k, n_block_sizes=4, n_reduction_loops=0, n_loads=7, evictions=("", "last"),
+            pid_types=("flat", "persistent_blocked"), inner_index=3, tile_index=2,
+            n_ranges=2, row_range=1, exchange=exchange, tile_first=True,
+        )  # fmt: skip
+
+    for k in (1024, 8704, 12288):
+        wide = space(k)
+        assert "tile_first" in wide.by_name
+        point = {"m_block_log2": 5, "tile_k_log2": 14, "tile_first": True, "inner_log2": 0, "row_stages": 0,
+                 "warps_log2": 3, "eviction": "", "pid_type": "flat", "stages": 1}  # fmt: skip
+        if k < 8192:  # no split below 8192 channels: the tile is always the whole row
+            point.pop("tile_k_log2")
+            point["warps_log2"] = 2
+        assert wide.invalid_reason(point) is None, wide.invalid_reason(point)
+        config = wide.to_config(point)
+        assert config["loop_orders"] == CHANNEL_TILE_FIRST and "exchange" not in config
+        assert wide.from_config(config) == point
+        plain = {name: v for name, v in config.items() if name != "loop_orders"}
+        assert wide.from_config(plain) == {**point, "tile_first": False}
+        persistent = {**point, "pid_type": "persistent_blocked", "sm_mult_log2": 1}
+        assert wide.from_config(wide.to_config(persistent)) == persistent
+    split = {"m_block_log2": 5, "tile_k_log2": 11, "exchange": False, "inner_log2": 0, "row_stages": 0,
+             "warps_log2": 2, "eviction": "", "pid_type": "flat", "stages": 1}  # fmt: skip
+    wide = space(12288)
+    assert not wide._active("tile_first", split), "a split row's tiles are not the whole row"
+    assert "loop_orders" not in wide.to_config(split)
+    assert wide.from_config({**wide.to_config(split), "loop_orders": CHANNEL_TILE_FIRST}) is None
+    fwd = SearchSpace("fwd", 4096, 8192, n_block_sizes=2, n_reduction_loops=1, n_loads=3, evictions=("",),
+                      pid_types=("flat",), tile_first=True)  # fmt: skip
+    assert "tile_first" not in fwd.by_name, "the forward has no channel tile"

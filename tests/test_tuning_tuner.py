@@ -259,3 +259,36 @@ def test_backward_studies_seed_both_likely_schedules_pipelined(tmp_path: Path) -
     assert not any(heuristic.get("range_num_stages") or [])
     assert space.from_config(piped) is not None, "the seed is a point of the space"
     assert wl.check(wl.runner(piped)) < 1e-4
+
+
+def test_fused_backward_studies_seed_the_channel_tile_first(tmp_path: Path) -> None:
+    """A fused backward's study also measures its incumbent with the channel tile first in
+    the grid (``tile_first``); the seed is the same config plus that loop order, a point
+    of the space, and its program takes the tile's index modulo the one tile a row has
+    (a constant), where the default grid divides the program id by the row tiles' count
+    (a runtime value). It runs and matches the reference on a ragged row."""
+    import helion
+
+    from kernels import launch
+
+    task = Task("layer_norm", "bwd", 40, 96, "bfloat16")
+    wl = Workload(task, CPU)
+    space = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cpu", wl.other_loads())
+    options = tuner.TuneOptions(out_dir=tmp_path, cached_seed=False)
+    seeds = tuner.seed_configs(task, "cpu", wl, space, options)
+    heuristic, first = seeds["heuristic"], seeds["tile_first"]
+    assert "loop_orders" not in heuristic
+    assert first == {**heuristic, "loop_orders": [[2, 1, 0]]}
+    assert space.from_config(first) == {**space.from_config(heuristic), "tile_first": True}
+    codes = {}
+    for name, config in (("default", heuristic), ("first", first)):
+        bound = wl.bound(config)
+        codes[name] = bound.to_triton_code(launch._fit(config, bound))
+    channel = "indices_2 = (offset_2 + tl.arange(0, _BLOCK_SIZE_2))"
+    assert channel in codes["default"] and channel in codes["first"]
+    assert "offset_2 = pid_2 * _BLOCK_SIZE_2" in codes["default"]
+    assert "pid_2 = tl.program_id(0) // (num_blocks_0 * num_blocks_1)" in codes["default"]
+    assert "num_blocks_0 = tl.cdiv(96, _BLOCK_SIZE_2)" in codes["first"]
+    assert "offset_2 = pid_0 * _BLOCK_SIZE_2" in codes["first"]
+    assert isinstance(launch._fit(first, wl.bound(first)), helion.Config)
+    assert wl.check(wl.runner(first)) < 0.05

@@ -66,6 +66,15 @@ positions are read from the config spec: the inner block is the one bounded by m
                  attempts 55-56). A config key of ours (EXCHANGE), with the channel tile
                  first in the grid (Helion's ``loop_orders``) so a row's tiles are adjacent
                  programs; not with a persistent grid, whose programs walk tiles in turn.
+  tile_first     (the fused schedule: one channel tile spans the row) the same loop order:
+                 Helion's default grid takes the channel tile's index as the program id
+                 divided by the row tiles' count, a runtime value, so Triton cannot see
+                 that the tile's offset is 0 and keeps each lane's column and mask as
+                 runtime values through the row loop; first in the grid, the index is the
+                 program id modulo one tile, a constant. Offline (triton 3.6, sm_90),
+                 LayerNorm bf16 on a 16384-wide tile at 16 warps: 76 spilled bytes -> 0 on
+                 rows 9216-12288; but some narrow rows' shipped configs spill with it
+                 (4096x1024, 4 warps: 0 -> 116), so it is a choice (NOTES attempt 63).
   row_stages     software pipelining of that loop (its ``range_num_stages``: Triton
                  prefetches the next steps' rows while this one reduces); 0 = off.
                  Offered when Helion's config spec has the knob for the loop.
@@ -86,7 +95,7 @@ from dataclasses import dataclass
 
 from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, STATIC
 
-SPACE_VERSION = 14  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 15  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -109,7 +118,7 @@ DIRECT_SPLIT_MIN_WIDTH = 1024
 # schedule with up to 47% of a 16384-wide tile masked, or the split one.
 EXCHANGE_MIN_WIDTH = MIN_SPLIT_WIDTH
 # The backward's tile loop with its channel tile first (loop order [k, g, m]).
-EXCHANGE_LOOP_ORDERS = [[2, 1, 0]]
+CHANNEL_TILE_FIRST = [[2, 1, 0]]
 MAX_PARTIAL_ROWS = 2048
 MAX_WARPS_LOG2 = 5
 STAGES = (1, 2, 3)
@@ -200,6 +209,7 @@ class SearchSpace:
         streaming: bool = False,
         params_first: bool = False,
         exchange: bool = False,
+        tile_first: bool = False,
     ) -> None:
         if mode not in ("fwd", "bwd"):
             raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
@@ -219,6 +229,7 @@ class SearchSpace:
         self.streaming = streaming and mode == "fwd"
         self.params_first = params_first and mode == "fwd"
         self.exchange = exchange and mode == "bwd" and self.kp >= EXCHANGE_MIN_WIDTH
+        self.tile_first = tile_first and mode == "bwd"
         self.params = self._params(evictions, pid_types)
         self.by_name = {p.name: p for p in self.params}
 
@@ -236,8 +247,9 @@ class SearchSpace:
         a training forward, whose input the backward reads again (no "first" eviction).
         ``streaming``: the forward's output is larger than the L2 (offer ``stream``).
         ``params_first``: the forward's default loads the weight and bias after the
-        statistics (offer ``params_first``). A CUDA backward whose kernel takes
-        ``loop_orders`` is offered the exchange schedule (on rows from EXCHANGE_MIN_WIDTH).
+        statistics (offer ``params_first``). A backward whose kernel takes ``loop_orders``
+        is offered ``tile_first``, and on CUDA the exchange schedule (on rows from
+        EXCHANGE_MIN_WIDTH).
         """
         evictions = tuple(spec.load_eviction_policies.inner.choices)
         if training:
@@ -262,6 +274,7 @@ class SearchSpace:
             streaming=streaming,
             params_first=params_first,
             exchange=device_type == "cuda" and len(spec.loop_orders) == 1,
+            tile_first=len(spec.loop_orders) == 1,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ parameters
@@ -283,6 +296,8 @@ class SearchSpace:
                 params.append(IntParam("tile_k_log2", max(0, top - MAX_CHUNK_STEPS_LOG2), top))
                 if self.exchange:
                     params.append(ChoiceParam("exchange", (False, True)))
+            if self.tile_first:
+                params.append(ChoiceParam("tile_first", (False, True)))
             params.append(IntParam("inner_log2", 0, min(rows_cap, log2i(MAX_INNER_BWD))))
             if self.row_range is not None:
                 params.append(ChoiceParam("row_stages", ROW_STAGES))
@@ -337,6 +352,8 @@ class SearchSpace:
             return not self._two_pass(point)
         if name == "exchange":
             return self._channel_tile(point) < self.kp
+        if name == "tile_first":
+            return self._channel_tile(point) >= self.kp
         return True
 
     def suggest(self, trial) -> dict:
@@ -459,7 +476,8 @@ class SearchSpace:
             config[PARAMS_FIRST] = True
         if point.get("exchange", False):
             config[EXCHANGE] = True
-            config["loop_orders"] = EXCHANGE_LOOP_ORDERS
+        if point.get("exchange", False) or point.get("tile_first", False):
+            config["loop_orders"] = CHANNEL_TILE_FIRST
         return config
 
     def from_config(self, config: dict) -> dict | None:
@@ -526,8 +544,9 @@ class SearchSpace:
         orders = [list(order) for order in config.get("loop_orders") or []]
         if all(order == sorted(order) for order in orders):
             orders = None  # Helion's default: every loop in its written order
-        if orders != (EXCHANGE_LOOP_ORDERS if point["exchange"] else None):
-            raise ValueError("loop orders other than the exchange schedule's are not in the space")
+        if orders not in (None, CHANNEL_TILE_FIRST) or point["exchange"] and orders is None:
+            raise ValueError("loop orders other than the channel tile first are not in the space")
+        point["tile_first"] = orders is not None and not point["exchange"]
         return point
 
 

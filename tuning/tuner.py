@@ -526,6 +526,14 @@ def _params_first(space: SearchSpace, config: dict | None) -> dict | None:
     return _with_param(space, config, "params_first", True, False)
 
 
+def _tile_first(space: SearchSpace, config: dict | None) -> dict | None:
+    """``config`` (a fused backward) with its channel tile first in the grid, which
+    removed the spills of the fused LayerNorm backward on TritonBench's rows 9216-12288
+    and added some to other shipped configs (offline, NOTES attempt 63): the study
+    measures its incumbent both ways."""
+    return _with_param(space, config, "tile_first", True, False)
+
+
 # A backward study of up to DIRECT_SPLIT_MAX_M rows (the decode sizes where the space
 # offers the split schedule) also measures one program per channel tile. That seed's rows
 # per step, and where the space splits rows its channel tile and warps: the fastest of 4
@@ -671,6 +679,7 @@ def seed_configs(task: Task, gpu: str, wl: Workload, space: SearchSpace, options
     seeds["params_first"] = _params_first(space, seeds.get("cached") or seeds["static"] or heuristic)
     seeds["one_program"] = _one_program(space, seeds.get("cached") or heuristic, task.m)
     seeds["exchange"] = _exchange(space)
+    seeds["tile_first"] = _tile_first(space, seeds.get("cached") or heuristic)
     return seeds
 
 

@@ -50,6 +50,7 @@ from tuning.workload import Task, Workload
 UNIT_ARGS = re.compile(r"(dx|dy|x|dz|z|dh|out|h_out|residual|weight|bias|dw_part|db_part)_stride_2$|(weight|bias|mean|rstd|mean_out|rstd_out)_stride_1$")
 BF16_ARGS = {"weight", "x", "dy", "dx", "z", "dz", "dh", "bias", "out", "h_out", "residual"}
 SCALAR_ARGS = {"m": "i32", "offset": "fp32", "eps": "fp32"}
+H200_SMS = 132  # a persistent grid's _NUM_SM, a compile-time constant of its program
 
 
 def generated_source(op: str, m: int, n: int, config: dict) -> str:
@@ -88,13 +89,14 @@ def compile_sm90(source: str, warps: int, save: str | None = None, maxnreg: int 
         spec.loader.exec_module(module)
         fn = next(v for k, v in vars(module).items() if k.startswith("_helion_"))
         unit = [a for a in fn.arg_names if UNIT_ARGS.search(a)]
+        constants = {**dict.fromkeys(unit, 1), **({"_NUM_SM": H200_SMS} if "_NUM_SM" in fn.arg_names else {})}
         signature = {
-            a: "constexpr" if a in unit else SCALAR_ARGS.get(a, "*bf16" if a in BF16_ARGS else "*fp32" if "_stride_" not in a else "i32")
+            a: "constexpr" if a in constants else SCALAR_ARGS.get(a, "*bf16" if a in BF16_ARGS else "*fp32" if "_stride_" not in a else "i32")
             for a in fn.arg_names
         }  # fmt: skip
-        aligned = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a not in unit and a not in SCALAR_ARGS}
+        aligned = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a not in constants and a not in SCALAR_ARGS}
         kernel = triton.compile(
-            ASTSource(fn, signature, dict.fromkeys(unit, 1), aligned),
+            ASTSource(fn, signature, constants, aligned),
             target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 1, **({"maxnreg": maxnreg} if maxnreg else {})},
         )  # fmt: skip
         ptx = kernel.asm["ptx"]
