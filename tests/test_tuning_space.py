@@ -410,6 +410,10 @@ def test_config_labels_name_the_grid() -> None:
     assert describe({**base, "pid_type": "xyz"}, "infer") == "rows=2 loop=- w=8 s=1 xyz"
     persistent = {**base, "pid_type": "persistent_blocked", "num_sm_multiplier": 4}
     assert describe(persistent, "fwd") == "rows=2 loop=- w=8 s=1 p-blockedx4"
+    fused = {"block_sizes": [32, 1, 16384, 1], "num_warps": 8, "num_stages": 1, "range_num_stages": [0, 3]}
+    assert describe({**fused, "loop_orders": [[2, 1, 0]]}, "bwd") == "mb=32 tile=16384 in=1 w=8 s=1 rs=3 k-first"
+    exchange = {**fused, "block_sizes": [64, 1, 2048, 1], "loop_orders": [[2, 1, 0]], "exchange": True}
+    assert describe(exchange, "bwd") == "mb=64 tile=2048 in=1 w=8 s=1 rs=3 exchange"
 
 
 def test_exchange_backward_points() -> None:

@@ -644,4 +644,6 @@ def describe(config: dict, mode: str) -> str:
         parts.append("wb-first")
     if config.get(EXCHANGE):
         parts.append("exchange")
+    elif config.get("loop_orders") == CHANNEL_TILE_FIRST:
+        parts.append("k-first")
     return " ".join(parts)
