@@ -15,7 +15,7 @@ before its row loop could be pipelined (attempt 56). Two things have changed sin
   tiles the row in 1024-4096 channels, every width of TritonBench's (steps of 512) to
   within one ragged tile.
 
-    python bench/prototypes/exchange_width_probe.py [--budget SECONDS] [--check-only] [--shapes 4096x8704,...] [--set width|occupancy] [--op rms_norm]
+    python bench/prototypes/exchange_width_probe.py [--budget SECONDS] [--check-only] [--shapes 4096x8704,...] [--set width|occupancy|wide] [--op rms_norm]
 
 Per shape (LayerNorm bf16 backward): the shipped config and exchange configs (channel
 tile, rows per step, warps, row loop pipelined 2 or 3 deep; m_block 32), each checked
@@ -48,6 +48,16 @@ CONFIG_SETS = {
         (2048, 1, 4, 2, 32, 0), (2048, 1, 4, 3, 32, 0), (2048, 1, 4, 4, 32, 0), (2048, 1, 4, 2, 64, 0),
         (2048, 1, 4, 3, 64, 0), (2048, 1, 4, 4, 64, 0), (1024, 1, 4, 3, 64, 0), (1024, 1, 4, 4, 64, 0),
         (2048, 1, 8, 3, 64, 0), (4096, 1, 8, 3, 64, 0), (2048, 1, 4, 3, 128, 0),
+    ],
+    # Run 6 (attempt 63): wide tiles. The fused backward on an 8192-wide row runs 3461 GB/s
+    # (bf16 4096x8192, 16 warps) against 3149 at 16384 and the exchange's 2509 at 2048x32768
+    # on 2048-channel tiles: two or four 8192-wide tiles (one program an SM at 16 warps)
+    # exchanging their sums, or two 16384-wide ones.
+    "wide": [
+        (8192, 1, 16, 0, 32, 0), (8192, 1, 16, 2, 32, 0), (8192, 1, 16, 3, 32, 0), (8192, 1, 16, 4, 32, 0),
+        (8192, 1, 8, 3, 32, 0), (8192, 1, 16, 3, 16, 0), (8192, 1, 16, 3, 64, 0),
+        (16384, 1, 8, 0, 32, 0), (16384, 1, 16, 0, 32, 0),
+        (4096, 1, 16, 3, 32, 0), (4096, 1, 8, 3, 32, 0),
     ],
 }  # fmt: skip
 
