@@ -1,0 +1,42 @@
+"""Does a sweep's new cache beat the shipped one where they differ? (bench/NOTES.md attempt 65)
+
+A sweep run on a different lent machine measures every config 1-3% apart from the figures
+stored in the cache, so a changed entry's own GB/s says little about whether its config is
+faster. Here, for every entry whose config differs between two cache files, both configs
+are timed in one process, in turns (tuner timing: CUDA graph, inputs rotated past the L2,
+best of 2 rounds), on the same inputs.
+
+    python bench/prototypes/cache_ab_probe.py SHIPPED.json NEW.json [--budget SECONDS]
+"""
+
+import json
+import sys
+
+import torch
+
+from probe_common import ProbeRun, compare_configs  # run from the repo root or this folder
+
+from tuning.workload import Task, Workload
+
+
+def main() -> None:
+    probe = ProbeRun()
+    old_path, new_path = (a for a in sys.argv[1:3])
+    old = json.load(open(old_path))["entries"]
+    new = json.load(open(new_path))["entries"]
+    for key in sorted(new):
+        if probe.out_of_time():
+            break
+        if key not in old or old[key]["config"] == new[key]["config"]:
+            continue
+        kernel, mode, dtype, shape = key.split("/")
+        m, n = map(int, shape.split("x"))
+        wl = Workload(Task(kernel, mode, m, n, dtype, 1), probe.device)
+        compare_configs(probe, wl, {"shipped": old[key]["config"], "new": new[key]["config"]}, key)
+        del wl
+        if probe.on_gpu:
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
