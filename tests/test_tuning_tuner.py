@@ -244,14 +244,20 @@ def test_decode_backward_studies_seed_one_program_that_writes_dw_db_itself(tmp_p
         wl.check(wl.runner(one))  # raises TrialError if dx, dW or dB is wrong
 
 
-def test_backward_studies_seed_both_likely_schedules_pipelined(tmp_path: Path) -> None:
-    """The heuristic's backward schedule and the cached one each get a pipelined seed
-    (rs=3 on the row loop), and each seed runs and matches the reference."""
-    task = Task("layer_norm", "bwd", 40, 96, "float32")
+def _layer_norm_backward_seeds(tmp_path: Path, dtype: str) -> tuple:
+    """(workload, space, seeds) of a LayerNorm backward study of a ragged 40x96 input on
+    the CPU, with no cached config."""
+    task = Task("layer_norm", "bwd", 40, 96, dtype)
     wl = Workload(task, CPU)
     space = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cpu", wl.other_loads())
     options = tuner.TuneOptions(out_dir=tmp_path, cached_seed=False)
-    seeds = tuner.seed_configs(task, "cpu", wl, space, options)
+    return wl, space, tuner.seed_configs(task, "cpu", wl, space, options)
+
+
+def test_backward_studies_seed_both_likely_schedules_pipelined(tmp_path: Path) -> None:
+    """The heuristic's backward schedule and the cached one each get a pipelined seed
+    (rs=3 on the row loop), and each seed runs and matches the reference."""
+    wl, space, seeds = _layer_norm_backward_seeds(tmp_path, "float32")
     heuristic, piped = seeds["heuristic"], seeds["pipelined_heuristic"]
     assert seeds["pipelined"] is None, "no cached config here to pipeline"
     assert piped["block_sizes"] == heuristic["block_sizes"]
@@ -271,11 +277,7 @@ def test_fused_backward_studies_seed_the_channel_tile_first(tmp_path: Path) -> N
 
     from kernels import launch
 
-    task = Task("layer_norm", "bwd", 40, 96, "bfloat16")
-    wl = Workload(task, CPU)
-    space = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cpu", wl.other_loads())
-    options = tuner.TuneOptions(out_dir=tmp_path, cached_seed=False)
-    seeds = tuner.seed_configs(task, "cpu", wl, space, options)
+    wl, space, seeds = _layer_norm_backward_seeds(tmp_path, "bfloat16")
     heuristic, first = seeds["heuristic"], seeds["tile_first"]
     assert "loop_orders" not in heuristic
     assert first == {**heuristic, "loop_orders": [[2, 1, 0]]}
