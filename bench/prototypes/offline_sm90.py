@@ -14,7 +14,7 @@ spilling LayerNorm exchange compiled clean under 3.9), so put triton 3.6 first:
     PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py --forward OP MODE M N 'CONFIG' [PILOT] [--save PREFIX]
 
 OP is layer_norm or rms_norm, CONFIG a backward config as JSON (with --forward, a
-forward config; MODE fwd or infer; PILOT a chunked config's pilot width). An exchange config is
+forward config, whole-row or chunked; MODE fwd or infer; PILOT a chunked config's pilot width). An exchange config is
 generated with its T channel tiles per row (the CPU's own route runs one). ``--save``
 keeps the generated Triton, PTX and TTGIR. ``--survey``: attempt 57's table, LayerNorm
 and RMSNorm exchange configs at the widths of issue 6.
@@ -74,6 +74,21 @@ def forward_source(op: str, mode: str, m: int, n: int, config: dict, pilot: int 
     return bound.to_triton_code(launch._fit(config, bound))
 
 
+def host_constants(source: str, fn) -> dict[str, int]:  # noqa: ANN001
+    """Values of the program's other ``tl.constexpr`` parameters: a persistent grid's
+    _NUM_SM, and what the host function assigns before the launch (a whole-row
+    forward's _RDIM_SIZE_*)."""
+    out = {}
+    for param in fn.params:
+        if not param.is_constexpr:
+            continue
+        if param.name == "_NUM_SM":
+            out[param.name] = H200_SMS
+        elif found := re.search(rf"^\s*{param.name} = (\d+)$", source, re.MULTILINE):
+            out[param.name] = int(found.group(1))
+    return out
+
+
 def compile_sm90(source: str, warps: int, save: str | None = None, maxnreg: int | None = None) -> dict:
     """ptxas's registers and spill bytes, and counts from the PTX, of the source's kernel."""
     import triton
@@ -89,7 +104,7 @@ def compile_sm90(source: str, warps: int, save: str | None = None, maxnreg: int 
         spec.loader.exec_module(module)
         fn = next(v for k, v in vars(module).items() if k.startswith("_helion_"))
         unit = [a for a in fn.arg_names if UNIT_ARGS.search(a)]
-        constants = {**dict.fromkeys(unit, 1), **({"_NUM_SM": H200_SMS} if "_NUM_SM" in fn.arg_names else {})}
+        constants = {**dict.fromkeys(unit, 1), **host_constants(source, fn)}
         signature = {
             a: "constexpr" if a in constants else SCALAR_ARGS.get(a, "*bf16" if a in BF16_ARGS else "*fp32" if "_stride_" not in a else "i32")
             for a in fn.arg_names
