@@ -1006,7 +1006,6 @@ def test_plain_rms_norm_programs_take_one_approximate_rsqrt_the_others_and_the_r
     torch.testing.assert_close(reference.double(), expected, atol=0.02, rtol=0.02)
 
 
-
 def test_chunked_forward_pilot_width_and_shape():
     """The two-pass forward averages 16 values for a 16-bit row's pilot in training as in
     inference, one chunk for fp32; and the pilot stays [rows, groups, 1] in the generated
@@ -1029,6 +1028,7 @@ def test_chunked_forward_pilot_width_and_shape():
     code = bound.to_triton_code(helion.Config(**config))
     assert "pilot = tl.full([_BLOCK_SIZE_1, _BLOCK_SIZE_2, 1]" in code
     assert "tl.store(mean_out" in code
+
 
 # --------------------------------------------------------------------- edge cases
 

@@ -462,11 +462,11 @@ def test_channel_tile_first_points() -> None:
     the order on its own (only as the exchange's)."""
     from tuning.space import CHANNEL_TILE_FIRST, SearchSpace
 
-    def space(k: int, exchange: bool = True) -> SearchSpace:
+    def space(k: int) -> SearchSpace:
         return SearchSpace(
             "bwd", 4096, k, n_block_sizes=4, n_reduction_loops=0, n_loads=7, evictions=("", "last"),
             pid_types=("flat", "persistent_blocked"), inner_index=3, tile_index=2,
-            n_ranges=2, row_range=1, exchange=exchange, tile_first=True,
+            n_ranges=2, row_range=1, exchange=True, tile_first=True,
         )  # fmt: skip
 
     for k in (1024, 8704, 12288):

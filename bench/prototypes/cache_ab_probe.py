@@ -12,16 +12,14 @@ best of 2 rounds), on the same inputs.
 import json
 import sys
 
-import torch
+from probe_common import ProbeRun, compare_on  # run from the repo root or this folder
 
-from probe_common import ProbeRun, compare_configs  # run from the repo root or this folder
-
-from tuning.workload import Task, Workload
+from tuning.workload import Task
 
 
 def main() -> None:
     probe = ProbeRun()
-    old_path, new_path = (a for a in sys.argv[1:3])
+    old_path, new_path = sys.argv[1:3]
     old = json.load(open(old_path))["entries"]
     new = json.load(open(new_path))["entries"]
     for key in sorted(new):
@@ -31,11 +29,7 @@ def main() -> None:
             continue
         kernel, mode, dtype, shape = key.split("/")
         m, n = map(int, shape.split("x"))
-        wl = Workload(Task(kernel, mode, m, n, dtype, 1), probe.device)
-        compare_configs(probe, wl, {"shipped": old[key]["config"], "new": new[key]["config"]}, key)
-        del wl
-        if probe.on_gpu:
-            torch.cuda.empty_cache()
+        compare_on(probe, Task(kernel, mode, m, n, dtype, 1), {"shipped": old[key]["config"], "new": new[key]["config"]}, key)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import time
 import torch
 
 from tuning import timing
-from tuning.workload import TrialError, Workload
+from tuning.workload import Task, TrialError, Workload
 
 
 class ProbeRun:
@@ -108,3 +108,13 @@ def with_pilot(config: dict, kernel_args: tuple, width: int | None) -> tuple:
     if len(config["block_sizes"]) != 3:
         return kernel_args
     return (*kernel_args[:-2], width or config["block_sizes"][0], kernel_args[-1])
+
+
+def compare_on(probe: ProbeRun, task: Task, configs: dict[str, dict], title: str) -> None:
+    """``compare_configs`` on a fresh workload for ``task``, whose input sets are freed
+    before the next task's are made."""
+    wl = Workload(task, probe.device)
+    compare_configs(probe, wl, configs, title)
+    del wl
+    if probe.on_gpu:
+        torch.cuda.empty_cache()

@@ -20,11 +20,9 @@ inputs rotated past the L2, the dW/dB reduce included), best of 2 rounds in turn
 
 import json
 
-import torch
+from probe_common import ProbeRun, compare_on  # run from the repo root or this folder
 
-from probe_common import ProbeRun, compare_configs  # run from the repo root or this folder
-
-from tuning.workload import Task, Workload
+from tuning.workload import Task
 
 # TritonBench's LayerNorm rows past 8192 (M = 4096), then GPU_HOST's fused LayerNorm and
 # RMSNorm backwards.
@@ -60,10 +58,7 @@ def main() -> None:
         if config["block_sizes"][2] < n or config.get("loop_orders"):
             print(f"{key}: not a fused config without a loop order ({config})", flush=True)
             continue
-        wl = Workload(Task(op, "bwd", m, n, dtype, 1), probe.device)
-        compare_configs(probe, wl, variants(config), f"{key} (shipped {config})")
-        del wl
-        torch.cuda.empty_cache() if probe.on_gpu else None
+        compare_on(probe, Task(op, "bwd", m, n, dtype, 1), variants(config), f"{key} (shipped {config})")
 
 
 if __name__ == "__main__":
