@@ -145,8 +145,23 @@ def params_first(config: dict, args: tuple) -> bool:
     return rms and gate != "after" and weight is not None and weight.dtype != torch.float32
 
 
+def recast(config: dict, args: tuple) -> bool:
+    """Whether ``norm_fwd`` holds the row in its 16-bit form between the statistics'
+    passes and converts it again for each (``norm_kernels._recast``): where the config
+    says so (``RECAST``, a key of ours the tuner offers) and the kernel can, a 16-bit row
+    on CUDA (the move that keeps Triton from merging the conversions is PTX) whose u is
+    the row itself or its residual sum (not a gate before the norm)."""
+    x, gate = args[0], args[12]
+    return bool(config.get(config_cache.RECAST)) and can_recast(x, gate)
+
+
+def can_recast(x: torch.Tensor, gate: str) -> bool:
+    return x.device.type == "cuda" and x.dtype != torch.float32 and gate != "before"
+
+
 def fwd_kernel_args(config: dict, args: tuple) -> tuple:
-    """The forward kernel's arguments: for ``norm_fwd`` the call's and ``params_first``;
+    """The forward kernel's arguments: for ``norm_fwd`` the call's, ``params_first`` and
+    ``recast``;
     for ``norm_fwd_chunked`` the call's, the row width, whether the chunk leaves a ragged
     last step and the pilot's width (compile-time constants of that kernel):
     PILOT_VALUES for a 16-bit input, else one chunk. Both end with
@@ -159,7 +174,7 @@ def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     """
     fast_rsqrt = args[11] and args[1] is None and args[2] is None  # rms, no residual, no z
     if len(config["block_sizes"]) != 3:  # norm_fwd's
-        return (*args, params_first(config, args), fast_rsqrt)
+        return (*args, params_first(config, args), recast(config, args), fast_rsqrt)
     x = args[0]
     k, chunk = x.shape[-1], config["block_sizes"][0]
     pilot = PILOT_VALUES if x.dtype != torch.float32 else chunk
@@ -623,7 +638,7 @@ def launch_fwd(
         eps, offset, variant.rms, variant.gate, variant.casting,
     )  # fmt: skip
     if _uses_ref(x.device):
-        _kernels(True)["fwd"](*args, params_first({}, args), False)
+        _kernels(True)["fwd"](*args, params_first({}, args), False, False)
         return None
     # offset is a compile-time constant of the forward kernels: one compiled call per value.
     key = (

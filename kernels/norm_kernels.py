@@ -116,6 +116,30 @@ def _norm_output(
     return y
 
 
+def _recast(hsum: torch.Tensor | None, xv: torch.Tensor, xf: torch.Tensor, recast: bool) -> torch.Tensor:
+    """The fp32 row u of ``norm_fwd`` for one more pass over it: ``xf`` itself, or with
+    ``recast`` its 16-bit source (the residual sum, else x) converted again.
+
+    A whole row held in fp32 across the row's reductions is what bounds the forward's
+    programs per SM on wide rows (bf16 4096x12800, 8 warps on the 16384-wide tile: 128
+    registers, two programs per SM, against 78 and three recast; NOTES attempt 66).
+    Triton would merge equal conversions into the one fp32 value, so the source passes
+    through an opaque register move first (PTX inline assembly, two values a move):
+    CUDA only, and never with a gate before the norm, whose u is not a conversion.
+    Without ``recast`` every pass reads the same ``xf``; the arithmetic is the same
+    either way, so both give the same bits.
+    """
+    if not recast:
+        return xf
+    src = hsum if hsum is not None else xv
+    held = hl.inline_triton(
+        'tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [{0}], dtype={0}.dtype, is_pure=False, pack=2)',
+        [src],
+        src,
+    )
+    return held.to(torch.float32)
+
+
 def _inv_sqrt(v: torch.Tensor, fast: bool) -> torch.Tensor:
     """1 / sqrt(v). ``fast``: Triton's ``tl.rsqrt``, one approximate reciprocal square
     root (PTX rsqrt.approx, relative error under 2^-22), as torch's own CUDA norms take
@@ -149,6 +173,7 @@ def norm_fwd(
     gate: hl.constexpr,
     casting: hl.constexpr,
     params_first: hl.constexpr,
+    recast: hl.constexpr,
     fast_rsqrt: hl.constexpr,
 ) -> torch.Tensor:
     """Normalize ``x`` [M, G, K] over K into ``out``; save mean (LayerNorm) and rstd
@@ -158,6 +183,7 @@ def norm_fwd(
     chunks, one loop per reduction); ``norm_fwd_chunked`` is the two-pass schedule
     for wide rows. ``params_first``: load the weight and bias before the statistics
     (``kernels.launch.params_first`` says where). ``fast_rsqrt``: see ``_inv_sqrt``.
+    ``recast``: hold the row in its 16-bit form between the passes (see ``_recast``).
     """
     m, g, k = x.size()
     k = hl.specialize(k)
@@ -214,9 +240,18 @@ def norm_fwd(
             pilot = torch.where(pilot == pilot, pilot, 0.0)
             xs = xf - pilot[:, :, None]
             shift = torch.sum(xs, dim=-1) * inv_k
-            xc = xs - shift[:, :, None]
+            mean = pilot + shift
+            # Recast, u - mean: one subtraction a pass instead of two. The mean rounds
+            # at fp32's 2^-24 of |mean|, and a recast row is 16-bit, its values 2^-8
+            # (bf16) or 2^-11 (fp16) of |mean| apart: the rounding stays 2^13 below the
+            # row's spread (a constant row has shift = 0: mean = P exactly). fp32 rows
+            # are never recast and keep the shifted form.
+            if recast:
+                xc = _recast(hsum, xv, xf, recast) - mean[:, :, None]
+            else:
+                xc = xs - shift[:, :, None]
             if mean_out is not None:
-                mean_out[tile_m, tile_g] = pilot + shift
+                mean_out[tile_m, tile_g] = mean
         var = torch.sum(xc * xc, dim=-1) * inv_k
         rs = _inv_sqrt(var + eps, fast_rsqrt)
         if rstd_out is not None:
@@ -233,7 +268,13 @@ def norm_fwd(
             za = z[tile_m, tile_g, :]
         else:
             za = None
-        y = _norm_output(xc, rs[:, :, None], wv, bv, za, offset, casting, x.dtype)
+        if rms:
+            xo = _recast(hsum, xv, xf, recast)
+        elif recast:
+            xo = _recast(hsum, xv, xf, recast) - mean[:, :, None]
+        else:
+            xo = xc
+        y = _norm_output(xo, rs[:, :, None], wv, bv, za, offset, casting, x.dtype)
         out[tile_m, tile_g, :] = y.to(out.dtype)
     return out
 

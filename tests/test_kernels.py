@@ -970,6 +970,94 @@ def test_params_first_moves_the_weight_and_bias_loads_before_the_row_sums():
         assert (max(params) < min(sums)) if first else (min(params) > max(sums)), (first, params, sums)
 
 
+# Variants a recast forward serves: its u is the row or its residual sum.
+RECAST = [
+    dict(rms=False),
+    dict(rms=True),
+    dict(rms=True, residual=True),
+    dict(rms=False, gate="after"),
+    dict(rms=True, group=40),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("opts", RECAST, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_forward_with_recast_config(device, cached_config, opts, dtype):
+    """A whole-row forward config with RECAST (the row held in its 16-bit form between
+    the passes) matches float64 in training and inference, on rows with a large mean, one
+    row and an odd width among them. On CUDA the programs recast; Triton's interpreter
+    runs no PTX, so there the key is ignored (``launch.can_recast``)."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    from kernels import launch
+    from tuning.cache import RECAST as KEY
+
+    for m, n, warps in ((5, 200, 4), (1, 77, 2), (3, 40, 4)):
+        n = n if not opts.get("group") else 200
+        config = {"block_sizes": [2, 1], "num_warps": warps, "num_stages": 1, "reduction_loops": [None], KEY: True}
+        for mode in ("fwd", "infer"):
+            cached_config(_tuning_name(opts), dtype, m, n, config, mode=mode)
+        with torch.no_grad():
+            inferred = _norm_and_reference(opts, m, n, device, dtype)
+        trained = _norm_and_reference(opts, m, n, device, dtype)
+        ran = [c for key, (_, c) in launch._compiled.items() if key[0] == "fwd"]
+        assert ran == [config, config], "both forwards ran the recast config"
+        x = inferred[2][0]
+        assert launch.can_recast(x, opts.get("gate", "none")) == (device == "cuda")
+        for outs, refs, *_ in (inferred, trained):
+            for out, ref in zip(outs, refs):
+                assert_close("out", out, ref, ref.to(dtype), dtype, slack=8.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_recast_layer_norm_keeps_a_large_mean_row_accurate(device, cached_config, dtype):
+    """A recast LayerNorm centres its passes on the rounded fp32 mean (one subtraction
+    instead of two): on 16-bit rows whose |mean| is hundreds of times their spread, and on
+    a constant row (variance 0: the output must be exactly the bias), its error stays
+    within torch's own."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    from tuning.cache import RECAST as KEY
+
+    m, n = 4, 300
+    config = {"block_sizes": [1, 1], "num_warps": 4, "num_stages": 1, "reduction_loops": [None], KEY: True}
+    cached_config("layer_norm", dtype, m, n, config, mode="infer")
+    x = make((m, n), dtype, device, mean=700.0, std=4.0, requires_grad=False)
+    x[1] = 700.0  # a constant row
+    w = make((n,), dtype, device, mean=1.0, std=0.3, requires_grad=False)
+    b = make((n,), dtype, device, std=0.3, requires_grad=False)
+    with torch.no_grad():
+        out = kernels.layer_norm(x, w, b, 1e-5)
+    ref, _ = norm64(x.double(), w.double(), b.double(), eps=1e-5, rms=False)
+    assert_close("out", out, ref, F.layer_norm(x, (n,), w, b, 1e-5), dtype)
+    assert torch.equal(out[1], b), "a constant row normalizes to the bias"
+
+
+def test_recast_programs_convert_the_held_row_once_a_pass():
+    """``recast`` is a compile-time argument: with it the generated forward passes the
+    16-bit row through an opaque register move before each pass after the first (two for
+    LayerNorm: the variance and the output; one for RMSNorm: the output), without it
+    none. ``launch.recast`` asks for it only where the config has the key and the row can
+    be held: a 16-bit row on CUDA whose u is not gated before the norm."""
+    import helion
+
+    from kernels import launch
+    from tuning.cache import RECAST as KEY
+
+    x = torch.randn(8, 1, 64, dtype=torch.bfloat16)
+    w = torch.randn(1, 64, dtype=torch.bfloat16)
+    config = {"block_sizes": [2, 1], "num_warps": 4, "num_stages": 1, "reduction_loops": [None]}
+    for rms, moves in ((False, 2), (True, 1)):
+        for recast in (False, True):
+            args = (x, None, None, w, None, torch.empty_like(x), None, None, None, 1e-5, 0.0, rms, "none", "gemma", False, recast, False)
+            code = launch._kernels(False)["fwd"].bind(args).to_triton_code(helion.Config(**config))
+            assert code.count("tl.inline_asm_elementwise(") == (moves if recast else 0), (rms, recast)
+    args = (x, None, None, w, None, torch.empty_like(x), None, None, None, 1e-5, 0.0, False, "none", "gemma")
+    assert launch.recast({**config, KEY: True}, args) is False, "CPU tensors run under the interpreter"
+    assert launch.can_recast(x.float(), "none") is False
+    assert launch.can_recast(x, "before") is False
+
+
 def test_plain_rms_norm_programs_take_one_approximate_rsqrt_the_others_and_the_reference_mode_none():
     """Plain RMSNorm's compiled forward programs compute rstd with Triton's ``tl.rsqrt``
     (one approximate instruction, as torch's CUDA norms); LayerNorm's, the gated and the
@@ -1000,7 +1088,7 @@ def test_plain_rms_norm_programs_take_one_approximate_rsqrt_the_others_and_the_r
             assert code.count("tl.rsqrt(") == (1 if fast else 0), (name, config)
             assert ("sqrt_rn" in code) != fast, (name, config)
     reference = torch.empty_like(x)
-    launch._kernels(True)["fwd"](x, None, None, None, None, reference, None, None, None, 1e-5, 0.0, True, "none", "gemma", False, False)
+    launch._kernels(True)["fwd"](x, None, None, None, None, reference, None, None, None, 1e-5, 0.0, True, "none", "gemma", False, False, False)
     xf = x.double()
     expected = xf / torch.sqrt((xf * xf).mean(-1, keepdim=True) + 1e-5)
     torch.testing.assert_close(reference.double(), expected, atol=0.02, rtol=0.02)

@@ -255,6 +255,30 @@ def test_params_first_where_the_forward_loads_weight_and_bias_late() -> None:
         assert wl.check(wl.runner(config)) < 1e-2
 
 
+def test_recast_where_the_forward_can_hold_its_row_in_16_bits() -> None:
+    """``recast`` is offered where ``launch.can_recast`` holds (a 16-bit row on CUDA, not
+    gated before the norm: never on the CPU, whose interpreter runs no PTX), to the
+    whole-row kernel only (not a looped row, not the two-pass kernel); the config
+    round-trips, a step of the local search, and Helion never sees the key."""
+    from tuning.cache import RECAST
+
+    assert not Workload(Task("layer_norm", "infer", 16, 256, "bfloat16"), CPU, n_sets=1).offers_recast
+    assert not Workload(Task("layer_norm", "bwd", 16, 256, "bfloat16"), CPU, n_sets=1).offers_recast
+    wl = Workload(Task("layer_norm", "infer", 16, 8192, "bfloat16"), CPU, n_sets=1)
+    space = SearchSpace.from_spec("fwd", 16, 8192, wl.bound().config_spec, "cuda", chunked=True, recast=True)
+    whole = {"block_sizes": [1, 1], "num_warps": 8, "num_stages": 1, "reduction_loops": [None]}
+    point = {**space.from_config(whole), "recast": True}
+    config = space.to_config(point)
+    assert config == {**whole, RECAST: True} and space.from_config(config) == point
+    assert {**point, "recast": False} in space.neighbours(point)
+    assert describe(config, "fwd").endswith("recast")
+    assert RECAST not in cache.helion_fields(config)
+    looped = space.to_config({**point, "chunk_log2": 11})
+    assert looped["reduction_loops"] == [2048] and RECAST not in looped, "a looped row is not held"
+    assert RECAST not in space.to_config({**point, "chunk_log2": 11, "two_pass": True})
+    assert "recast" not in SearchSpace.from_spec("fwd", 16, 8192, wl.bound().config_spec, "cuda").by_name
+
+
 def test_invalid_points_are_pruned(spaces: dict) -> None:
     bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
     assert "inner" in bwd.invalid_reason({"m_block_log2": 1, "inner_log2": 2, "warps_log2": 0, "stages": 1})

@@ -194,6 +194,22 @@ def test_finalists_are_the_fastest_distinct_configs_and_a_failing_one_is_skipped
     assert result.heuristic_ms > 0 and result.torch_ms > 0
 
 
+def test_recast_seeds_where_the_space_offers_it(tmp_path: Path) -> None:
+    """Where the forward's space offers ``recast`` (a 16-bit row on CUDA; built here as
+    the CUDA space), each study measures its incumbent recast and the whole row on 8
+    warps recast, both points of the space."""
+    from tuning.cache import RECAST
+
+    options = tuner.TuneOptions(out_dir=tmp_path, cached_seed=False)
+    task = Task("layer_norm", "infer", 64, 1024, "bfloat16")
+    wl = Workload(task, CPU)
+    space = SearchSpace.from_spec("fwd", 64, 1024, wl.bound().config_spec, "cuda", wl.other_loads(), recast=True)
+    seeds = tuner.seed_configs(task, "cpu", wl, space, options)
+    assert seeds["recast"] == {**seeds["static"], RECAST: True}
+    assert seeds["whole_row_recast"] == {**tuner.WHOLE_ROW_RECAST, RECAST: True}
+    assert all(space.from_config(seeds[name]) is not None for name in ("recast", "whole_row_recast"))
+
+
 def test_studies_seed_their_incumbent_on_a_per_axis_grid(tmp_path: Path) -> None:
     """Where the space offers pid_type "xyz", the incumbent (here the heuristic) is also
     measured on it; the seed runs and matches the reference. A backward of a real row has
@@ -213,6 +229,7 @@ def test_studies_seed_their_incumbent_on_a_per_axis_grid(tmp_path: Path) -> None
     assert wl.check(wl.runner(seeds["static"])) < 1e-4
     assert seeds["params_first"] == {**seeds["static"], "params_first": True}
     assert wl.check(wl.runner(seeds["params_first"])) < 1e-4
+    assert seeds["recast"] is None and seeds["whole_row_recast"] is None, "no recast on the CPU"
     task = Task("rms_norm", "bwd", 64, 8192, "float32")
     wl = Workload(task, CPU)
     space = SearchSpace.from_spec("bwd", 64, 8192, wl.bound().config_spec, "cpu", wl.other_loads())

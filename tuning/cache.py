@@ -80,7 +80,10 @@ PARAMS_FIRST = "params_first"
 # EXCHANGE: a backward config whose channel tiles exchange their partial row sums
 # (``norm_bwd``'s exchange schedule, ``kernels.launch._exchange_tiles``).
 EXCHANGE = "exchange"
-OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE)
+# RECAST: a forward config whose row is held in its 16-bit form between the passes
+# (``kernels.launch.recast``).
+RECAST = "recast"
+OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE, RECAST)
 
 
 def helion_fields(config: dict) -> dict:

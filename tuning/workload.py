@@ -295,6 +295,15 @@ class Workload:
         otherwise load the weight and bias after the statistics."""
         return self.forward and not launch.params_first({}, self._fwd_args(self.sets[0]))
 
+    @property
+    def offers_recast(self) -> bool:
+        """Whether the forward's space has ``recast``: a 16-bit row on CUDA whose u is the
+        row or its residual sum (``kernels.launch.can_recast``)."""
+        if not self.forward:
+            return False
+        args = self._fwd_args(self.sets[0])
+        return launch.can_recast(args[0], args[12])
+
     def bound(self, config: dict | None = None) -> helion.runtime.kernel.BoundKernel:
         """The Helion kernel that runs ``config``, bound to this workload's arguments.
         Without a config, the one whose config_spec the space is built from: ``norm_fwd``,

@@ -37,7 +37,7 @@ VARIANTS = {"ieee": (False, None), "rsqrt": (True, None), "rsqrt/r64": (True, 64
 
 
 def runner(wl: Workload, config: dict, fast: bool, maxnreg: int | None):  # noqa: ANN201
-    """run(i) of ``config`` with ``fast_rsqrt`` forced to ``fast`` and the register cap."""
+    """run(i) of ``config`` with ``fast_rsqrt`` (the last argument) forced to ``fast`` and the register cap."""
     if maxnreg is not None:
         config = {**config, "maxnreg": maxnreg}
     args = [(*launch.fwd_kernel_args(config, wl._fwd_args(s))[:-1], fast) for s in wl.sets]
