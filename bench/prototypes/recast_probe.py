@@ -11,7 +11,7 @@ Per shape: the shipped config (recast too where it holds the whole row) and the 
 program on 8 warps, on the per-axis grid and static, each with and without recast. Tuner timing (CUDA graph, inputs rotated past the L2), best of 2
 rounds in turns, with registers per thread.
 
-    python bench/prototypes/recast_probe.py [--budget SECONDS] [--dtype float16] [--mode fwd] [--shapes op:MxN,...]
+    python bench/prototypes/recast_probe.py [--budget SECONDS] [--dtype float16] [--mode fwd] [--shapes op:MxN,...] [--grids]
 """
 
 import json
@@ -29,12 +29,21 @@ SHAPES = [("layer_norm", 4096, n) for n in range(8192, 16385, 512)] + [
 WHOLE_W8 = {"block_sizes": [1, 1], "num_warps": 8, "num_stages": 1, "reduction_loops": [None]}
 
 
-def variants(config: dict) -> dict[str, dict]:
-    """The shipped config, recast where it holds the whole row, and the whole-row 8-warp
-    program (the one whose registers recasting cut to three programs an SM) both ways."""
+def variants(config: dict, grids: bool = False) -> dict[str, dict]:
+    """The shipped config, recast where it holds the whole row (also on twice the warps),
+    and the whole-row 8-warp program (the one whose registers recasting cut to three
+    programs an SM) both ways. ``grids``: also the shipped config on the per-axis grid,
+    static, and without its eviction hint (NOTES Next 4: the flat grid's division)."""
     out = {"shipped": config}
     if len(config["block_sizes"]) == 2 and config.get("reduction_loops", [None])[0] is None:
         out["recast"] = {**config, RECAST: True}
+        if config["num_warps"] < 32:
+            out[f"recast w{2 * config['num_warps']}"] = {**config, RECAST: True, "num_warps": 2 * config["num_warps"]}
+    if grids:
+        out["shipped xyz"] = {**config, "pid_type": "xyz"}
+        out["shipped static"] = {**config, "static": True}
+        out["shipped no hint"] = {k: v for k, v in config.items() if k != "load_eviction_policies"}
+        out["shipped xyz no hint"] = {**out["shipped no hint"], "pid_type": "xyz"}
     for grid in ({"pid_type": "xyz"}, {"static": True}):
         whole = {**WHOLE_W8, **grid}
         if whole != config:
@@ -60,7 +69,8 @@ def main() -> None:
         if entry is None:
             print(f"{key}: no entry", flush=True)
             continue
-        compare_on(probe, Task(op, mode, m, n, dtype, 1), variants(entry["config"]), f"{key} (shipped {entry['config']})")
+        configs = variants(entry["config"], grids="--grids" in probe.argv)
+        compare_on(probe, Task(op, mode, m, n, dtype, 1), configs, f"{key} (shipped {entry['config']})")
 
 
 if __name__ == "__main__":
