@@ -121,13 +121,13 @@ def _recast(hsum: torch.Tensor | None, xv: torch.Tensor, xf: torch.Tensor, recas
     ``recast`` its 16-bit source (the residual sum, else x) converted again.
 
     A whole row held in fp32 across the row's reductions is what bounds the forward's
-    programs per SM on wide rows (bf16 4096x12800, 8 warps on the 16384-wide tile: 128
-    registers, two programs per SM, against 78 and three recast; NOTES attempt 66).
-    Triton would merge equal conversions into the one fp32 value, so the source passes
-    through an opaque register move first (PTX inline assembly, two values a move):
-    CUDA only, and never with a gate before the norm, whose u is not a conversion.
-    Without ``recast`` every pass reads the same ``xf``; the arithmetic is the same
-    either way, so both give the same bits.
+    programs per SM on some wide rows (bf16 4096x12800, 8 warps on the 16384-wide tile:
+    117-128 registers, two programs per SM, against 78-80 and three recast, for ~23% more
+    instructions; NOTES attempt 66), so it is a tuner choice. Triton would merge equal
+    conversions into the one fp32 value, so the source passes through an opaque register
+    move first (PTX inline assembly, two values a move): CUDA only, and never with a gate
+    before the norm, whose u is not a conversion. Without ``recast`` every pass reads the
+    same ``xf``.
     """
     if not recast:
         return xf

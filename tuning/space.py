@@ -48,8 +48,8 @@ Forward (``norm_fwd``, block_sizes = [rows, group tile]):
   recast         (``norm_fwd`` holding the whole row, 16-bit input on CUDA, no gate before
                  the norm) hold the row in its 16-bit form between the passes and convert
                  it again for each; a config key of ours (RECAST). It buys registers
-                 (LayerNorm bf16 4096x12800, 8 warps: 124 -> 78, three programs an SM
-                 instead of two) for ~20% more instructions: H200 +11..+14% at
+                 (LayerNorm bf16 4096x12800, 8 warps: 117-128 -> 78-80, three programs an SM
+                 instead of two) for ~23% more instructions: H200 +11..+14% at
                  4096x12800-13824, -1..-35% where the registers did not bound the
                  programs per SM (NOTES attempt 66)
 

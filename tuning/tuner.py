@@ -528,8 +528,8 @@ def _params_first(space: SearchSpace, config: dict | None) -> dict | None:
 
 def _recast(space: SearchSpace, config: dict | None) -> dict | None:
     """``config`` with the row held in its 16-bit form between the passes, which cut the
-    whole-row LayerNorm's registers from 124 to 78 at 4096x12800 (three programs an SM)
-    for ~20% more instructions (NOTES attempt 66): the study measures its incumbent both
+    whole-row LayerNorm's registers from 117-128 to 78-80 at 4096x12800 (three programs an SM)
+    for ~23% more instructions (NOTES attempt 66): the study measures its incumbent both
     ways."""
     return _with_param(space, config, "recast", True, False)
 
