@@ -18,9 +18,7 @@ inputs rotated past the L2), best of 2 rounds in turns.
     TRITON_INTERPRET=1 python bench/prototypes/divisor_chunk_fwd_probe.py --check-only    # CPU: a small row, checked only
 """
 
-import json
-
-from probe_common import ProbeRun, compare_on  # run from the repo root or this folder
+from probe_common import ProbeRun, compare_on, shipped_entries  # run from the repo root or this folder
 
 from tuning.workload import Task
 
@@ -49,9 +47,8 @@ def candidates(shipped: dict, n: int) -> dict[str, dict]:
 
 def main() -> None:
     probe = ProbeRun()
-    dtype = probe.option("--dtype") or "bfloat16"
-    mode = probe.option("--mode") or "infer"
-    entries = json.load(open("tuning/configs/nvidia_h200.json"))["entries"]
+    dtype, mode = probe.task_options()
+    entries = shipped_entries()
     widths = [int(w) for w in probe.option("--widths").split(",")] if probe.option("--widths") else WIDTHS
     m = 4096
     if probe.check_only:

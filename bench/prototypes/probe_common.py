@@ -2,6 +2,7 @@
 device they run on, the tuner-timed comparison of several runners on one workload, and
 the registers per thread of what a runner launched."""
 
+import json
 import sys
 import time
 
@@ -29,11 +30,20 @@ class ProbeRun:
         """The value after ``name`` on the command line, or None."""
         return self.argv[self.argv.index(name) + 1] if name in self.argv else None
 
+    def task_options(self) -> tuple[str, str]:
+        """(dtype, mode) from ``--dtype`` (default bfloat16) and ``--mode`` (default infer)."""
+        return self.option("--dtype") or "bfloat16", self.option("--mode") or "infer"
+
     def out_of_time(self) -> bool:
         if time.perf_counter() - self._start <= self.budget:
             return False
         print("budget spent", flush=True)
         return True
+
+
+def shipped_entries() -> dict[str, dict]:
+    """The shipped H200 cache's entries (run from the repo root)."""
+    return json.load(open("tuning/configs/nvidia_h200.json"))["entries"]
 
 
 def best_gbps(wl: Workload, runs: dict, rounds: int) -> dict[str, float]:

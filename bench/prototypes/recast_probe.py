@@ -14,9 +14,7 @@ rounds in turns, with registers per thread.
     python bench/prototypes/recast_probe.py [--budget SECONDS] [--dtype float16] [--mode fwd] [--shapes op:MxN,...] [--grids]
 """
 
-import json
-
-from probe_common import ProbeRun, compare_on  # run from the repo root or this folder
+from probe_common import ProbeRun, compare_on, shipped_entries  # run from the repo root or this folder
 
 from tuning.cache import RECAST
 from tuning.workload import Task
@@ -54,9 +52,8 @@ def variants(config: dict, grids: bool = False) -> dict[str, dict]:
 
 def main() -> None:
     probe = ProbeRun()
-    dtype = probe.option("--dtype") or "bfloat16"
-    mode = probe.option("--mode") or "infer"
-    entries = json.load(open("tuning/configs/nvidia_h200.json"))["entries"]
+    dtype, mode = probe.task_options()
+    entries = shipped_entries()
     shapes = SHAPES
     if probe.option("--shapes"):
         shapes = [(op, *map(int, s.split("x"))) for op, s in (a.split(":") for a in probe.option("--shapes").split(","))]
