@@ -116,9 +116,9 @@ def _norm_output(
     return y
 
 
-def _recast(hsum: torch.Tensor | None, xv: torch.Tensor, xf: torch.Tensor, recast: bool) -> torch.Tensor:
-    """The fp32 row u of ``norm_fwd`` for one more pass over it: ``xf`` itself, or with
-    ``recast`` its 16-bit source (the residual sum, else x) converted again.
+def _recast(hsum: torch.Tensor | None, xv: torch.Tensor) -> torch.Tensor:
+    """The fp32 row u of ``norm_fwd`` converted again from its 16-bit source (the
+    residual sum, else x) for one more pass over it: ``norm_fwd``'s ``recast``.
 
     A whole row held in fp32 across the row's reductions is what bounds the forward's
     programs per SM on some wide rows (bf16 4096x12800, 8 warps on the 16384-wide tile:
@@ -126,11 +126,8 @@ def _recast(hsum: torch.Tensor | None, xv: torch.Tensor, xf: torch.Tensor, recas
     instructions; NOTES attempt 66), so it is a tuner choice. Triton would merge equal
     conversions into the one fp32 value, so the source passes through an opaque register
     move first (PTX inline assembly, two values a move): CUDA only, and never with a gate
-    before the norm, whose u is not a conversion. Without ``recast`` every pass reads the
-    same ``xf``.
+    before the norm, whose u is not a conversion.
     """
-    if not recast:
-        return xf
     src = hsum if hsum is not None else xv
     held = hl.inline_triton(
         'tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [{0}], dtype={0}.dtype, is_pure=False, pack=2)',
@@ -247,7 +244,7 @@ def norm_fwd(
             # row's spread (a constant row has shift = 0: mean = P exactly). fp32 rows
             # are never recast and keep the shifted form.
             if recast:
-                xc = _recast(hsum, xv, xf, recast) - mean[:, :, None]
+                xc = _recast(hsum, xv) - mean[:, :, None]
             else:
                 xc = xs - shift[:, :, None]
             if mean_out is not None:
@@ -268,12 +265,11 @@ def norm_fwd(
             za = z[tile_m, tile_g, :]
         else:
             za = None
-        if rms:
-            xo = _recast(hsum, xv, xf, recast)
-        elif recast:
-            xo = _recast(hsum, xv, xf, recast) - mean[:, :, None]
-        else:
-            xo = xc
+        xo = xc  # u - mean (u for RMSNorm)
+        if recast:
+            xo = _recast(hsum, xv)
+            if not rms:
+                xo = xo - mean[:, :, None]
         y = _norm_output(xo, rs[:, :, None], wv, bv, za, offset, casting, x.dtype)
         out[tile_m, tile_g, :] = y.to(out.dtype)
     return out
