@@ -156,6 +156,8 @@ def recast(config: dict, args: tuple) -> bool:
 
 
 def can_recast(x: torch.Tensor, gate: str) -> bool:
+    """Whether ``norm_fwd`` can hold this row in 16 bits: a 16-bit input on CUDA whose u
+    is the row or its residual sum (a gate before the norm makes u a product)."""
     return x.device.type == "cuda" and x.dtype != torch.float32 and gate != "before"
 
 

@@ -537,7 +537,7 @@ def _recast(space: SearchSpace, config: dict | None) -> dict | None:
 # The whole row on 8 warps, static: with recast the fastest program at 4096x12800-13824
 # (H200 bf16, NOTES attempt 66: +11..+14% over the shipped persistent or looped configs,
 # which a local search from them reaches only over two or three steps).
-WHOLE_ROW_RECAST = {"block_sizes": [1, 1], "num_warps": 8, "num_stages": 1, "reduction_loops": [None], "static": True}
+WHOLE_ROW_RECAST = {"block_sizes": [1, 1], "num_warps": 8, "num_stages": 1, "reduction_loops": [None], cache.STATIC: True}
 
 
 def _whole_row_recast(space: SearchSpace) -> dict | None:
