@@ -50,7 +50,7 @@ Forward (``norm_fwd``, block_sizes = [rows, group tile]):
                  it again for each; a config key of ours (RECAST). It buys registers
                  (LayerNorm bf16 4096x12800, 8 warps: 117-128 -> 78-80, three programs an SM
                  instead of two) for ~23% more instructions: H200 +11..+14% at
-                 4096x12800-13824, -1..-35% where the registers did not bound the
+                 4096x12800-13824, -1..-36% where the registers did not bound the
                  programs per SM (NOTES attempt 66)
 
 Backward (``norm_bwd``, block_sizes = [m_block, group tile, channel tile, inner]; the
