@@ -180,8 +180,7 @@ def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     x = args[0]
     k, chunk = x.shape[-1], config["block_sizes"][0]
     pilot = PILOT_VALUES if x.dtype != torch.float32 else chunk
-    tail = k % chunk if config.get(config_cache.TAIL) and k > chunk else 0
-    return (*args, k, k % chunk != 0 and not tail, tail, pilot, fast_rsqrt)
+    return (*args, k, k % chunk != 0, pilot, fast_rsqrt)
 
 
 def fwd_kernel_name(config: dict) -> str:

@@ -275,61 +275,6 @@ def norm_fwd(
     return out
 
 
-def _chunk_input(x, residual, z, h_out, tile_m: hl.Tile, tile_g: hl.Tile, tile_k: hl.Tile, gate: str):  # noqa: ANN001, ANN202
-    """u of one chunk of ``norm_fwd_chunked``'s first pass, read to stay in L2 for the
-    second (evict_last); a residual sum is stored here, for the second pass to re-read."""
-    xv = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
-    if residual is not None:
-        rv = hl.load(residual, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
-    else:
-        rv = None
-    if gate == "before":
-        zv = hl.load(z, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
-    else:
-        zv = None
-    hsum, u = _norm_input(xv, rv, zv, x.dtype)
-    if residual is not None:
-        h_out[tile_m, tile_g, tile_k] = hsum
-    return u
-
-
-def _chunk_output(  # noqa: PLR0913
-    x, z, weight, bias, out, h_out, tile_m: hl.Tile, tile_g: hl.Tile, tile_k: hl.Tile,  # noqa: ANN001
-    pilot, shift, rs, offset: float, rms: bool, gate: str, casting: str, has_residual: bool,  # noqa: ANN001
-) -> None:
-    """One chunk of ``norm_fwd_chunked``'s second pass: the row read again (from L2,
-    evict_first) and its output written. (Helion lowers ``t[None, :]`` in a kernel's own
-    body only: here the broadcasts are ``unsqueeze``.)"""
-    if has_residual:  # the residual sum stored by the first pass
-        xb = hl.load(h_out, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
-    else:
-        xb = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
-    if gate == "before":
-        zb = hl.load(z, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
-    else:
-        zb = None
-    _, u = _norm_input(xb, None, zb, x.dtype)
-    if rms:
-        xc = u
-    else:
-        # (u - P) - shift, not u - mean: P + shift would round at |mean|.
-        xc = (u - pilot) - shift.unsqueeze(-1)
-    if weight is not None:
-        wv = weight[tile_g, tile_k].unsqueeze(0)
-    else:
-        wv = None
-    if bias is not None:
-        bv = bias[tile_g, tile_k].unsqueeze(0)
-    else:
-        bv = None
-    if gate == "after":
-        za = z[tile_m, tile_g, tile_k]
-    else:
-        za = None
-    y = _norm_output(xc, rs.unsqueeze(-1), wv, bv, za, offset, casting, x.dtype)
-    out[tile_m, tile_g, tile_k] = y.to(out.dtype)
-
-
 def norm_fwd_chunked(
     x: torch.Tensor,
     residual: torch.Tensor | None,
@@ -347,7 +292,6 @@ def norm_fwd_chunked(
     casting: hl.constexpr,
     width: hl.constexpr,
     ragged: hl.constexpr,
-    tail: hl.constexpr,
     pilot_width: hl.constexpr,
     fast_rsqrt: hl.constexpr,
 ) -> torch.Tensor:
@@ -382,11 +326,7 @@ def norm_fwd_chunked(
 
     ``width`` is K as a compile-time constant and ``ragged`` whether L does not divide
     it: with both known, a row that is a whole number of chunks is walked without a
-    single mask (Helion masks every chunk of a merely specialized size). ``tail`` > 0:
-    the last ``tail`` = K mod L columns are one narrower step of their own, the next
-    power of two wide, instead of a masked chunk of L (a row of 12800 = 3 x 4096 + 512
-    lanes walks 12800 + 0 lanes rather than 16384), for one more block reduction per
-    sum; the chunks before it are then whole (``ragged`` False).
+    single mask (Helion masks every chunk of a merely specialized size).
     """
     m, g, k = x.size()
     k = width
@@ -394,8 +334,6 @@ def norm_fwd_chunked(
     lanes = hl.register_block_size(k)
     inv_k = 1.0 / k
     inv_pilot = 1.0 / min(pilot_width, k)
-    body = k - tail  # the columns the chunks of L walk
-    tail_lanes = 1 << max(tail - 1, 0).bit_length()
     for tile_m, tile_g in hl.tile([m, g]):
         acc_q = hl.zeros([tile_m, tile_g, lanes], dtype=torch.float32)
         if not rms:
@@ -415,50 +353,67 @@ def norm_fwd_chunked(
                     zp = None
                 _, up = _norm_input(xp, rp, zp, x.dtype)
                 pilot = torch.sum(up, dim=-1, keepdim=True) * inv_pilot  # masked lanes hold u = 0
-        else:
-            pilot = None
-        for tile_k in hl.tile(body, block_size=lanes):
-            u = _chunk_input(x, residual, z, h_out, tile_m, tile_g, tile_k, gate)
+        for tile_k in hl.tile(k, block_size=lanes):
+            xv = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
+            if residual is not None:
+                rv = hl.load(residual, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
+            else:
+                rv = None
+            if gate == "before":
+                zv = hl.load(z, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
+            else:
+                zv = None
+            hsum, u = _norm_input(xv, rv, zv, x.dtype)
+            if residual is not None:
+                h_out[tile_m, tile_g, tile_k] = hsum
             if rms:
                 acc_q = acc_q + u * u
             else:
                 d = u - pilot
-                if ragged:  # the last chunk's lanes past K hold u = 0, not a value near P
+                if ragged:  # the last chunk's lanes past K hold 0, not a value near P
                     d = torch.where((tile_k.index < k)[None, None, :], d, 0.0)
                 acc_s = acc_s + d
                 acc_q = acc_q + d * d
-        sum_q = torch.sum(acc_q, dim=-1)
-        if not rms:
-            sum_s = torch.sum(acc_s, dim=-1)
-        if tail:
-            for tile_t in hl.tile(body, k, block_size=tail_lanes):  # one step
-                ut = _chunk_input(x, residual, z, h_out, tile_m, tile_g, tile_t, gate)
-                if rms:
-                    sum_q = sum_q + torch.sum(ut * ut, dim=-1)
-                else:
-                    dt = ut - pilot
-                    if tail_lanes != tail:
-                        dt = torch.where((tile_t.index < k)[None, None, :], dt, 0.0)
-                    sum_s = sum_s + torch.sum(dt, dim=-1)
-                    sum_q = sum_q + torch.sum(dt * dt, dim=-1)
         if rms:
-            shift = None
-            var = sum_q * inv_k
+            var = torch.sum(acc_q, dim=-1) * inv_k
         else:
-            shift = sum_s * inv_k
-            var = sum_q * inv_k - shift * shift
+            shift = torch.sum(acc_s, dim=-1) * inv_k
+            var = torch.sum(acc_q, dim=-1) * inv_k - shift * shift
             var = torch.maximum(var, torch.zeros_like(var))
             if mean_out is not None:
                 mean_out[tile_m, tile_g] = torch.sum(pilot, dim=-1) + shift  # the sum drops P's size-1 dim
         rs = _inv_sqrt(var + eps, fast_rsqrt)
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
-        has_residual = residual is not None
-        for tile_k in hl.tile(body, block_size=lanes):
-            _chunk_output(x, z, weight, bias, out, h_out, tile_m, tile_g, tile_k, pilot, shift, rs, offset, rms, gate, casting, has_residual)
-        if tail:
-            for tile_t in hl.tile(body, k, block_size=tail_lanes):  # one step
-                _chunk_output(x, z, weight, bias, out, h_out, tile_m, tile_g, tile_t, pilot, shift, rs, offset, rms, gate, casting, has_residual)
+        for tile_k in hl.tile(k, block_size=lanes):
+            if residual is not None:  # the residual sum stored by the first pass
+                xb = hl.load(h_out, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
+            else:
+                xb = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
+            if gate == "before":
+                zb = hl.load(z, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
+            else:
+                zb = None
+            _, u = _norm_input(xb, None, zb, x.dtype)
+            if rms:
+                xc = u
+            else:
+                # (u - P) - shift, not u - mean: P + shift would round at |mean|.
+                xc = (u - pilot) - shift[:, :, None]
+            if weight is not None:
+                wv = weight[tile_g, tile_k][None, :, :]
+            else:
+                wv = None
+            if bias is not None:
+                bv = bias[tile_g, tile_k][None, :, :]
+            else:
+                bv = None
+            if gate == "after":
+                za = z[tile_m, tile_g, tile_k]
+            else:
+                za = None
+            y = _norm_output(xc, rs[:, :, None], wv, bv, za, offset, casting, x.dtype)
+            out[tile_m, tile_g, tile_k] = y.to(out.dtype)
     return out
 
 

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 import kernels
 from reference import norm64
-from tuning.cache import TAIL
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 ULP = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
@@ -424,12 +423,6 @@ CHUNKED = [
     (dict(rms=True, gate="after", residual=False), 3, 70, 16, 1),
     (dict(rms=False), 2, 12, 8, 1),  # a 16-bit input's pilot (16 values) wider than the row
     (dict(rms=False, lead=16), 3, 200, 64, 1),  # every pilot value an outlier
-    # A tail: the last K mod L columns walked as a narrower step of their own.
-    (dict(rms=False, tail=True), 5, 100, 32, 2),  # 3 chunks and a 4-wide tail
-    (dict(rms=False, tail=True, residual=True), 3, 70, 16, 2),  # a 6-wide tail on 8 lanes
-    (dict(rms=True, tail=True, gate="after", residual=False), 3, 70, 16, 1),
-    (dict(rms=False, tail=True, gate="before", group=48), 3, 96, 32, 1),  # per group: 32 + 16
-    (dict(rms=False, tail=True), 2, 12, 16, 1),  # a chunk wider than the row: no tail
 ]
 
 
@@ -497,8 +490,6 @@ def test_chunked_forward(device, cached_config, dtype, case):
     group = opts.get("group")
     name = _kernel_name(rms, gate, residual) + ("_grouped" if group else "")
     config = {"block_sizes": [lanes, rows, 1], "num_warps": 2, "num_stages": 1}
-    if opts.get("tail"):
-        config[TAIL] = True
     cached_config(name, dtype, m, n, config)
     x = make((m, n), dtype, device, mean=40.0, std=0.5)
     with torch.no_grad():

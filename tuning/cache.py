@@ -83,10 +83,7 @@ EXCHANGE = "exchange"
 # RECAST: a forward config whose row is held in its 16-bit form between the passes
 # (``kernels.launch.recast``).
 RECAST = "recast"
-# TAIL: a two-pass forward config whose row's last, partial chunk is a narrower step of
-# its own (``kernels.launch.fwd_kernel_args``).
-TAIL = "tail"
-OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE, RECAST, TAIL)
+OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE, RECAST)
 
 
 def helion_fields(config: dict) -> dict:
