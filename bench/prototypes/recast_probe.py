@@ -11,7 +11,7 @@ Per shape: the shipped config (recast too where it holds the whole row) and the 
 program on 8 warps, on the per-axis grid and static, each with and without recast. Tuner timing (CUDA graph, inputs rotated past the L2), best of 2
 rounds in turns, with registers per thread.
 
-    python bench/prototypes/recast_probe.py [--budget SECONDS] [--dtype float16] [--mode fwd] [--shapes op:MxN,...] [--grids]
+    python bench/prototypes/recast_probe.py [--budget SECONDS] [--dtype float16] [--mode fwd] [--shapes op:MxN,...] [--grids] [--w4]
 """
 
 from probe_common import ProbeRun, compare_on, shipped_entries  # run from the repo root or this folder
@@ -27,11 +27,12 @@ SHAPES = [("layer_norm", 4096, n) for n in range(8192, 16385, 512)] + [
 WHOLE_W8 = {"block_sizes": [1, 1], "num_warps": 8, "num_stages": 1, "reduction_loops": [None]}
 
 
-def variants(config: dict, grids: bool = False) -> dict[str, dict]:
+def variants(config: dict, grids: bool = False, w4: bool = False) -> dict[str, dict]:
     """The shipped config, recast where it holds the whole row (also on twice the warps),
     and the whole-row 8-warp program (the one whose registers recasting cut to three
     programs an SM) both ways. ``grids``: also the shipped config on the per-axis grid,
-    static, and without its eviction hint (NOTES Next 4: the flat grid's division)."""
+    static, and without its eviction hint (NOTES Next 4: the flat grid's division).
+    ``w4``: also the whole row on 4 warps, per-axis grid and static, each both ways."""
     out = {"shipped": config}
     if len(config["block_sizes"]) == 2 and config.get("reduction_loops", [None])[0] is None:
         out["recast"] = {**config, RECAST: True}
@@ -42,6 +43,11 @@ def variants(config: dict, grids: bool = False) -> dict[str, dict]:
         out["shipped static"] = {**config, "static": True}
         out["shipped no hint"] = {k: v for k, v in config.items() if k != "load_eviction_policies"}
         out["shipped xyz no hint"] = {**out["shipped no hint"], "pid_type": "xyz"}
+    if w4:  # half the warps: 128 lanes a thread, where a static row's dead lanes fold away
+        for grid in ({"pid_type": "xyz"}, {"static": True}):
+            whole = {**WHOLE_W8, "num_warps": 4, **grid}
+            out[f"whole w4 {next(iter(grid))}"] = whole
+            out[f"whole w4 {next(iter(grid))} recast"] = {**whole, RECAST: True}
     for grid in ({"pid_type": "xyz"}, {"static": True}):
         whole = {**WHOLE_W8, **grid}
         if whole != config:
@@ -66,7 +72,7 @@ def main() -> None:
         if entry is None:
             print(f"{key}: no entry", flush=True)
             continue
-        configs = variants(entry["config"], grids="--grids" in probe.argv)
+        configs = variants(entry["config"], grids="--grids" in probe.argv, w4="--w4" in probe.argv)
         compare_on(probe, Task(op, mode, m, n, dtype, 1), configs, f"{key} (shipped {entry['config']})")
 
 
