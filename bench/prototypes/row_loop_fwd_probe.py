@@ -31,13 +31,20 @@ LOOPS = [(16, 8, 2), (16, 8, 1), (16, 16, 2), (16, 16, 3), (32, 4, 2)]
 
 
 @helion.kernel(static_shapes=True, autotune_effort="none")
-def row_loop_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor, eps: float) -> torch.Tensor:
+def row_loop_layer_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor, eps: float, hoisted: hl.constexpr
+) -> torch.Tensor:
     """y = (x - mean) * rstd * w + b over the last dim of [M, K], a program's m_block
-    rows walked one a step (the loop Triton may pipeline)."""
+    rows walked one a step (the loop Triton may pipeline). ``hoisted``: w and b loaded once
+    a program, before its row loop (held in registers), rather than per row in the loop,
+    where Triton prefetches them with x (shared memory for three rows a stage)."""
     m, k = x.size()
     m_block = hl.register_block_size(m)
     inv_k = 1.0 / k
     for tile_b in hl.tile(m, block_size=m_block):
+        if hoisted:
+            w_held = weight[None, :]
+            b_held = bias[None, :]
         for tile_m in hl.tile(tile_b.begin, tile_b.end, block_size=1):
             xf = x[tile_m, :].to(torch.float32)
             pilot = x[tile_m, 0].to(torch.float32)
@@ -47,45 +54,23 @@ def row_loop_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
             xc = xs - shift[:, None]
             var = torch.sum(xc * xc, dim=-1) * inv_k
             rs = 1.0 / torch.sqrt(var + eps)
-            y = xc * rs[:, None] * weight[None, :].to(torch.float32) + bias[None, :].to(torch.float32)
+            if hoisted:
+                wv, bv = w_held, b_held
+            else:
+                wv, bv = weight[None, :], bias[None, :]
+            y = xc * rs[:, None] * wv.to(torch.float32) + bv.to(torch.float32)
             hl.store(out, [tile_m, slice(None)], y.to(out.dtype))  # not `out[...] =`: see norm_bwd on range_num_stages
     return out
 
 
-@helion.kernel(static_shapes=True, autotune_effort="none")
-def row_loop_layer_norm_hoisted(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor, eps: float) -> torch.Tensor:
-    """``row_loop_layer_norm`` with w and b loaded once a program, before its row loop:
-    held in registers, where in the loop Triton would prefetch them with x (shared memory
-    for three rows a stage)."""
-    m, k = x.size()
-    m_block = hl.register_block_size(m)
-    inv_k = 1.0 / k
-    for tile_b in hl.tile(m, block_size=m_block):
-        wv = weight[None, :]
-        bv = bias[None, :]
-        for tile_m in hl.tile(tile_b.begin, tile_b.end, block_size=1):
-            xf = x[tile_m, :].to(torch.float32)
-            pilot = x[tile_m, 0].to(torch.float32)
-            pilot = torch.where(pilot == pilot, pilot, 0.0)
-            xs = xf - pilot[:, None]
-            shift = torch.sum(xs, dim=-1) * inv_k
-            xc = xs - shift[:, None]
-            var = torch.sum(xc * xc, dim=-1) * inv_k
-            rs = 1.0 / torch.sqrt(var + eps)
-            y = xc * rs[:, None] * wv.to(torch.float32) + bv.to(torch.float32)
-            hl.store(out, [tile_m, slice(None)], y.to(out.dtype))
-    return out
-
-
 def loop_runner(wl: Workload, m_block: int, warps: int, stages: int, hoisted: bool = False):  # noqa: ANN201
-    kernel = row_loop_layer_norm_hoisted if hoisted else row_loop_layer_norm
     sets = [(s["x"].view(wl.m, wl.k), wl.weight.view(wl.k), wl.bias.view(wl.k), s["out"].view(wl.m, wl.k)) for s in wl.sets]
-    bound = kernel.bind((*sets[0], 1e-5))
+    bound = row_loop_layer_norm.bind((*sets[0], 1e-5, hoisted))
     config = {"block_sizes": [m_block], "num_warps": warps, "num_stages": 1}
     if stages > 1:
         config["range_num_stages"] = [0, stages]
     compiled = bound.compile_config(helion.Config(**config))
-    return (lambda i: compiled(*sets[i], 1e-5)), compiled
+    return (lambda i: compiled(*sets[i], 1e-5, hoisted)), compiled
 
 
 def main() -> None:
