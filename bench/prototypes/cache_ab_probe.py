@@ -6,6 +6,9 @@ faster. Here, for every entry whose config differs between two cache files, both
 are timed in one process, in turns (tuner timing: CUDA graph, inputs rotated past the L2,
 best of 2 rounds), on the same inputs.
 
+A new 16-bit entry without a shipped one is timed against the shipped entry of the other
+16-bit dtype, which its lookup took before.
+
     python bench/prototypes/cache_ab_probe.py SHIPPED.json NEW.json [--budget SECONDS]
 """
 
@@ -16,6 +19,8 @@ from probe_common import ProbeRun, compare_on  # run from the repo root or this 
 
 from tuning.workload import Task
 
+SIBLING = {"bfloat16": "float16", "float16": "bfloat16"}
+
 
 def main() -> None:
     probe = ProbeRun()
@@ -25,11 +30,14 @@ def main() -> None:
     for key in sorted(new):
         if probe.out_of_time():
             break
-        if key not in old or old[key]["config"] == new[key]["config"]:
-            continue
         kernel, mode, dtype, shape = key.split("/")
+        # A new 16-bit entry replaces what its lookup took before: the other 16-bit dtype's.
+        sibling = f"{kernel}/{mode}/{SIBLING.get(dtype)}/{shape}"
+        was = old[key] if key in old else old.get(sibling)
+        if was is None or was["config"] == new[key]["config"]:
+            continue
         m, n = map(int, shape.split("x"))
-        compare_on(probe, Task(kernel, mode, m, n, dtype, 1), {"shipped": old[key]["config"], "new": new[key]["config"]}, key)
+        compare_on(probe, Task(kernel, mode, m, n, dtype, 1), {"shipped": was["config"], "new": new[key]["config"]}, key)
 
 
 if __name__ == "__main__":
