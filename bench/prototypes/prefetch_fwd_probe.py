@@ -15,7 +15,12 @@ A plain LayerNorm inference forward (weight, bias, 16-bit x, the 16-value pilot 
 shipped config by the tuner's timing (CUDA graph, inputs rotated past the L2), best of 2
 rounds in turns, with registers.
 
-    python bench/prototypes/prefetch_fwd_probe.py [--budget SECONDS] [--widths N,...] [--check-only]
+Then (``readonly``, the default variants; ``--ahead`` adds the above): the output pass's
+loads of x, w and b as ``ld.global.nc`` (inline PTX: Triton has no read-only load), which
+ptxas may move above an earlier store, with the loop unrolled 2 or 8 times
+(``range_unroll_factors``) so that there is a later step's load to move.
+
+    python bench/prototypes/prefetch_fwd_probe.py [--budget SECONDS] [--widths N,...] [--ahead] [--check-only]
 """
 
 import torch
@@ -26,15 +31,35 @@ from probe_common import ProbeRun, best_gbps, runner_registers, shipped_entries 
 
 from tuning.workload import Task, Workload
 
-WIDTHS = [10752, 11776, 12800, 13824, 8704, 9728, 14848, 15360, 12288, 8192]
+WIDTHS = [10752, 11776, 12800, 13824, 14848, 15360, 8704, 9728, 11264, 13312, 12288]
 # (lanes, warps)
 CHUNKS = [(2048, 8), (2048, 16), (4096, 16), (1024, 8)]
+
+
+# The output pass's loads as read-only (ld.global.nc), which ptxas may issue before the
+# previous step's store. Eight 16-bit values a thread (one 16-byte load) in the layout the
+# store gives them; a group past the row's end is read at its last group (K % 8 == 0) and
+# its lanes are masked at the store.
+def _read_only_source(evict: str, row: bool) -> str:
+    """Inline Triton: the chunk at ``cols`` of row ``rows`` of ``p`` (or of the vector
+    ``p``, ``row`` False) by ``ld.global.nc`` with the L1 eviction priority ``evict``."""
+    base = "{p} + {rows}[:, None] * {k}" if row else "{p} + tl.zeros([1, 1], tl.int32)"
+    return f"""ro_cols = tl.minimum({{cols}}, {{k}} - 8)
+ro_ptr = {base} + ro_cols[None, :]
+tl.inline_asm_elementwise(
+    "ld.global.nc.L1::{evict}.v4.b32 {{{{$0, $1, $2, $3}}}}, [$4];",
+    "=r,=r,=r,=r,l,l,l,l,l,l,l,l", [ro_ptr], dtype=tl.bfloat16, is_pure=True, pack=8,
+)"""
+
+
+_READ_ONLY_ROW = _read_only_source("evict_first", row=True)  # x: read once more, then not again
+_READ_ONLY_VEC = _read_only_source("evict_last", row=False)  # w, b: read by every row
 
 
 @helion.kernel(static_shapes=True, autotune_effort="none")
 def two_pass_layer_norm(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor, eps: float,
-    ahead: hl.constexpr, step: hl.constexpr,
+    ahead: hl.constexpr, step: hl.constexpr, readonly: hl.constexpr,
 ) -> torch.Tensor:  # fmt: skip
     """y = (x - mean) * rstd * w + b over the last dim of [M, K], one row a program, the
     row walked twice in chunks of the config's block size: sums about a 16-value pilot P, then the output.
@@ -78,6 +103,15 @@ def two_pass_layer_norm(
                 xc = (cur.to(torch.float32) - pilot) - shift[:, None]
                 y = xc * rs[:, None] * wv.to(torch.float32)[None, :] + bv.to(torch.float32)[None, :]
                 hl.store(out, [tile_m, col], y.to(out.dtype), extra_mask=ok[None, :])
+        elif readonly:
+            for tile_k in hl.tile(k, block_size=lanes):
+                like = hl.zeros([tile_m, lanes], dtype=x.dtype)
+                xb = hl.inline_triton(_READ_ONLY_ROW, args={"p": x, "rows": tile_m.index, "cols": tile_k.index, "k": k}, output_like=like)
+                wv = hl.inline_triton(_READ_ONLY_VEC, args={"p": weight, "cols": tile_k.index, "k": k}, output_like=like)
+                bv = hl.inline_triton(_READ_ONLY_VEC, args={"p": bias, "cols": tile_k.index, "k": k}, output_like=like)
+                xc = (xb.to(torch.float32) - pilot) - shift[:, None]
+                y = xc * rs[:, None] * wv.to(torch.float32) + bv.to(torch.float32)
+                out[tile_m, tile_k] = y.to(out.dtype)
         else:
             for tile_k in hl.tile(k, block_size=lanes):
                 xc = (hl.load(x, [tile_m, tile_k], eviction_policy="evict_first").to(torch.float32) - pilot) - shift[:, None]
@@ -86,11 +120,13 @@ def two_pass_layer_norm(
     return out
 
 
-def two_pass_runner(wl: Workload, lanes: int, warps: int, ahead: int):  # noqa: ANN201
+def two_pass_runner(wl: Workload, lanes: int, warps: int, ahead: int = 0, readonly: bool = False, unroll: int = 0):  # noqa: ANN201
     sets = [(s["x"].view(wl.m, wl.k), wl.weight.view(wl.k), wl.bias.view(wl.k), s["out"].view(wl.m, wl.k)) for s in wl.sets]
-    bound = two_pass_layer_norm.bind((*sets[0], 1e-5, ahead, lanes))
-    compiled = bound.compile_config(helion.Config(block_sizes=[lanes], num_warps=warps, num_stages=1))
-    return lambda i: compiled(*sets[i], 1e-5, ahead, lanes)
+    args = (1e-5, ahead, lanes, readonly)
+    bound = two_pass_layer_norm.bind((*sets[0], *args))
+    extra = {"range_unroll_factors": [0, 0, unroll]} if unroll else {}
+    compiled = bound.compile_config(helion.Config(block_sizes=[lanes], num_warps=warps, num_stages=1, **extra))
+    return lambda i: compiled(*sets[i], *args)
 
 
 def max_error(wl: Workload) -> float:
@@ -110,12 +146,20 @@ def main() -> None:
         wl = Workload(Task("layer_norm", "infer", m, n, "bfloat16", 1), probe.device)
         config = entries.get(f"layer_norm/infer/bfloat16/{m}x{n}", {}).get("config")
         runs = {"shipped": wl.runner(config)} if config and probe.on_gpu else {}
-        for (lanes, warps), ahead in [(c, a) for c in CHUNKS for a in (0, 1, 2)]:
+        variants = {}
+        for lanes, warps in CHUNKS:
             if lanes >= 2 * n:
                 continue
-            name = f"c{lanes} w{warps}" + ("", " ahead x", " ahead xwb")[ahead]
+            variants[f"c{lanes} w{warps}"] = dict(lanes=lanes, warps=warps)
+            variants[f"c{lanes} w{warps} u8"] = dict(lanes=lanes, warps=warps, unroll=8)
+            for unroll in (0, 2, 8):
+                variants[f"c{lanes} w{warps} nc" + (f" u{unroll}" if unroll else "")] = dict(lanes=lanes, warps=warps, readonly=True, unroll=unroll)
+            if "--ahead" in probe.argv:
+                for ahead in (1, 2):
+                    variants[f"c{lanes} w{warps}" + ("", " ahead x", " ahead xwb")[ahead]] = dict(lanes=lanes, warps=warps, ahead=ahead)
+        for name, variant in variants.items():
             try:
-                run = two_pass_runner(wl, lanes, warps, ahead)
+                run = two_pass_runner(wl, **variant)
                 run(0)
                 err = max_error(wl)
                 if not err < 0.05:
