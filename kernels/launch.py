@@ -161,12 +161,44 @@ def can_recast(x: torch.Tensor, gate: str) -> bool:
     return x.device.type == "cuda" and x.dtype != torch.float32 and gate != "before"
 
 
+def read_only(config: dict, args: tuple) -> bool:
+    """Whether ``norm_fwd_chunked``'s second pass reads by read-only loads
+    (``norm_kernels._read_only``): where the config says so (``READ_ONLY``, a key of ours
+    the tuner offers) and the call can (``can_read_only``)."""
+    if not config.get(config_cache.READ_ONLY):
+        return False
+    x, residual, weight, bias, h_out = args[0], args[1], args[3], args[4], args[6]
+    read = [h_out if residual is not None else x, weight, bias]
+    return can_read_only([t for t in read if t is not None], config["block_sizes"][0], config.get("num_warps", 4))
+
+
+def can_read_only(tensors: list[torch.Tensor], chunk: int, warps: int) -> bool:
+    """Whether the 16-byte read-only loads of ``norm_kernels._read_only`` fit these CUDA
+    tensors ([M, G, K] rows, or [G, K] parameters) walked in chunks of ``chunk`` columns
+    on ``warps`` warps: each thread's run of a chunk at least 16 bytes (Triton lays a
+    chunk out in runs of up to 16 bytes a thread, and one load reads one run) and the
+    tensors ``aligned16``."""
+    x = tensors[0]
+    return x.device.type == "cuda" and chunk * x.element_size() >= 16 * 32 * warps and aligned16(tensors)
+
+
+def aligned16(tensors: list[torch.Tensor | None]) -> bool:
+    """Whether these tensors are contiguous (``norm_kernels._read_only`` addresses them
+    by the strides of a contiguous tensor) and on 16-byte boundaries, their last dim's
+    extent included (part of the forward's compile key: a compiled read-only program
+    must not meet a call that is not)."""
+    return all(
+        t is None or (t.is_contiguous() and t.data_ptr() % 16 == 0 and (t.size(-1) * t.element_size()) % 16 == 0)
+        for t in tensors
+    )
+
+
 def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     """The forward kernel's arguments: for ``norm_fwd`` the call's, ``params_first`` and
     ``recast``;
     for ``norm_fwd_chunked`` the call's, the row width, whether the chunk leaves a ragged
-    last step and the pilot's width (compile-time constants of that kernel):
-    PILOT_VALUES for a 16-bit input, else one chunk. Both end with
+    last step, the pilot's width (compile-time constants of that kernel: PILOT_VALUES for
+    a 16-bit input, else one chunk) and ``read_only``. Both end with
     ``fast_rsqrt``: True for plain RMSNorm only (no gate, no residual), where it measured
     faster (H200, NOTES attempt 51: forwards +0.4..+16% at decode sizes, +4.7% at bf16
     4096x1024, the rest within 1%); the same instruction slowed LayerNorm's decode
@@ -180,7 +212,7 @@ def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     x = args[0]
     k, chunk = x.shape[-1], config["block_sizes"][0]
     pilot = PILOT_VALUES if x.dtype != torch.float32 else chunk
-    return (*args, k, k % chunk != 0, pilot, fast_rsqrt)
+    return (*args, k, k % chunk != 0, pilot, read_only(config, args), fast_rsqrt)
 
 
 def fwd_kernel_name(config: dict) -> str:
@@ -645,6 +677,7 @@ def launch_fwd(
     # offset is a compile-time constant of the forward kernels: one compiled call per value.
     key = (
         "fwd", variant, x.shape, x.dtype, _dtype(weight), _dtype(bias), rstd_out is None, x.device, offset,
+        aligned16([h_out if residual is not None else x, weight, bias]),
     )  # fmt: skip
     hit = _compiled.get(key)
     if hit is None:

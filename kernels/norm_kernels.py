@@ -137,6 +137,55 @@ def _recast(hsum: torch.Tensor | None, xv: torch.Tensor) -> torch.Tensor:
     return held.to(torch.float32)
 
 
+def _read_only_source(evict: str, rows: bool) -> str:
+    """Inline Triton for ``_read_only``: ``{p}``'s chunk at ``{cols}`` of rows ``{rows}``
+    and groups ``{groups}`` (of groups only for a [G, K] parameter, ``rows`` False), 16
+    bytes a load, L1 eviction priority ``evict``. Lanes past the end read the last 16
+    bytes of their row, and rows or groups past the end the last one (their output is
+    masked at the store), so no address leaves the tensor."""
+    if rows:
+        offset = "tl.minimum({rows}, {m} - 1)[:, None, None] * {stride_m} + ro_groups[None, :, None] * {stride_g} + ro_cols[None, None, :]"
+    else:
+        offset = "ro_groups[:, None] * {stride_g} + ro_cols[None, :]"
+    return f"""ro_cols = tl.minimum({{cols}}, {{k}} - {{pack}})
+ro_groups = tl.minimum({{groups}}, {{g}} - 1)
+ro_ptr = {{p}} + {offset}
+tl.inline_asm_elementwise(
+    "ld.global.nc.L1::{evict}.v4.b32 {{{{$0, $1, $2, $3}}}}, [$4];",
+    "=r,=r,=r,=r" + ",l" * {{pack}}, [ro_ptr], dtype={{p}}.dtype.element_ty, is_pure=True, pack={{pack}},
+)"""
+
+
+_READ_ONLY_ROW = _read_only_source("evict_first", rows=True)  # x again, then not at all
+_READ_ONLY_PARAM = _read_only_source("evict_last", rows=False)  # w, b: read by every row
+
+
+def _read_only(t: torch.Tensor, like: torch.Tensor, tile_m: hl.Tile | None, tile_g: hl.Tile, tile_k: hl.Tile) -> torch.Tensor:
+    """``t[tile_m, tile_g, tile_k]`` (``t[tile_g, tile_k]`` for a parameter, ``tile_m``
+    None) by read-only loads (PTX ``ld.global.nc``): ``norm_fwd_chunked``'s
+    ``read_only``.
+
+    Triton writes each load as its own inline PTX, and ptxas cannot move a plain load
+    above an earlier store it cannot prove apart: in the two-pass forward's output pass
+    every step's loads then wait for the step before to be stored. Read-only loads may
+    move, and with the loop unrolled (Triton unrolls a static row's few steps) ptxas
+    issues the next steps' loads early (H200 bf16, 4096 x 10752-15360: +2..+4%; NOTES
+    attempt 73). Each load is 16 bytes of one thread's run of the chunk, and ``t`` is
+    addressed by the strides of a contiguous tensor (Helion's device code sees those), so
+    ``kernels.launch.can_read_only`` asks for runs of at least 16 bytes a thread and
+    contiguous tensors on 16-byte boundaries, K included. CUDA only.
+    """
+    m, g, k = (t.size(0), t.size(1), t.size(2)) if tile_m is not None else (1, t.size(0), t.size(1))
+    args = {
+        "p": t, "cols": tile_k.index, "groups": tile_g.index, "k": k, "g": g,
+        "pack": 16 // t.element_size(), "stride_g": t.stride(-2),
+    }  # fmt: skip
+    if tile_m is None:
+        return hl.inline_triton(_READ_ONLY_PARAM, args=args, output_like=like)
+    args.update(rows=tile_m.index, m=m, stride_m=t.stride(0))
+    return hl.inline_triton(_READ_ONLY_ROW, args=args, output_like=like)
+
+
 def _inv_sqrt(v: torch.Tensor, fast: bool) -> torch.Tensor:
     """1 / sqrt(v). ``fast``: Triton's ``tl.rsqrt``, one approximate reciprocal square
     root (PTX rsqrt.approx, relative error under 2^-22), as torch's own CUDA norms take
@@ -293,6 +342,7 @@ def norm_fwd_chunked(
     width: hl.constexpr,
     ragged: hl.constexpr,
     pilot_width: hl.constexpr,
+    read_only: hl.constexpr,
     fast_rsqrt: hl.constexpr,
 ) -> torch.Tensor:
     """``norm_fwd`` for rows too wide to hold: two passes over the row in chunks of L
@@ -326,7 +376,9 @@ def norm_fwd_chunked(
 
     ``width`` is K as a compile-time constant and ``ragged`` whether L does not divide
     it: with both known, a row that is a whole number of chunks is walked without a
-    single mask (Helion masks every chunk of a merely specialized size).
+    single mask (Helion masks every chunk of a merely specialized size). ``read_only``:
+    the second pass reads x (or the residual sum), the weight and the bias by read-only
+    loads, which may be issued before the previous step's store (``_read_only``).
     """
     m, g, k = x.size()
     k = width
@@ -386,8 +438,13 @@ def norm_fwd_chunked(
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
         for tile_k in hl.tile(k, block_size=lanes):
-            if residual is not None:  # the residual sum stored by the first pass
+            # The residual sum stored by the first pass, else x.
+            if residual is not None and read_only:
+                xb = _read_only(h_out, hl.zeros([tile_m, tile_g, lanes], dtype=x.dtype), tile_m, tile_g, tile_k)
+            elif residual is not None:
                 xb = hl.load(h_out, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
+            elif read_only:
+                xb = _read_only(x, hl.zeros([tile_m, tile_g, lanes], dtype=x.dtype), tile_m, tile_g, tile_k)
             else:
                 xb = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
             if gate == "before":
@@ -400,11 +457,15 @@ def norm_fwd_chunked(
             else:
                 # (u - P) - shift, not u - mean: P + shift would round at |mean|.
                 xc = (u - pilot) - shift[:, :, None]
-            if weight is not None:
+            if weight is not None and read_only:
+                wv = _read_only(weight, hl.zeros([tile_g, lanes], dtype=weight.dtype), None, tile_g, tile_k)[None, :, :]
+            elif weight is not None:
                 wv = weight[tile_g, tile_k][None, :, :]
             else:
                 wv = None
-            if bias is not None:
+            if bias is not None and read_only:
+                bv = _read_only(bias, hl.zeros([tile_g, lanes], dtype=bias.dtype), None, tile_g, tile_k)[None, :, :]
+            elif bias is not None:
                 bv = bias[tile_g, tile_k][None, :, :]
             else:
                 bv = None

@@ -486,10 +486,45 @@ def test_chunked_forward(device, cached_config, dtype, case):
     if device == "cpu" and kernels.get_cpu_backend() == "ref":
         pytest.skip("the reference mode runs the whole-row kernel; its semantics are the other routes' reference")
     opts, m, n, lanes, rows = case
+    _check_chunked_forward(cached_config, device, dtype, opts, m, n, {"block_sizes": [lanes, rows, 1], "num_warps": 2, "num_stages": 1})
+
+
+# (kernel options, M, N, chunk, rows a step, warps) where a 16-bit row's second pass can
+# read by read-only loads on CUDA: runs of 16 bytes a thread, K a multiple of 8.
+READ_ONLY = [
+    (dict(rms=False), 5, 1000, 512, 1, 2),  # a ragged last chunk
+    (dict(rms=False), 7, 2048, 256, 2, 1),  # a ragged last program
+    (dict(rms=True, residual=True), 3, 1536, 512, 1, 2),  # the residual sum re-read
+    (dict(rms=False, gate="after"), 4, 1024, 256, 1, 1),
+    (dict(rms=True, group=256), 3, 1024, 256, 1, 1),  # groups: the weight is [G, K]
+]
+
+
+@pytest.mark.parametrize("case", READ_ONLY, ids=lambda c: "-".join(f"{k}={v}" for k, v in c[0].items()) + f"-{c[2]}")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_chunked_forward_read_only(device, cached_config, dtype, case):
+    """A two-pass config with READ_ONLY (the second pass on ``ld.global.nc`` loads)
+    matches float64 and torch's own error, training and inference, ragged last chunk and
+    program, residual, gate and groups included; on CUDA its programs were compiled for
+    aligned tensors and so read read-only, under Triton's interpreter the key is ignored."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs the whole-row kernel; its semantics are the other routes' reference")
+    from tuning.cache import READ_ONLY as KEY
+
+    opts, m, n, lanes, rows, warps = case
+    config = {"block_sizes": [lanes, rows, 1], "num_warps": warps, "num_stages": 1, KEY: True}
+    _check_chunked_forward(cached_config, device, dtype, opts, m, n, config)
+    aligned = [key[-1] for key in kernels.launch._compiled if key[0] == "fwd"]
+    assert aligned == [True], "the fresh inputs are aligned: read-only where the device runs PTX"
+    assert lanes * dtype.itemsize >= 16 * 32 * warps
+
+
+def _check_chunked_forward(cached_config, device, dtype, opts, m, n, config):  # noqa: ANN001
+    """The two-pass forward at ``config`` (cached for the variant of ``opts``) against
+    float64 and torch's own ops: training output and gradients, then inference."""
     rms, gate, residual = opts["rms"], opts.get("gate", "none"), opts.get("residual", False)
     group = opts.get("group")
     name = _kernel_name(rms, gate, residual) + ("_grouped" if group else "")
-    config = {"block_sizes": [lanes, rows, 1], "num_warps": 2, "num_stages": 1}
     cached_config(name, dtype, m, n, config)
     x = make((m, n), dtype, device, mean=40.0, std=0.5)
     with torch.no_grad():
@@ -970,6 +1005,39 @@ def test_params_first_moves_the_weight_and_bias_loads_before_the_row_sums():
         assert (max(params) < min(sums)) if first else (min(params) > max(sums)), (first, params, sums)
 
 
+def test_read_only_programs_load_the_second_pass_by_ld_global_nc():
+    """``read_only`` is a compile-time argument of the two-pass forward: with it the second
+    pass reads the row (x, or the residual sum), the weight and the bias by
+    ``ld.global.nc``, 16 bytes a load, addresses clamped into the tensors; without it by
+    Triton's loads. ``launch.read_only`` asks for it only where the config has the key and
+    the call can: CUDA tensors (never the CPU's interpreter), each thread's run of a chunk
+    16 bytes or more, every tensor contiguous and 16-byte aligned."""
+    import helion
+
+    from kernels import launch
+    from tuning.cache import READ_ONLY as KEY
+
+    for dtype, wdtype, residual in ((torch.bfloat16, torch.bfloat16, False), (torch.float32, torch.float32, True), (torch.float16, torch.float32, False)):
+        x = torch.randn(8, 2, 512, dtype=dtype)
+        w, b = torch.randn(2, 512, dtype=wdtype), torch.randn(2, 512, dtype=wdtype)
+        r, h = (torch.randn_like(x), torch.empty_like(x)) if residual else (None, None)
+        config = {"block_sizes": [256, 2, 1], "num_warps": 1, "num_stages": 1}
+        args = (x, r, None, w, b, torch.empty_like(x), h, None, None, 1e-5, 0.0, False, "none", "none")
+        kernel_args = launch.fwd_kernel_args(config, args)
+        assert kernel_args[-2] is False, "a CPU call never reads read-only"
+        for read_only in (False, True):
+            bound = launch._kernels(False)["fwd_chunked"].bind((*kernel_args[:-2], read_only, kernel_args[-1]))
+            code = bound.to_triton_code(helion.Config(**config))
+            assert code.count("ld.global.nc.L1::") == (3 if read_only else 0), (dtype, read_only)
+            assert code.count(f"pack={16 // x.element_size()}") == (1 + (wdtype == dtype) * 2 if read_only else 0)
+    assert launch.read_only({**config, KEY: True}, args) is False, "CPU tensors run under the interpreter"
+    aligned = torch.zeros(4, 1, 64, dtype=torch.bfloat16)
+    assert launch.aligned16([aligned, None])
+    assert not launch.aligned16([aligned.view(-1)[1:129].view(2, 1, 64)]), "2 bytes off a 16-byte boundary"
+    assert not launch.aligned16([torch.zeros(4, 1, 68, dtype=torch.bfloat16)]), "rows of 136 bytes"
+    assert not launch.aligned16([torch.zeros(4, 1, 128, dtype=torch.bfloat16)[:, :, :64]]), "not contiguous"
+
+
 # Variants a recast forward serves: its u is the row or its residual sum.
 RECAST = [
     dict(rms=False),
@@ -1111,7 +1179,7 @@ def test_chunked_forward_pilot_width_and_shape():
         for mean, rstd in ((None, None), (stats, torch.empty_like(stats))):  # inference, training
             args = (x, None, None, None, None, torch.empty_like(x), None, mean, rstd, 1e-5, 0.0, False, "none", "none")
             kernel_args = launch.fwd_kernel_args(config, args)
-            assert kernel_args[-2] == pilot, (dtype, rstd is not None)
+            assert kernel_args[-3] == pilot, (dtype, rstd is not None)
     bound = launch._kernels(False)["fwd_chunked"].bind(kernel_args)
     code = bound.to_triton_code(helion.Config(**config))
     assert "pilot = tl.full([_BLOCK_SIZE_1, _BLOCK_SIZE_2, 1]" in code

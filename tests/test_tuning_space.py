@@ -279,6 +279,31 @@ def test_recast_where_the_forward_can_hold_its_row_in_16_bits() -> None:
     assert "recast" not in SearchSpace.from_spec("fwd", 16, 8192, wl.bound().config_spec, "cuda").by_name
 
 
+def test_read_only_where_the_two_pass_forward_reads_16_bytes_a_thread() -> None:
+    """``read_only`` is offered to the two-pass forward on CUDA only (the CPU's interpreter
+    runs no PTX): a chunk whose runs are under 16 bytes a thread is no valid point, the
+    config round-trips and is a step of the local search, a whole or looped row never
+    takes it, and Helion never sees the key."""
+    from tuning.cache import READ_ONLY
+
+    assert not Workload(Task("layer_norm", "infer", 16, 8192, "bfloat16"), CPU, n_sets=1).offers_read_only
+    wl = Workload(Task("layer_norm", "infer", 16, 8192, "bfloat16"), CPU, n_sets=1)
+    space = SearchSpace.from_spec("fwd", 16, 8192, wl.bound().config_spec, "cuda", chunked=True, read_only=2)
+    two_pass = {"block_sizes": [2048, 1, 1], "num_warps": 8, "num_stages": 1}
+    point = {**space.from_config(two_pass), "read_only": True}
+    config = space.to_config(point)
+    assert config == {**two_pass, READ_ONLY: True} and space.from_config(config) == point
+    assert {**point, "read_only": False} in space.neighbours(point)
+    assert describe(config, "fwd").endswith("nc")
+    assert READ_ONLY not in cache.helion_fields(config)
+    assert "16 bytes" in space.invalid_reason({**point, "warps_log2": 4}), "2048 bf16 lanes on 16 warps: 8 bytes a thread"
+    assert space.invalid_reason({**point, "chunk_log2": 12, "warps_log2": 4}) is None
+    whole = space.from_config({"block_sizes": [1, 1], "num_warps": 8, "num_stages": 1, "reduction_loops": [None]})
+    assert READ_ONLY not in space.to_config({**whole, "read_only": True}) and "read_only" not in whole
+    assert "read_only" not in SearchSpace.from_spec("fwd", 16, 8192, wl.bound().config_spec, "cuda", chunked=True).by_name
+    assert "read_only" not in SearchSpace.from_spec("fwd", 16, 8192, wl.bound().config_spec, "cuda", read_only=2).by_name
+
+
 def test_invalid_points_are_pruned(spaces: dict) -> None:
     bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
     assert "inner" in bwd.invalid_reason({"m_block_log2": 1, "inner_log2": 2, "warps_log2": 0, "stages": 1})

@@ -83,7 +83,10 @@ EXCHANGE = "exchange"
 # RECAST: a forward config whose row is held in its 16-bit form between the passes
 # (``kernels.launch.recast``).
 RECAST = "recast"
-OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE, RECAST)
+# READ_ONLY: a two-pass forward config whose second pass reads by read-only loads
+# (``kernels.launch.read_only``).
+READ_ONLY = "read_only"
+OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE, RECAST, READ_ONLY)
 
 
 def helion_fields(config: dict) -> dict:

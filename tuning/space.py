@@ -52,6 +52,11 @@ Forward (``norm_fwd``, block_sizes = [rows, group tile]):
                  instead of two) for ~23% more instructions: H200 +11..+14% at
                  4096x12800-13824, -1..-36% where the registers did not bound the
                  programs per SM (NOTES attempt 66)
+  read_only      (``norm_fwd_chunked`` on CUDA) the second pass reads x, the weight and
+                 the bias by read-only loads (PTX ld.global.nc), which ptxas may issue
+                 before the previous step's store; a config key of ours (READ_ONLY).
+                 Offered where each thread's run of a chunk is at least 16 bytes (one
+                 load a run): H200 bf16 4096 x 10752-15360 +2..+4% (NOTES attempt 73)
 
 Backward (``norm_bwd``, block_sizes = [m_block, group tile, channel tile, inner]; the
 positions are read from the config spec: the inner block is the one bounded by m_block):
@@ -100,9 +105,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, RECAST, STATIC
+from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, READ_ONLY, RECAST, STATIC
 
-SPACE_VERSION = 16  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 17  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -218,6 +223,7 @@ class SearchSpace:
         exchange: bool = False,
         tile_first: bool = False,
         recast: bool = False,
+        read_only: int = 0,
     ) -> None:
         if mode not in ("fwd", "bwd"):
             raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
@@ -237,6 +243,8 @@ class SearchSpace:
         self.streaming = streaming and mode == "fwd"
         self.params_first = params_first and mode == "fwd"
         self.recast = recast and mode == "fwd"
+        # The element size of the row read by read-only loads (0: not offered).
+        self.read_only = read_only if mode == "fwd" and chunked else 0
         self.exchange = exchange and mode == "bwd" and self.kp >= EXCHANGE_MIN_WIDTH
         self.tile_first = tile_first and mode == "bwd"
         self.params = self._params(evictions, pid_types)
@@ -246,7 +254,7 @@ class SearchSpace:
     def from_spec(
         cls, mode: str, m: int, k: int, spec, device_type: str, n_loads: int | None = None,
         chunked: bool = False, training: bool = False, streaming: bool = False,
-        params_first: bool = False, recast: bool = False,
+        params_first: bool = False, recast: bool = False, read_only: int = 0,
     ) -> SearchSpace:
         """The space for a kernel bound to real arguments (``bound.config_spec``).
 
@@ -257,7 +265,9 @@ class SearchSpace:
         ``streaming``: the forward's output is larger than the L2 (offer ``stream``).
         ``params_first``: the forward's default loads the weight and bias after the
         statistics (offer ``params_first``). ``recast``: the forward can hold the row
-        in its 16-bit form (offer ``recast``). A backward whose kernel takes ``loop_orders``
+        in its 16-bit form (offer ``recast``). ``read_only``: the element size of a row the
+        two-pass forward can read by read-only loads (0: not offered). A backward whose
+        kernel takes ``loop_orders``
         is offered ``tile_first``, and on CUDA the exchange schedule (on rows from
         EXCHANGE_MIN_WIDTH).
         """
@@ -284,6 +294,7 @@ class SearchSpace:
             streaming=streaming,
             params_first=params_first,
             recast=recast,
+            read_only=read_only,
             exchange=device_type == "cuda" and len(spec.loop_orders) == 1,
             tile_first=len(spec.loop_orders) == 1,
         )  # fmt: skip
@@ -327,6 +338,8 @@ class SearchSpace:
             params.append(ChoiceParam("params_first", (False, True)))
         if self.recast:
             params.append(ChoiceParam("recast", (False, True)))
+        if self.read_only:
+            params.append(ChoiceParam("read_only", (False, True)))
         # Last: whether stages matter depends on the chunk and the pid type sampled above.
         params.append(ChoiceParam("stages", STAGES))
         return params
@@ -365,6 +378,8 @@ class SearchSpace:
             return not self._two_pass(point)
         if name == "recast":
             return not self._looped(point)
+        if name == "read_only":
+            return self._two_pass(point)
         if name == "exchange":
             return self._channel_tile(point) < self.kp
         if name == "tile_first":
@@ -449,6 +464,8 @@ class SearchSpace:
             return f"{values // threads} values per thread would spill"
         if point["warps_log2"] > 0 and values < threads:
             return "more threads than values in the tile"
+        if point.get("read_only", False) and width * self.read_only < 16 * threads:
+            return "read-only loads need 16 bytes of the chunk a thread"
         return None
 
     # ------------------------------------------------------------- point <-> config
@@ -491,6 +508,8 @@ class SearchSpace:
             config[PARAMS_FIRST] = True
         if point.get("recast", False) and not self._looped(point):
             config[RECAST] = True
+        if point.get("read_only", False) and self._two_pass(point):
+            config[READ_ONLY] = True
         if point.get("exchange", False):
             config[EXCHANGE] = True
         if point.get("exchange", False) or point.get("tile_first", False):
@@ -558,6 +577,7 @@ class SearchSpace:
         point["stream"] = stores == {STREAMING_STORE}
         point["params_first"] = bool(config.get(PARAMS_FIRST, False))
         point["recast"] = bool(config.get(RECAST, False))
+        point["read_only"] = bool(config.get(READ_ONLY, False))
         point["exchange"] = bool(config.get(EXCHANGE, False))
         orders = [list(order) for order in config.get("loop_orders") or []]
         if all(order == sorted(order) for order in orders):
@@ -662,6 +682,8 @@ def describe(config: dict, mode: str) -> str:
         parts.append("wb-first")
     if config.get(RECAST):
         parts.append("recast")
+    if config.get(READ_ONLY):
+        parts.append("nc")
     if config.get(EXCHANGE):
         parts.append("exchange")
     elif config.get("loop_orders") == CHANNEL_TILE_FIRST:

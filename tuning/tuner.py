@@ -534,6 +534,13 @@ def _recast(space: SearchSpace, config: dict | None) -> dict | None:
     return _with_param(space, config, "recast", True, False)
 
 
+def _read_only(space: SearchSpace, config: dict | None) -> dict | None:
+    """``config`` with the two-pass forward's second pass on read-only loads, which ptxas
+    may issue before the previous step's store (H200 bf16 4096 x 10752-15360: +2..+4%,
+    NOTES attempt 73): the study measures its incumbent both ways."""
+    return _with_param(space, config, "read_only", True, False)
+
+
 # The whole row on 8 warps, static: with recast the fastest program at 4096x12800-13824
 # (H200 bf16, NOTES attempt 66: +11..+14% over the shipped persistent or looped configs,
 # which a local search from them reaches only over two or three steps).
@@ -542,6 +549,12 @@ WHOLE_ROW_RECAST = {"block_sizes": [1, 1], "num_warps": 8, "num_stages": 1, "red
 
 def _whole_row_recast(space: SearchSpace) -> dict | None:
     return _with_param(space, WHOLE_ROW_RECAST, "recast", True, False)
+
+
+# Two-pass, 4096-column chunks on 16 warps, static: with read-only loads the fastest probe
+# program at 4096 x 10752-11776 and 14848-15360 (H200 bf16, NOTES attempt 73; 1.02-1.04x the
+# shipped whole-row configs), a point the local search from those reaches in several steps.
+TWO_PASS_READ_ONLY = {"block_sizes": [4096, 1, 1], "num_warps": 16, "num_stages": 1, cache.STATIC: True}
 
 
 def _tile_first(space: SearchSpace, config: dict | None) -> dict | None:
@@ -697,6 +710,8 @@ def seed_configs(task: Task, gpu: str, wl: Workload, space: SearchSpace, options
     seeds["params_first"] = _params_first(space, seeds.get("cached") or seeds["static"] or heuristic)
     seeds["recast"] = _recast(space, seeds.get("cached") or seeds["static"] or heuristic)
     seeds["whole_row_recast"] = _whole_row_recast(space)
+    seeds["read_only"] = _read_only(space, seeds.get("cached") or seeds["static"] or heuristic)
+    seeds["two_pass_read_only"] = _read_only(space, TWO_PASS_READ_ONLY)
     seeds["one_program"] = _one_program(space, seeds.get("cached") or heuristic, task.m)
     seeds["exchange"] = _exchange(space)
     seeds["tile_first"] = _tile_first(space, seeds.get("cached") or heuristic)
@@ -729,7 +744,7 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
         task.kernel_mode, task.m, wl.k, wl.bound().config_spec, device.type, wl.other_loads(),
         chunked=wl.offers_chunked, training=task.mode == cache.FWD,
         streaming=device.type == "cuda" and wl.output_bytes() > timing.l2_bytes(device),
-        params_first=wl.offers_params_first, recast=wl.offers_recast,
+        params_first=wl.offers_params_first, recast=wl.offers_recast, read_only=wl.offers_read_only,
     )  # fmt: skip
     study = open_study(task, gpu, space, options)
     seeds = seed_configs(task, gpu, wl, space, options)

@@ -296,6 +296,17 @@ class Workload:
         return self.forward and not launch.params_first({}, self._fwd_args(self.sets[0]))
 
     @property
+    def offers_read_only(self) -> int:
+        """The element size of the row the two-pass forward's second pass reads, where its
+        space has ``read_only`` (0 where not): on CUDA, with the tensors it reads
+        contiguous and 16-byte aligned (``kernels.launch.aligned16``)."""
+        if not self.offers_chunked or self.device.type != "cuda":
+            return 0
+        args = self._fwd_args(self.sets[0])
+        read = [args[6] if args[1] is not None else args[0], args[3], args[4]]
+        return args[0].element_size() if launch.aligned16(read) else 0
+
+    @property
     def offers_recast(self) -> bool:
         """Whether the forward's space has ``recast``: a 16-bit row on CUDA whose u is the
         row or its residual sum (``kernels.launch.can_recast``)."""

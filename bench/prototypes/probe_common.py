@@ -117,7 +117,7 @@ def with_pilot(config: dict, kernel_args: tuple, width: int | None) -> tuple:
     forced (None: one chunk); a whole-row config's arguments unchanged."""
     if len(config["block_sizes"]) != 3:
         return kernel_args
-    return (*kernel_args[:-2], width or config["block_sizes"][0], kernel_args[-1])
+    return (*kernel_args[:-3], width or config["block_sizes"][0], *kernel_args[-2:])
 
 
 def compare_on(probe: ProbeRun, task: Task, configs: dict[str, dict], title: str) -> None:
