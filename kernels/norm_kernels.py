@@ -160,10 +160,12 @@ _READ_ONLY_ROW = _read_only_source("evict_first", rows=True)  # x again, then no
 _READ_ONLY_PARAM = _read_only_source("evict_last", rows=False)  # w, b: read by every row
 
 
-def _read_only(t: torch.Tensor, like: torch.Tensor, tile_m: hl.Tile | None, tile_g: hl.Tile, tile_k: hl.Tile) -> torch.Tensor:
-    """``t[tile_m, tile_g, tile_k]`` (``t[tile_g, tile_k]`` for a parameter, ``tile_m``
-    None) by read-only loads (PTX ``ld.global.nc``): ``norm_fwd_chunked``'s
-    ``read_only``.
+def _read_only(
+    t: torch.Tensor, like: torch.Tensor, tile_m: hl.Tile | None, tile_g: hl.Tile, tile_k: hl.Tile, m: int, g: int, k: int,
+) -> torch.Tensor:  # fmt: skip
+    """``t[tile_m, tile_g, tile_k]`` of a contiguous [m, g, k] ``t`` (``t[tile_g, tile_k]``
+    of a [g, k] parameter, ``tile_m`` None) by read-only loads (PTX ``ld.global.nc``):
+    ``norm_fwd_chunked``'s ``read_only``.
 
     Triton writes each load as its own inline PTX, and ptxas cannot move a plain load
     above an earlier store it cannot prove apart: in the two-pass forward's output pass
@@ -171,18 +173,14 @@ def _read_only(t: torch.Tensor, like: torch.Tensor, tile_m: hl.Tile | None, tile
     move, and with the loop unrolled (Triton unrolls a static row's few steps) ptxas
     issues the next steps' loads early (H200 bf16, 4096 x 10752-15360: +2..+4%; NOTES
     attempt 73). Each load is 16 bytes of one thread's run of the chunk, and ``t`` is
-    addressed by the strides of a contiguous tensor (Helion's device code sees those), so
-    ``kernels.launch.can_read_only`` asks for runs of at least 16 bytes a thread and
+    addressed as contiguous from the kernel's own sizes (g and k compile-time constants),
+    so ``kernels.launch.can_read_only`` asks for runs of at least 16 bytes a thread and
     contiguous tensors on 16-byte boundaries, K included. CUDA only.
     """
-    m, g, k = (t.size(0), t.size(1), t.size(2)) if tile_m is not None else (1, t.size(0), t.size(1))
-    args = {
-        "p": t, "cols": tile_k.index, "groups": tile_g.index, "k": k, "g": g,
-        "pack": 16 // t.element_size(), "stride_g": t.stride(-2),
-    }  # fmt: skip
+    args = {"p": t, "cols": tile_k.index, "groups": tile_g.index, "k": k, "g": g, "pack": 16 // t.element_size(), "stride_g": k}
     if tile_m is None:
         return hl.inline_triton(_READ_ONLY_PARAM, args=args, output_like=like)
-    args.update(rows=tile_m.index, m=m, stride_m=t.stride(0))
+    args.update(rows=tile_m.index, m=m, stride_m=g * k)
     return hl.inline_triton(_READ_ONLY_ROW, args=args, output_like=like)
 
 
@@ -440,11 +438,11 @@ def norm_fwd_chunked(
         for tile_k in hl.tile(k, block_size=lanes):
             # The residual sum stored by the first pass, else x.
             if residual is not None and read_only:
-                xb = _read_only(h_out, hl.zeros([tile_m, tile_g, lanes], dtype=x.dtype), tile_m, tile_g, tile_k)
+                xb = _read_only(h_out, hl.zeros([tile_m, tile_g, lanes], dtype=x.dtype), tile_m, tile_g, tile_k, m, g, k)
             elif residual is not None:
                 xb = hl.load(h_out, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
             elif read_only:
-                xb = _read_only(x, hl.zeros([tile_m, tile_g, lanes], dtype=x.dtype), tile_m, tile_g, tile_k)
+                xb = _read_only(x, hl.zeros([tile_m, tile_g, lanes], dtype=x.dtype), tile_m, tile_g, tile_k, m, g, k)
             else:
                 xb = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
             if gate == "before":
@@ -458,13 +456,13 @@ def norm_fwd_chunked(
                 # (u - P) - shift, not u - mean: P + shift would round at |mean|.
                 xc = (u - pilot) - shift[:, :, None]
             if weight is not None and read_only:
-                wv = _read_only(weight, hl.zeros([tile_g, lanes], dtype=weight.dtype), None, tile_g, tile_k)[None, :, :]
+                wv = _read_only(weight, hl.zeros([tile_g, lanes], dtype=weight.dtype), None, tile_g, tile_k, m, g, k)[None, :, :]
             elif weight is not None:
                 wv = weight[tile_g, tile_k][None, :, :]
             else:
                 wv = None
             if bias is not None and read_only:
-                bv = _read_only(bias, hl.zeros([tile_g, lanes], dtype=bias.dtype), None, tile_g, tile_k)[None, :, :]
+                bv = _read_only(bias, hl.zeros([tile_g, lanes], dtype=bias.dtype), None, tile_g, tile_k, m, g, k)[None, :, :]
             elif bias is not None:
                 bv = bias[tile_g, tile_k][None, :, :]
             else:
