@@ -164,8 +164,13 @@ def can_recast(x: torch.Tensor, gate: str) -> bool:
 def read_only(config: dict, args: tuple) -> bool:
     """Whether ``norm_fwd_chunked``'s second pass reads by read-only loads
     (``norm_kernels._read_only``): where the config says so (``READ_ONLY``, a key of ours
-    the tuner offers) and the call can (``can_read_only``)."""
-    if not config.get(config_cache.READ_ONLY):
+    the tuner offers), is compiled for the exact shape (``STATIC``) and the call can
+    (``can_read_only``). Each load reads 8 (16-bit) or 4 (fp32) values of one thread's
+    run, which Triton lays out 16 bytes wide only where it can prove the rows 16-byte
+    aligned: with the shape's strides as constants. A dynamic program at K = 1000 (bf16,
+    runtime strides) got narrower runs and faulted on a misaligned address (H200, NOTES
+    attempt 73)."""
+    if not (config.get(config_cache.READ_ONLY) and config.get(config_cache.STATIC)):
         return False
     x, residual, weight, bias, h_out = args[0], args[1], args[3], args[4], args[6]
     read = [h_out if residual is not None else x, weight, bias]

@@ -503,7 +503,7 @@ READ_ONLY = [
 @pytest.mark.parametrize("case", READ_ONLY, ids=lambda c: "-".join(f"{k}={v}" for k, v in c[0].items()) + f"-{c[2]}")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_chunked_forward_read_only(device, cached_config, dtype, case):
-    """A two-pass config with READ_ONLY (the second pass on ``ld.global.nc`` loads)
+    """A static two-pass config with READ_ONLY (the second pass on ``ld.global.nc`` loads)
     matches float64 and torch's own error, training and inference, ragged last chunk and
     program, residual, gate and groups included; on CUDA its programs were compiled for
     aligned tensors and so read read-only, under Triton's interpreter the key is ignored."""
@@ -511,8 +511,10 @@ def test_chunked_forward_read_only(device, cached_config, dtype, case):
         pytest.skip("the reference mode runs the whole-row kernel; its semantics are the other routes' reference")
     from tuning.cache import READ_ONLY as KEY
 
+    from tuning.cache import STATIC
+
     opts, m, n, lanes, rows, warps = case
-    config = {"block_sizes": [lanes, rows, 1], "num_warps": warps, "num_stages": 1, KEY: True}
+    config = {"block_sizes": [lanes, rows, 1], "num_warps": warps, "num_stages": 1, KEY: True, STATIC: True}
     _check_chunked_forward(cached_config, device, dtype, opts, m, n, config)
     aligned = [key[-1] for key in kernels.launch._compiled if key[0] == "fwd"]
     assert aligned == [True], "the fresh inputs are aligned: read-only where the device runs PTX"
@@ -1030,7 +1032,7 @@ def test_read_only_programs_load_the_second_pass_by_ld_global_nc():
             code = bound.to_triton_code(helion.Config(**config))
             assert code.count("ld.global.nc.L1::") == (3 if read_only else 0), (dtype, read_only)
             assert code.count(f"pack={16 // x.element_size()}") == (1 + (wdtype == dtype) * 2 if read_only else 0)
-    assert launch.read_only({**config, KEY: True}, args) is False, "CPU tensors run under the interpreter"
+    assert launch.read_only({**config, KEY: True, "static": True}, args) is False, "CPU tensors run under the interpreter"
     aligned = torch.zeros(4, 1, 64, dtype=torch.bfloat16)
     assert launch.aligned16([aligned, None])
     assert not launch.aligned16([aligned.view(-1)[1:129].view(2, 1, 64)]), "2 bytes off a 16-byte boundary"

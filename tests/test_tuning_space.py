@@ -280,17 +280,19 @@ def test_recast_where_the_forward_can_hold_its_row_in_16_bits() -> None:
 
 
 def test_read_only_where_the_two_pass_forward_reads_16_bytes_a_thread() -> None:
-    """``read_only`` is offered to the two-pass forward on CUDA only (the CPU's interpreter
-    runs no PTX): a chunk whose runs are under 16 bytes a thread is no valid point, the
+    """``read_only`` is offered to the static two-pass forward on CUDA only (the CPU's
+    interpreter runs no PTX; a dynamic program may lay its runs out narrower): a chunk whose runs are under 16 bytes a thread is no valid point, the
     config round-trips and is a step of the local search, a whole or looped row never
     takes it, and Helion never sees the key."""
-    from tuning.cache import READ_ONLY
+    from tuning.cache import READ_ONLY, STATIC
 
     assert not Workload(Task("layer_norm", "infer", 16, 8192, "bfloat16"), CPU, n_sets=1).offers_read_only
     wl = Workload(Task("layer_norm", "infer", 16, 8192, "bfloat16"), CPU, n_sets=1)
     space = SearchSpace.from_spec("fwd", 16, 8192, wl.bound().config_spec, "cuda", chunked=True, read_only=2)
-    two_pass = {"block_sizes": [2048, 1, 1], "num_warps": 8, "num_stages": 1}
+    two_pass = {"block_sizes": [2048, 1, 1], "num_warps": 8, "num_stages": 1, STATIC: True}
     point = {**space.from_config(two_pass), "read_only": True}
+    dynamic = space.from_config({**two_pass, STATIC: False})
+    assert "read_only" not in dynamic and READ_ONLY not in space.to_config({**dynamic, "read_only": True}), "static only"
     config = space.to_config(point)
     assert config == {**two_pass, READ_ONLY: True} and space.from_config(config) == point
     assert {**point, "read_only": False} in space.neighbours(point)

@@ -52,7 +52,7 @@ Forward (``norm_fwd``, block_sizes = [rows, group tile]):
                  instead of two) for ~23% more instructions: H200 +11..+14% at
                  4096x12800-13824, -1..-36% where the registers did not bound the
                  programs per SM (NOTES attempt 66)
-  read_only      (``norm_fwd_chunked`` on CUDA) the second pass reads x, the weight and
+  read_only      (``norm_fwd_chunked`` on CUDA, static) the second pass reads x, the weight and
                  the bias by read-only loads (PTX ld.global.nc), which ptxas may issue
                  before the previous step's store; a config key of ours (READ_ONLY).
                  Offered where each thread's run of a chunk is at least 16 bytes (one
@@ -379,7 +379,7 @@ class SearchSpace:
         if name == "recast":
             return not self._looped(point)
         if name == "read_only":
-            return self._two_pass(point)
+            return self._two_pass(point) and bool(point.get("static", False))
         if name == "exchange":
             return self._channel_tile(point) < self.kp
         if name == "tile_first":
@@ -508,7 +508,7 @@ class SearchSpace:
             config[PARAMS_FIRST] = True
         if point.get("recast", False) and not self._looped(point):
             config[RECAST] = True
-        if point.get("read_only", False) and self._two_pass(point):
+        if point.get("read_only", False) and self._two_pass(point) and point.get("static", False):
             config[READ_ONLY] = True
         if point.get("exchange", False):
             config[EXCHANGE] = True
