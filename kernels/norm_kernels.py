@@ -171,7 +171,7 @@ def _read_only(
     above an earlier store it cannot prove apart: in the two-pass forward's output pass
     every step's loads then wait for the step before to be stored. Read-only loads may
     move, and with the loop unrolled (Triton unrolls a static row's few steps) ptxas
-    issues the next steps' loads early (H200 bf16, 4096 x 10752-15360: +2..+4%; NOTES
+    issues the next steps' loads early (H200 bf16, 4096 x 10752-15872: +1..+6%; NOTES
     attempt 73). Each load is 16 bytes of one thread's run of the chunk, and ``t`` is
     addressed as contiguous from the kernel's own sizes (g and k compile-time constants),
     so ``kernels.launch.can_read_only`` asks for runs of at least 16 bytes a thread and

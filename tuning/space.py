@@ -56,7 +56,7 @@ Forward (``norm_fwd``, block_sizes = [rows, group tile]):
                  the bias by read-only loads (PTX ld.global.nc), which ptxas may issue
                  before the previous step's store; a config key of ours (READ_ONLY).
                  Offered where each thread's run of a chunk is at least 16 bytes (one
-                 load a run): H200 bf16 4096 x 10752-15360 +2..+4% (NOTES attempt 73)
+                 load a run): H200 bf16 4096 x 10752-15872 +1..+6% (NOTES attempt 73)
 
 Backward (``norm_bwd``, block_sizes = [m_block, group tile, channel tile, inner]; the
 positions are read from the config spec: the inner block is the one bounded by m_block):

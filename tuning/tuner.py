@@ -536,7 +536,7 @@ def _recast(space: SearchSpace, config: dict | None) -> dict | None:
 
 def _read_only(space: SearchSpace, config: dict | None) -> dict | None:
     """``config`` with the two-pass forward's second pass on read-only loads, which ptxas
-    may issue before the previous step's store (H200 bf16 4096 x 10752-15360: +2..+4%,
+    may issue before the previous step's store (H200 bf16 4096 x 10752-15872: +1..+6%,
     NOTES attempt 73): the study measures its incumbent both ways."""
     return _with_param(space, config, "read_only", True, False)
 
