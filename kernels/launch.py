@@ -172,17 +172,21 @@ def read_only(config: dict, args: tuple) -> bool:
     attempt 73)."""
     if not (config.get(config_cache.READ_ONLY) and config.get(config_cache.STATIC)):
         return False
+    return can_read_only(read_again(args), config["block_sizes"][0], config.get("num_warps", 4))
+
+
+def read_again(args: tuple) -> list[torch.Tensor | None]:
+    """What the two-pass forward's second pass reads, from the forward's arguments: the
+    residual sum the first pass stored (else x), the weight and the bias (None if absent)."""
     x, residual, weight, bias, h_out = args[0], args[1], args[3], args[4], args[6]
-    read = [h_out if residual is not None else x, weight, bias]
-    return can_read_only([t for t in read if t is not None], config["block_sizes"][0], config.get("num_warps", 4))
+    return [h_out if residual is not None else x, weight, bias]
 
 
-def can_read_only(tensors: list[torch.Tensor], chunk: int, warps: int) -> bool:
+def can_read_only(tensors: list[torch.Tensor | None], chunk: int, warps: int) -> bool:
     """Whether the 16-byte read-only loads of ``norm_kernels._read_only`` fit these CUDA
-    tensors ([M, G, K] rows, or [G, K] parameters) walked in chunks of ``chunk`` columns
-    on ``warps`` warps: each thread's run of a chunk at least 16 bytes (Triton lays a
-    chunk out in runs of up to 16 bytes a thread, and one load reads one run) and the
-    tensors ``aligned16``."""
+    tensors (``read_again``'s) walked in chunks of ``chunk`` columns on ``warps`` warps:
+    each thread's run of a chunk at least 16 bytes (Triton lays a chunk out in runs of up
+    to 16 bytes a thread, and one load reads one run) and the tensors ``aligned16``."""
     x = tensors[0]
     return x.device.type == "cuda" and chunk * x.element_size() >= 16 * 32 * warps and aligned16(tensors)
 
@@ -682,7 +686,7 @@ def launch_fwd(
     # offset is a compile-time constant of the forward kernels: one compiled call per value.
     key = (
         "fwd", variant, x.shape, x.dtype, _dtype(weight), _dtype(bias), rstd_out is None, x.device, offset,
-        aligned16([h_out if residual is not None else x, weight, bias]),
+        aligned16(read_again(args)),
     )  # fmt: skip
     hit = _compiled.get(key)
     if hit is None:

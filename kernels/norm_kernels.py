@@ -160,9 +160,7 @@ _READ_ONLY_ROW = _read_only_source("evict_first", rows=True)  # x again, then no
 _READ_ONLY_PARAM = _read_only_source("evict_last", rows=False)  # w, b: read by every row
 
 
-def _read_only(
-    t: torch.Tensor, like: torch.Tensor, tile_m: hl.Tile | None, tile_g: hl.Tile, tile_k: hl.Tile, m: int, g: int, k: int,
-) -> torch.Tensor:  # fmt: skip
+def _read_only(t: torch.Tensor, tile_m: hl.Tile | None, tile_g: hl.Tile, tile_k: hl.Tile, m: int, g: int, k: int) -> torch.Tensor:
     """``t[tile_m, tile_g, tile_k]`` of a contiguous [m, g, k] ``t`` (``t[tile_g, tile_k]``
     of a [g, k] parameter, ``tile_m`` None) by read-only loads (PTX ``ld.global.nc``):
     ``norm_fwd_chunked``'s ``read_only``.
@@ -179,9 +177,28 @@ def _read_only(
     """
     args = {"p": t, "cols": tile_k.index, "groups": tile_g.index, "k": k, "g": g, "pack": 16 // t.element_size(), "stride_g": k}
     if tile_m is None:
-        return hl.inline_triton(_READ_ONLY_PARAM, args=args, output_like=like)
+        return hl.inline_triton(_READ_ONLY_PARAM, args=args, output_like=hl.zeros([tile_g, tile_k], dtype=t.dtype))
     args.update(rows=tile_m.index, m=m, stride_m=g * k)
-    return hl.inline_triton(_READ_ONLY_ROW, args=args, output_like=like)
+    return hl.inline_triton(_READ_ONLY_ROW, args=args, output_like=hl.zeros([tile_m, tile_g, tile_k], dtype=t.dtype))
+
+
+def _row_chunk(t: torch.Tensor, tile_m: hl.Tile, tile_g: hl.Tile, tile_k: hl.Tile, read_only: bool, m: int, g: int, k: int) -> torch.Tensor:
+    """``t[tile_m, tile_g, tile_k]`` of an [M, G, K] row read for the last time (evict
+    first), by read-only loads where ``read_only``."""
+    if read_only:
+        return _read_only(t, tile_m, tile_g, tile_k, m, g, k)
+    return hl.load(t, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
+
+
+def _param_chunk(p: torch.Tensor | None, tile_g: hl.Tile, tile_k: hl.Tile, read_only: bool, m: int, g: int, k: int):  # noqa: ANN202
+    """``p[tile_g, tile_k]`` of a [G, K] weight or bias as [1, groups, chunk] (None for no
+    parameter), by read-only loads where ``read_only``."""
+    if p is None:
+        return None
+    # unsqueeze: Helion 1.4 lowers ``t[None, ...]`` only in a kernel's own body.
+    if read_only:
+        return _read_only(p, None, tile_g, tile_k, m, g, k).unsqueeze(0)
+    return p[tile_g, tile_k].unsqueeze(0)
 
 
 def _inv_sqrt(v: torch.Tensor, fast: bool) -> torch.Tensor:
@@ -436,15 +453,10 @@ def norm_fwd_chunked(
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
         for tile_k in hl.tile(k, block_size=lanes):
-            # The residual sum stored by the first pass, else x.
-            if residual is not None and read_only:
-                xb = _read_only(h_out, hl.zeros([tile_m, tile_g, lanes], dtype=x.dtype), tile_m, tile_g, tile_k, m, g, k)
-            elif residual is not None:
-                xb = hl.load(h_out, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
-            elif read_only:
-                xb = _read_only(x, hl.zeros([tile_m, tile_g, lanes], dtype=x.dtype), tile_m, tile_g, tile_k, m, g, k)
+            if residual is not None:  # the residual sum stored by the first pass
+                xb = _row_chunk(h_out, tile_m, tile_g, tile_k, read_only, m, g, k)
             else:
-                xb = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
+                xb = _row_chunk(x, tile_m, tile_g, tile_k, read_only, m, g, k)
             if gate == "before":
                 zb = hl.load(z, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
             else:
@@ -455,18 +467,8 @@ def norm_fwd_chunked(
             else:
                 # (u - P) - shift, not u - mean: P + shift would round at |mean|.
                 xc = (u - pilot) - shift[:, :, None]
-            if weight is not None and read_only:
-                wv = _read_only(weight, hl.zeros([tile_g, lanes], dtype=weight.dtype), None, tile_g, tile_k, m, g, k)[None, :, :]
-            elif weight is not None:
-                wv = weight[tile_g, tile_k][None, :, :]
-            else:
-                wv = None
-            if bias is not None and read_only:
-                bv = _read_only(bias, hl.zeros([tile_g, lanes], dtype=bias.dtype), None, tile_g, tile_k, m, g, k)[None, :, :]
-            elif bias is not None:
-                bv = bias[tile_g, tile_k][None, :, :]
-            else:
-                bv = None
+            wv = _param_chunk(weight, tile_g, tile_k, read_only, m, g, k)
+            bv = _param_chunk(bias, tile_g, tile_k, read_only, m, g, k)
             if gate == "after":
                 za = z[tile_m, tile_g, tile_k]
             else:

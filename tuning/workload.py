@@ -302,9 +302,8 @@ class Workload:
         contiguous and 16-byte aligned (``kernels.launch.aligned16``)."""
         if not self.offers_chunked or self.device.type != "cuda":
             return 0
-        args = self._fwd_args(self.sets[0])
-        read = [args[6] if args[1] is not None else args[0], args[3], args[4]]
-        return args[0].element_size() if launch.aligned16(read) else 0
+        read = launch.read_again(self._fwd_args(self.sets[0]))
+        return read[0].element_size() if launch.aligned16(read) else 0
 
     @property
     def offers_recast(self) -> bool:
