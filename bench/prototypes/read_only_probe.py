@@ -5,7 +5,7 @@ for bf16 LayerNorm inference at 4096x10752-15872. Here, for each LayerNorm forwa
 of the given mode and dtypes, the shipped config is timed in turns (tuner timing) against:
 - ``shipped+ro``: the shipped config with ``read_only`` (and ``static``), where it is a
   two-pass config whose chunk gives each thread 16 bytes;
-- ``sibling``: the other 16-bit dtype's entry of the same shape, where it has read_only;
+- ``sibling``: the other 16-bit dtype's entry of the same shape;
 - ``c4096w16``, ``c4096w8``, ``c8192w16``: two-pass static read-only configs of those
   chunks and warps (``c4096w16`` is the tuner's seed ``TWO_PASS_READ_ONLY``).
 A candidate equal to one already listed is skipped.
@@ -42,7 +42,7 @@ def candidates(entries: dict, key: str, dtype: str) -> dict[str, dict]:
         found["shipped+ro"] = {**shipped, cache.STATIC: True, cache.READ_ONLY: True}
     kernel, mode, _, shape = key.split("/")
     sibling = entries.get(f"{kernel}/{mode}/{SIBLING.get(dtype)}/{shape}")
-    if sibling and sibling["config"].get(cache.READ_ONLY):
+    if sibling:
         found["sibling"] = sibling["config"]
     for name, config in (("c4096w16", two_pass(4096, 16)), ("c4096w8", two_pass(4096, 8)), ("c8192w16", two_pass(8192, 16))):
         if fits(config, dtype):
