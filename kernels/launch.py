@@ -203,8 +203,9 @@ def aligned16(tensors: list[torch.Tensor | None]) -> bool:
 
 
 def fwd_kernel_args(config: dict, args: tuple) -> tuple:
-    """The forward kernel's arguments: for ``norm_fwd`` the call's, ``params_first`` and
-    ``recast``;
+    """The forward kernel's arguments: the call's, then ``widen`` (bf16 values converted
+    to fp32 by PTX bit moves, ``norm_kernels._f32``: on CUDA); then for ``norm_fwd``
+    ``params_first`` and ``recast``;
     for ``norm_fwd_chunked`` the call's, the row width, whether the chunk leaves a ragged
     last step, the pilot's width (compile-time constants of that kernel: PILOT_VALUES for
     a 16-bit input, else one chunk) and ``read_only``. Both end with
@@ -216,12 +217,13 @@ def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     False.
     """
     fast_rsqrt = args[11] and args[1] is None and args[2] is None  # rms, no residual, no z
-    if len(config["block_sizes"]) != 3:  # norm_fwd's
-        return (*args, params_first(config, args), recast(config, args), fast_rsqrt)
     x = args[0]
+    widen = x.device.type == "cuda"
+    if len(config["block_sizes"]) != 3:  # norm_fwd's
+        return (*args, widen, params_first(config, args), recast(config, args), fast_rsqrt)
     k, chunk = x.shape[-1], config["block_sizes"][0]
     pilot = PILOT_VALUES if x.dtype != torch.float32 else chunk
-    return (*args, k, k % chunk != 0, pilot, read_only(config, args), fast_rsqrt)
+    return (*args, widen, k, k % chunk != 0, pilot, read_only(config, args), fast_rsqrt)
 
 
 def fwd_kernel_name(config: dict) -> str:
@@ -681,7 +683,7 @@ def launch_fwd(
         eps, offset, variant.rms, variant.gate, variant.casting,
     )  # fmt: skip
     if _uses_ref(x.device):
-        _kernels(True)["fwd"](*args, params_first({}, args), False, False)
+        _kernels(True)["fwd"](*args, False, params_first({}, args), False, False)
         return None
     # offset is a compile-time constant of the forward kernels: one compiled call per value.
     key = (

@@ -53,30 +53,46 @@ CAST_LLAMA = "llama"
 CAST_GEMMA = "gemma"
 CAST_NONE = "none"
 
+# bf16 -> fp32 of a register holding two bf16 values: the low one shifted into the high
+# half, the high one masked in place. Triton's own conversion takes a byte permute and a
+# shift for the high one (three instructions a pair where fp16 takes two), which at wide
+# rows cost the bf16 forwards 2-8% against fp16 on the same programs (NOTES attempt 75).
+_WIDEN_BF16_PTX = "shl.b32 $0, $2, 16; and.b32 $1, $2, -65536;"
 
-def _norm_input(xv: torch.Tensor, rv: torch.Tensor | None, zv: torch.Tensor | None, dtype: torch.dtype):
+
+def _f32(t: torch.Tensor, widen: bool) -> torch.Tensor:
+    """``t`` in fp32: a bf16 ``t`` by two bit moves a pair of values where ``widen`` (the
+    forward kernels' compile-time flag: CUDA only, the moves are PTX), else Triton's
+    conversion. Both are exact."""
+    if widen and t.dtype == torch.bfloat16:
+        source = f'tl.inline_asm_elementwise("{_WIDEN_BF16_PTX}", "=r,=r,r", [{{0}}], dtype=tl.float32, is_pure=True, pack=2)'
+        return hl.inline_triton(source, [t], t.to(torch.float32))
+    return t.to(torch.float32)
+
+
+def _norm_input(xv: torch.Tensor, rv: torch.Tensor | None, zv: torch.Tensor | None, dtype: torch.dtype, widen: bool):
     """(h, u): the residual sum h = x + residual rounded to the input dtype (None without
     a residual) and the fp32 value the norm sees, u = h * silu(z) (gate "before") or h.
 
     The sum is rounded exactly as the unfused ``norm(x + residual)`` would see it.
     """
-    u = xv.to(torch.float32)
+    u = _f32(xv, widen)
     h = None
     if rv is not None:
-        h = (u + rv.to(torch.float32)).to(dtype)
-        u = h.to(torch.float32)
+        h = (u + _f32(rv, widen)).to(dtype)
+        u = _f32(h, widen)
     if zv is not None:
-        zf = zv.to(torch.float32)
+        zf = _f32(zv, widen)
         u = u * zf * torch.sigmoid(zf)
     return h, u
 
 
-def _shifted(wv: torch.Tensor, offset: float) -> torch.Tensor:
+def _shifted(wv: torch.Tensor, offset: float, widen: bool) -> torch.Tensor:
     """w + offset in fp32. The forward kernels take ``offset`` as a compile-time
     constant, so Llama's 0 costs no add per weight element (Gemma's 1 does)."""
     if offset == 0.0:
-        return wv.to(torch.float32)
-    return wv.to(torch.float32) + offset
+        return _f32(wv, widen)
+    return _f32(wv, widen) + offset
 
 
 def _norm_output(
@@ -88,6 +104,7 @@ def _norm_output(
     offset: float,
     casting: str,
     dtype: torch.dtype,
+    widen: bool,
 ) -> torch.Tensor:
     """y = (xc * rstd) * (w + offset) + b, gated by silu(z) ("after"), in fp32 under the
     casting convention; xc is the centred input (u - mean, or u for RMSNorm)."""
@@ -99,7 +116,7 @@ def _norm_output(
         y = xc.to(dtype).to(torch.float32) * rs.to(dtype).to(torch.float32)
         y = y.to(dtype).to(torch.float32)
         if wv is not None:
-            wl = _shifted(wv, offset).to(dtype)
+            wl = _shifted(wv, offset, widen).to(dtype)
             y = (y * wl.to(torch.float32)).to(dtype).to(torch.float32)
     else:
         y = xc * rs
@@ -107,16 +124,16 @@ def _norm_output(
             # Llama: cast the normalized value to the input dtype, then scale.
             y = y.to(dtype).to(torch.float32)
         if wv is not None:
-            y = y * _shifted(wv, offset)
+            y = y * _shifted(wv, offset, widen)
     if bv is not None:
-        y = y + bv.to(torch.float32)
+        y = y + _f32(bv, widen)
     if zv is not None:
-        zf = zv.to(torch.float32)
+        zf = _f32(zv, widen)
         y = y * zf * torch.sigmoid(zf)
     return y
 
 
-def _recast(hsum: torch.Tensor | None, xv: torch.Tensor) -> torch.Tensor:
+def _recast(hsum: torch.Tensor | None, xv: torch.Tensor, widen: bool) -> torch.Tensor:
     """The fp32 row u of ``norm_fwd`` converted again from its 16-bit source (the
     residual sum, else x) for one more pass over it: ``norm_fwd``'s ``recast``.
 
@@ -129,6 +146,9 @@ def _recast(hsum: torch.Tensor | None, xv: torch.Tensor) -> torch.Tensor:
     before the norm, whose u is not a conversion.
     """
     src = hsum if hsum is not None else xv
+    if widen and src.dtype == torch.bfloat16:  # ``_f32``'s moves, opaque the same way
+        source = f'tl.inline_asm_elementwise("{_WIDEN_BF16_PTX}", "=r,=r,r", [{{0}}], dtype=tl.float32, is_pure=False, pack=2)'
+        return hl.inline_triton(source, [src], src.to(torch.float32))
     held = hl.inline_triton(
         'tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [{0}], dtype={0}.dtype, is_pure=False, pack=2)',
         [src],
@@ -233,6 +253,7 @@ def norm_fwd(
     rms: hl.constexpr,
     gate: hl.constexpr,
     casting: hl.constexpr,
+    widen: hl.constexpr,
     params_first: hl.constexpr,
     recast: hl.constexpr,
     fast_rsqrt: hl.constexpr,
@@ -274,7 +295,7 @@ def norm_fwd(
             b_early = bias[tile_g, :][None, :, :]
         else:
             b_early = None
-        hsum, xf = _norm_input(xv, rv, zv, x.dtype)
+        hsum, xf = _norm_input(xv, rv, zv, x.dtype, widen)
         if residual is not None:
             h_out[tile_m, tile_g, :] = hsum
         if rms:
@@ -294,7 +315,7 @@ def norm_fwd(
                 zp = z[tile_m, tile_g, 0]
             else:
                 zp = None
-            _, pilot = _norm_input(x[tile_m, tile_g, 0], rp, zp, x.dtype)
+            _, pilot = _norm_input(x[tile_m, tile_g, 0], rp, zp, x.dtype, False)  # one value a row
             # Helion 1.4 takes the pilot (a load) for zero in the row's padding lanes
             # and would drop the mask before the sum of xf - pilot; the where (a no-op
             # but for NaN) hides that and keeps the mask.
@@ -308,7 +329,7 @@ def norm_fwd(
             # row's spread (a constant row has shift = 0: mean = P exactly). fp32 rows
             # are never recast and keep the shifted form.
             if recast:
-                xc = _recast(hsum, xv) - mean[:, :, None]
+                xc = _recast(hsum, xv, widen) - mean[:, :, None]
             else:
                 xc = xs - shift[:, :, None]
             if mean_out is not None:
@@ -331,10 +352,10 @@ def norm_fwd(
             za = None
         xo = xc  # u - mean (u for RMSNorm)
         if recast:
-            xo = _recast(hsum, xv)
+            xo = _recast(hsum, xv, widen)
             if not rms:
                 xo = xo - mean[:, :, None]
-        y = _norm_output(xo, rs[:, :, None], wv, bv, za, offset, casting, x.dtype)
+        y = _norm_output(xo, rs[:, :, None], wv, bv, za, offset, casting, x.dtype, widen)
         out[tile_m, tile_g, :] = y.to(out.dtype)
     return out
 
@@ -354,6 +375,7 @@ def norm_fwd_chunked(
     rms: hl.constexpr,
     gate: hl.constexpr,
     casting: hl.constexpr,
+    widen: hl.constexpr,
     width: hl.constexpr,
     ragged: hl.constexpr,
     pilot_width: hl.constexpr,
@@ -418,7 +440,7 @@ def norm_fwd_chunked(
                     zp = hl.load(z, [tile_m, tile_g, tile_p], extra_mask=first, eviction_policy="evict_last")
                 else:
                     zp = None
-                _, up = _norm_input(xp, rp, zp, x.dtype)
+                _, up = _norm_input(xp, rp, zp, x.dtype, widen)
                 pilot = torch.sum(up, dim=-1, keepdim=True) * inv_pilot  # masked lanes hold u = 0
         for tile_k in hl.tile(k, block_size=lanes):
             xv = hl.load(x, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
@@ -430,7 +452,7 @@ def norm_fwd_chunked(
                 zv = hl.load(z, [tile_m, tile_g, tile_k], eviction_policy="evict_last")
             else:
                 zv = None
-            hsum, u = _norm_input(xv, rv, zv, x.dtype)
+            hsum, u = _norm_input(xv, rv, zv, x.dtype, widen)
             if residual is not None:
                 h_out[tile_m, tile_g, tile_k] = hsum
             if rms:
@@ -461,7 +483,7 @@ def norm_fwd_chunked(
                 zb = hl.load(z, [tile_m, tile_g, tile_k], eviction_policy="evict_first")
             else:
                 zb = None
-            _, u = _norm_input(xb, None, zb, x.dtype)
+            _, u = _norm_input(xb, None, zb, x.dtype, widen)
             if rms:
                 xc = u
             else:
@@ -473,7 +495,7 @@ def norm_fwd_chunked(
                 za = z[tile_m, tile_g, tile_k]
             else:
                 za = None
-            y = _norm_output(xc, rs[:, :, None], wv, bv, za, offset, casting, x.dtype)
+            y = _norm_output(xc, rs[:, :, None], wv, bv, za, offset, casting, x.dtype, widen)
             out[tile_m, tile_g, tile_k] = y.to(out.dtype)
     return out
 

@@ -1007,6 +1007,45 @@ def test_params_first_moves_the_weight_and_bias_loads_before_the_row_sums():
         assert (max(params) < min(sums)) if first else (min(params) > max(sums)), (first, params, sums)
 
 
+def test_widen_programs_convert_bf16_by_bit_moves():
+    """``widen`` is a compile-time argument of both forward kernels, True on CUDA only
+    (the moves are PTX): with it every bf16 value loaded for the norm (x, the residual,
+    the gate, the weight, the bias; the residual sum again) converts to fp32 by
+    ``_f32``'s shift-and-mask, and a recast row's later passes by the same moves kept
+    opaque; fp16 and fp32 values keep Triton's conversion. Numerics: the GPU suite."""
+    import helion
+
+    from kernels import launch
+
+    move = "shl.b32 $0, $2, 16"
+    x = torch.randn(8, 1, 64, dtype=torch.bfloat16)
+    cases = {  # name -> (residual, z, weight, bias, rms, gate, recast, moves)
+        "layer_norm": (None, None, True, True, False, "none", False, 3),
+        "rms_recast": (None, None, True, None, True, "none", True, 3),
+        "add_rms": (True, None, True, None, True, "none", False, 4),
+        "gated_before": (None, True, True, None, True, "before", False, 3),
+    }
+    for dtype in (torch.bfloat16, torch.float16):
+        xd = x.to(dtype)
+        for name, (residual, z, weight, bias, rms, gate, recast, moves) in cases.items():
+            r = torch.randn_like(xd) if residual else None
+            zt = torch.randn_like(xd) if z else None
+            w = torch.randn(1, 64, dtype=dtype) if weight else None
+            b = torch.randn(1, 64, dtype=dtype) if bias else None
+            h = torch.empty_like(xd) if residual else None
+            call = (xd, r, zt, w, b, torch.empty_like(xd), h, None, None, 1e-5, 0.0, rms, gate, "gemma")
+            assert launch.fwd_kernel_args({"block_sizes": [2, 1]}, call)[14] is False, "CPU: no PTX"
+            for widen in (False, True):
+                args = (*call, widen, False, recast, False)
+                config = helion.Config(block_sizes=[2, 1], num_warps=4, num_stages=1, reduction_loops=[None])
+                code = launch._kernels(False)["fwd"].bind(args).to_triton_code(config)
+                expected = moves if widen and dtype == torch.bfloat16 else 0
+                assert code.count(move) == expected, (name, dtype, widen, code.count(move))
+                chunked = (*call, widen, 64, False, launch.PILOT_VALUES, False, False)
+                code = launch._kernels(False)["fwd_chunked"].bind(chunked).to_triton_code(helion.Config(block_sizes=[32, 2, 1], num_warps=1, num_stages=1))
+                assert (code.count(move) > 0) == (widen and dtype == torch.bfloat16), (name, dtype, widen)
+
+
 def test_read_only_programs_load_the_second_pass_by_ld_global_nc():
     """``read_only`` is a compile-time argument of the two-pass forward: with it the second
     pass reads the row (x, or the residual sum), the weight and the bias by
@@ -1119,9 +1158,10 @@ def test_recast_programs_convert_the_held_row_once_a_pass():
     config = {"block_sizes": [2, 1], "num_warps": 4, "num_stages": 1, "reduction_loops": [None]}
     for rms, moves in ((False, 2), (True, 1)):
         for recast in (False, True):
-            args = (x, None, None, w, None, torch.empty_like(x), None, None, None, 1e-5, 0.0, rms, "none", "gemma", False, recast, False)
+            args = (x, None, None, w, None, torch.empty_like(x), None, None, None, 1e-5, 0.0, rms, "none", "gemma", False, False, recast, False)
             code = launch._kernels(False)["fwd"].bind(args).to_triton_code(helion.Config(**config))
             assert code.count("tl.inline_asm_elementwise(") == (moves if recast else 0), (rms, recast)
+            assert code.count("is_pure=False") == (moves if recast else 0), (rms, recast)
     args = (x, None, None, w, None, torch.empty_like(x), None, None, None, 1e-5, 0.0, False, "none", "gemma")
     assert launch.recast({**config, KEY: True}, args) is False, "CPU tensors run under the interpreter"
     assert launch.can_recast(x.float(), "none") is False
@@ -1158,7 +1198,7 @@ def test_plain_rms_norm_programs_take_one_approximate_rsqrt_the_others_and_the_r
             assert code.count("tl.rsqrt(") == (1 if fast else 0), (name, config)
             assert ("sqrt_rn" in code) != fast, (name, config)
     reference = torch.empty_like(x)
-    launch._kernels(True)["fwd"](x, None, None, None, None, reference, None, None, None, 1e-5, 0.0, True, "none", "gemma", False, False, False)
+    launch._kernels(True)["fwd"](x, None, None, None, None, reference, None, None, None, 1e-5, 0.0, True, "none", "gemma", False, False, False, False)
     xf = x.double()
     expected = xf / torch.sqrt((xf * xf).mean(-1, keepdim=True) + 1e-5)
     torch.testing.assert_close(reference.double(), expected, atol=0.02, rtol=0.02)

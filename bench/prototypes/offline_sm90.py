@@ -11,7 +11,7 @@ spilling LayerNorm exchange compiled clean under 3.9), so put triton 3.6 first:
     PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py OP M N 'CONFIG' [--save PREFIX]
     PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py --survey
 
-    PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py --forward OP MODE M N 'CONFIG' [PILOT] [--save PREFIX]
+    PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py --forward OP MODE M N 'CONFIG' [PILOT] [--save PREFIX] [--dtype float16]
 
 OP is layer_norm or rms_norm, CONFIG a backward config as JSON (with --forward, a
 forward config, whole-row or chunked; MODE fwd or infer; PILOT a chunked config's pilot width). An exchange config is
@@ -63,13 +63,19 @@ def generated_source(op: str, m: int, n: int, config: dict) -> str:
     return bound.to_triton_code(launch._fit(config, bound))
 
 
-def forward_source(op: str, mode: str, m: int, n: int, config: dict, pilot: int | None = None) -> str:
+def forward_source(op: str, mode: str, m: int, n: int, config: dict, pilot: int | None = None, dtype: str = "bfloat16") -> str:
     """Helion's Triton for the forward (``mode`` "fwd": training, "infer") at ``config``;
-    ``pilot`` overrides a chunked config's pilot width (kernels.launch picks it otherwise)."""
-    wl = Workload(Task(op, mode, m, n, "bfloat16", 1), torch.device("cpu"), n_sets=1)
+    ``pilot`` overrides a chunked config's pilot width (kernels.launch picks it otherwise).
+    A config's ``read_only`` or ``recast`` and ``widen`` are taken as the GPU would (launch says
+    no to both on the CPU; ``--no-widen``: Triton's own bf16 conversions)."""
+    wl = Workload(Task(op, mode, m, n, dtype, 1), torch.device("cpu"), n_sets=1)
     args = launch.fwd_kernel_args(config, wl._fwd_args(wl.sets[0]))
     if pilot is not None:
         args = with_pilot(config, args, pilot)
+    if config.get("read_only" if len(config["block_sizes"]) == 3 else "recast"):
+        args = (*args[:-2], True, args[-1])
+    widen = "--no-widen" not in sys.argv  # launch passes True on CUDA
+    args = (*args[:14], widen, *args[15:])
     bound = launch._kernels(False)[launch.fwd_kernel_name(config)].bind(args)
     return bound.to_triton_code(launch._fit(config, bound))
 
@@ -89,7 +95,7 @@ def host_constants(source: str, fn) -> dict[str, int]:  # noqa: ANN001
     return out
 
 
-def compile_sm90(source: str, warps: int, save: str | None = None, maxnreg: int | None = None) -> dict:
+def compile_sm90(source: str, warps: int, save: str | None = None, maxnreg: int | None = None, dtype: str = "bfloat16") -> dict:
     """ptxas's registers and spill bytes, and counts from the PTX, of the source's kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -106,7 +112,7 @@ def compile_sm90(source: str, warps: int, save: str | None = None, maxnreg: int 
         unit = [a for a in fn.arg_names if UNIT_ARGS.search(a)]
         constants = {**dict.fromkeys(unit, 1), **host_constants(source, fn)}
         signature = {
-            a: "constexpr" if a in constants else SCALAR_ARGS.get(a, "*bf16" if a in BF16_ARGS else "*fp32" if "_stride_" not in a else "i32")
+            a: "constexpr" if a in constants else SCALAR_ARGS.get(a, ("*fp16" if dtype == "float16" else "*bf16") if a in BF16_ARGS else "*fp32" if "_stride_" not in a else "i32")
             for a in fn.arg_names
         }  # fmt: skip
         aligned = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names) if a not in constants and a not in SCALAR_ARGS}
@@ -151,7 +157,10 @@ def main() -> None:
         i = sys.argv.index("--forward")
         op, mode, m, n, config = sys.argv[i + 1], sys.argv[i + 2], int(sys.argv[i + 3]), int(sys.argv[i + 4]), json.loads(sys.argv[i + 5])
         pilot = int(sys.argv[i + 6]) if len(sys.argv) > i + 6 and sys.argv[i + 6].isdigit() else None
-        source = forward_source(op, mode, m, n, config, pilot)
+        dtype = sys.argv[sys.argv.index("--dtype") + 1] if "--dtype" in sys.argv else "bfloat16"
+        source = forward_source(op, mode, m, n, config, pilot, dtype)
+        print(compile_sm90(source, config.get("num_warps", 4), save, config.get("maxnreg"), dtype))
+        return
     else:
         op, m, n, config = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
         source = generated_source(op, m, n, config)
