@@ -202,12 +202,16 @@ def aligned16(tensors: list[torch.Tensor | None]) -> bool:
     )
 
 
+WIDEN_MIN_K = 4096  # the narrowest LayerNorm row that converts bf16 by bit moves
+
+
 def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     """The forward kernel's arguments: the call's, then ``widen`` (bf16 values converted
-    to fp32 by PTX bit moves, ``norm_kernels._f32``): on CUDA, for LayerNorm rows of 16
-    values or more. It measured +0.5..+6% on LayerNorm's bf16 forwards and -0.1..-6% on
-    RMSNorm's (H200, NOTES attempt 75), and a one-value row failed to compile with it;
-    then for ``norm_fwd``
+    to fp32 by PTX bit moves, ``norm_kernels._f32``): on CUDA, for LayerNorm rows of
+    ``WIDEN_MIN_K`` values or more. On the H200 (NOTES attempt 75) it measured +1..+6% on
+    LayerNorm's bf16 forwards of 4096-15872 values (none slower by more than 0.3%),
+    -2..-13% at 1536-3072 (configs of 2 warps holding 128 values a thread, a two-pass row
+    of 1024-value chunks), -0.1..-6% on RMSNorm's; then for ``norm_fwd``
     ``params_first`` and ``recast``;
     for ``norm_fwd_chunked`` the call's, the row width, whether the chunk leaves a ragged
     last step, the pilot's width (compile-time constants of that kernel: PILOT_VALUES for
@@ -221,7 +225,7 @@ def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     """
     fast_rsqrt = args[11] and args[1] is None and args[2] is None  # rms, no residual, no z
     x = args[0]
-    widen = x.device.type == "cuda" and not args[11] and x.shape[-1] >= 16  # LayerNorm's rows
+    widen = x.device.type == "cuda" and not args[11] and x.shape[-1] >= WIDEN_MIN_K  # LayerNorm's rows
     if len(config["block_sizes"]) != 3:  # norm_fwd's
         return (*args, widen, params_first(config, args), recast(config, args), fast_rsqrt)
     k, chunk = x.shape[-1], config["block_sizes"][0]

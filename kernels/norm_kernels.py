@@ -57,7 +57,8 @@ CAST_NONE = "none"
 # half, the high one masked in place. Triton's own conversion takes a byte permute and a
 # shift for the high one (three instructions a pair where fp16 takes two), which at wide
 # rows cost the bf16 forwards 2-8% against fp16 on the same programs (NOTES attempt 75).
-# kernels.launch passes ``widen`` for LayerNorm only: RMSNorm's forwards measured slower.
+# kernels.launch passes ``widen`` for LayerNorm rows of 4096 values or more only: RMSNorm's
+# forwards and narrower LayerNorm rows measured slower with it.
 _WIDEN_BF16_PTX = "shl.b32 $0, $2, 16; and.b32 $1, $2, -65536;"
 
 

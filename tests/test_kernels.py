@@ -1009,7 +1009,8 @@ def test_params_first_moves_the_weight_and_bias_loads_before_the_row_sums():
 
 def test_widen_programs_convert_bf16_by_bit_moves():
     """``widen`` is a compile-time argument of both forward kernels, True on CUDA only
-    (the moves are PTX) and for LayerNorm rows of 16 values or more: with it every bf16 value loaded for the norm (x, the residual,
+    (the moves are PTX) and for LayerNorm rows of ``launch.WIDEN_MIN_K`` values or more:
+    with it every bf16 value loaded for the norm (x, the residual,
     the gate, the weight, the bias; the residual sum again) converts to fp32 by
     ``_f32``'s shift-and-mask, and a recast row's later passes by the same moves kept
     opaque; fp16 and fp32 values keep Triton's conversion. Numerics: the GPU suite."""
@@ -1047,11 +1048,12 @@ def test_widen_programs_convert_bf16_by_bit_moves():
 
 
 @pytest.mark.gpu
-def test_widen_is_passed_for_layer_norm_rows_of_16_values_or_more_on_cuda():
+def test_widen_is_passed_for_wide_layer_norm_rows_on_cuda():
     from kernels import launch
 
     config = {"block_sizes": [1, 1]}
-    for k, rms, expected in ((64, False, True), (64, True, False), (1, False, False), (15, False, False), (16, False, True)):
+    wide = launch.WIDEN_MIN_K
+    for k, rms, expected in ((wide, False, True), (wide, True, False), (1, False, False), (wide - 1, False, False), (2 * wide, False, True)):
         x = torch.randn(4, 1, k, device="cuda", dtype=torch.bfloat16)
         call = (x, None, None, None, None, torch.empty_like(x), None, None, None, 1e-5, 0.0, rms, "none", "gemma")
         assert launch.fwd_kernel_args(config, call)[14] is expected, (k, rms)
