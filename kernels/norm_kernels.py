@@ -62,13 +62,19 @@ CAST_NONE = "none"
 _WIDEN_BF16_PTX = "shl.b32 $0, $2, 16; and.b32 $1, $2, -65536;"
 
 
+def _widened(t: torch.Tensor, pure: bool) -> torch.Tensor:
+    """A bf16 ``t`` in fp32 by ``_WIDEN_BF16_PTX``; not ``pure``: opaque to Triton, which
+    would otherwise merge it with an equal conversion (``_recast``)."""
+    source = f'tl.inline_asm_elementwise("{_WIDEN_BF16_PTX}", "=r,=r,r", [{{0}}], dtype=tl.float32, is_pure={pure}, pack=2)'
+    return hl.inline_triton(source, [t], t.to(torch.float32))
+
+
 def _f32(t: torch.Tensor, widen: bool) -> torch.Tensor:
     """``t`` in fp32: a bf16 ``t`` by two bit moves a pair of values where ``widen`` (the
     forward kernels' compile-time flag: CUDA only, the moves are PTX), else Triton's
     conversion. Both are exact."""
     if widen and t.dtype == torch.bfloat16:
-        source = f'tl.inline_asm_elementwise("{_WIDEN_BF16_PTX}", "=r,=r,r", [{{0}}], dtype=tl.float32, is_pure=True, pack=2)'
-        return hl.inline_triton(source, [t], t.to(torch.float32))
+        return _widened(t, pure=True)
     return t.to(torch.float32)
 
 
@@ -149,8 +155,7 @@ def _recast(hsum: torch.Tensor | None, xv: torch.Tensor, widen: bool) -> torch.T
     """
     src = hsum if hsum is not None else xv
     if widen and src.dtype == torch.bfloat16:  # ``_f32``'s moves, opaque the same way
-        source = f'tl.inline_asm_elementwise("{_WIDEN_BF16_PTX}", "=r,=r,r", [{{0}}], dtype=tl.float32, is_pure=False, pack=2)'
-        return hl.inline_triton(source, [src], src.to(torch.float32))
+        return _widened(src, pure=False)
     held = hl.inline_triton(
         'tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [{0}], dtype={0}.dtype, is_pure=False, pack=2)',
         [src],

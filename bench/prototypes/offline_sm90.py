@@ -69,13 +69,14 @@ def forward_source(op: str, mode: str, m: int, n: int, config: dict, pilot: int 
     A config's ``read_only`` or ``recast`` and ``widen`` are taken as the GPU would (launch says
     no to both on the CPU; ``--no-widen``: Triton's own bf16 conversions)."""
     wl = Workload(Task(op, mode, m, n, dtype, 1), torch.device("cpu"), n_sets=1)
-    args = launch.fwd_kernel_args(config, wl._fwd_args(wl.sets[0]))
+    call = wl._fwd_args(wl.sets[0])
+    args = launch.fwd_kernel_args(config, call)
     if pilot is not None:
         args = with_pilot(config, args, pilot)
     if config.get("read_only" if len(config["block_sizes"]) == 3 else "recast"):
         args = (*args[:-2], True, args[-1])
     widen = "--no-widen" not in sys.argv  # launch passes True on CUDA
-    args = (*args[:14], widen, *args[15:])
+    args = (*args[: len(call)], widen, *args[len(call) + 1 :])  # the first argument after the call's
     bound = launch._kernels(False)[launch.fwd_kernel_name(config)].bind(args)
     return bound.to_triton_code(launch._fit(config, bound))
 

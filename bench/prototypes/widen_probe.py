@@ -17,12 +17,12 @@ from kernels import launch
 from tuning.workload import Task, Workload
 
 SHIPPED = launch.fwd_kernel_args
-WIDEN_INDEX = 14  # the call's 14 arguments, then ``widen``
 
 
 def without_widen(config: dict, call: tuple) -> tuple:
+    """``launch.fwd_kernel_args`` with ``widen`` (the first argument after the call's) False."""
     args = SHIPPED(config, call)
-    return (*args[:WIDEN_INDEX], False, *args[WIDEN_INDEX + 1 :])
+    return (*args[: len(call)], False, *args[len(call) + 1 :])
 
 
 def main() -> None:
