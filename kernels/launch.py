@@ -638,14 +638,14 @@ def _backward_views(variant, dout, dh, xs, z, weight, bias, stats, groups, offse
     z3, dh3 = _view3(z, m, groups, k), _view3(dh, m, groups, k)
     w2, b2 = _view2(weight, groups, k), _view2(bias, groups, k)
     mean, rstd = _split_stats(stats)
-    fn, rows, split, exchange = _bwd_kernel(variant, dy3, x3, z3, w2, b2, mean, rstd, dh3, want_dw, want_db, offset)
+    fn, rows, split, exchange, widen = _bwd_kernel(variant, dy3, x3, z3, w2, b2, mean, rstd, dh3, want_dw, want_db, offset)
     b = _bwd_buffers(xs, z, weight, bias, groups, rows, split, want_dw, want_db, exchange)
     coef = None
     if split:
         coef = _launch_coef(variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, offset, record)
     args = _bwd_args(
         variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, dh3, b.dx.view(m, groups, k),
-        _view3(b.dz, m, groups, k), *_grad_targets(b.part, b.dw, b.db, groups, k), offset, exchange,
+        _view3(b.dz, m, groups, k), *_grad_targets(b.part, b.dw, b.db, groups, k), offset, exchange, widen,
     )  # fmt: skip
     main = _call(fn, args, xs.device, record)
     reduce = _reduce_into(b.part, b.dw, b.db, record)
@@ -715,11 +715,11 @@ def _fwd_config(variant: Variant, x: torch.Tensor, training: bool) -> dict:
 
 def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_db, offset):  # noqa: ANN001, ANN202
     """The backward host function for these [M, G, K] views, the number of partial rows
-    it writes (one per program), whether it runs the split schedule and the exchange
-    schedule's channel tiles per row (0: not that schedule)."""
+    it writes (one per program), whether it runs the split schedule, the exchange
+    schedule's channel tiles per row (0: not that schedule) and its ``widen``."""
     m, g, k = x.shape
     if _uses_ref(x.device):
-        return _kernels(True)["bwd"], 1, False, 0  # eager: one tile spans all rows
+        return _kernels(True)["bwd"], 1, False, 0, False  # eager: one tile spans all rows
     key = (
         "bwd", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias),
         dh is not None, want_dw, want_db, x.device,
@@ -738,11 +738,11 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
         args = _bwd_args(
             variant, dy, x, z, weight, bias, mean, rstd, _coef(split, m, g, x.device, tiles),
             dh, torch.empty_like(x), None if z is None else torch.empty_like(z),
-            *_grad_targets(part, dw, db, g, k), offset, tiles,
+            *_grad_targets(part, dw, db, g, k), offset, tiles, bwd_widen(config, x),
         )  # fmt: skip
         hit = _compile(key, "bwd", args, config)
     fn, config = hit
-    return fn, -(-m // config["block_sizes"][0]), *_bwd_schedule(config, k, x.device)
+    return fn, -(-m // config["block_sizes"][0]), *_bwd_schedule(config, k, x.device), bwd_widen(config, x)
 
 
 def _bwd_schedule(config: dict, k: int, device: torch.device) -> tuple[bool, int]:
@@ -803,10 +803,20 @@ def _grad_targets(part, dw, db, g: int, k: int) -> tuple:  # noqa: ANN001
     return (None if dw is None else part[:, 0], None if db is None else part[:, -1])
 
 
-def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset, exchange=0):  # noqa: ANN001, ANN202
+def bwd_widen(config: dict | None, x: torch.Tensor) -> bool:
+    """Whether the backward converts its bf16 loads (x, dy, the weight, the bias, z, dh) to
+    fp32 by bit moves (``norm_kernels._f32``): where the config says so (``WIDEN``, a key
+    of ours the tuner offers for bf16 backwards), on CUDA only (the moves are PTX). A
+    choice, not a rule: on the H200 (NOTES attempt 76) the shipped bf16 backwards ran
+    0.57-1.04x with it, the fused LayerNorm programs of 8704-11264 values losing most
+    (their 255 registers spill), 10752, 11776, 14336, 15360 and 2048x32768 gaining 1-4%."""
+    return bool(config and config.get(config_cache.WIDEN)) and x.device.type == "cuda"
+
+
+def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset, exchange=0, widen=False):  # noqa: ANN001, ANN202
     return (
         dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part,
-        offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)), exchange,
+        offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)), exchange, widen,
     )  # fmt: skip
 
 

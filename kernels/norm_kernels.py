@@ -116,6 +116,11 @@ def _norm_output(
 ) -> torch.Tensor:
     """y = (xc * rstd) * (w + offset) + b, gated by silu(z) ("after"), in fp32 under the
     casting convention; xc is the centred input (u - mean, or u for RMSNorm)."""
+    # A 16-bit weight times a value rounded to the dtype is a product Triton forms in the
+    # dtype itself (HMUL2 for bf16, a pair at a time), which an opaque widened weight would
+    # break into conversions (RMSNorm bf16 4096x16384: 296 -> 392 SASS instructions;
+    # NOTES attempt 76): where the weight is used as loaded (no offset), Triton converts it.
+    widen_w = widen and offset != 0.0
     if casting == "none":
         # Statistics in fp32, everything after them in the input dtype. A product of
         # two fp16/bf16 values is exact in fp32, so rounding each fp32 product to the
@@ -124,7 +129,7 @@ def _norm_output(
         y = xc.to(dtype).to(torch.float32) * rs.to(dtype).to(torch.float32)
         y = y.to(dtype).to(torch.float32)
         if wv is not None:
-            wl = _shifted(wv, offset, widen).to(dtype)
+            wl = _shifted(wv, offset, widen_w).to(dtype)
             y = (y * wl.to(torch.float32)).to(dtype).to(torch.float32)
     else:
         y = xc * rs
@@ -132,7 +137,7 @@ def _norm_output(
             # Llama: cast the normalized value to the input dtype, then scale.
             y = y.to(dtype).to(torch.float32)
         if wv is not None:
-            y = y * _shifted(wv, offset, widen)
+            y = y * _shifted(wv, offset, widen_w if casting == "llama" else widen)
     if bv is not None:
         y = y + _f32(bv, widen)
     if zv is not None:
@@ -637,6 +642,7 @@ def norm_bwd(
     gate: hl.constexpr,
     sums_first: hl.constexpr,
     exchange: hl.constexpr,
+    widen: hl.constexpr,
 ) -> torch.Tensor:
     """dx (and dz) for every row; per-program fp32 partial sums of dw and db.
 
@@ -695,24 +701,24 @@ def norm_bwd(
             # loop: hoisted, they stay live in registers and a 16384-wide row spills
             # (H200: 3553 -> 2733 GB/s at 4096x16384).
             if weight is not None:
-                wf = weight[tile_g, tile_k].to(torch.float32)[None, :, :] + offset
+                wf = _f32(weight[tile_g, tile_k], widen)[None, :, :] + offset
             if bias is not None:
-                bf = bias[tile_g, tile_k].to(torch.float32)[None, :, :]
+                bf = _f32(bias[tile_g, tile_k], widen)[None, :, :]
             if exchange > 0:
                 # The exchange's last step is only the lagging half: no rows of ours.
                 ours = (tile_m.index < tile_mo.end)[:, None]
-                xf = hl.load(x, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]).to(torch.float32)
-                dyf = hl.load(dy, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]).to(torch.float32)
+                xf = _f32(hl.load(x, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]), widen)
+                dyf = _f32(hl.load(dy, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]), widen)
                 rs = hl.load(rstd, [tile_m, tile_g], extra_mask=ours)[:, :, None]
                 if gate != "none":
-                    zf = hl.load(z, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]).to(torch.float32)
+                    zf = _f32(hl.load(z, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]), widen)
                     silu_z, slope = _silu_and_slope(zf)
             else:
-                xf = x[tile_m, tile_g, tile_k].to(torch.float32)
-                dyf = dy[tile_m, tile_g, tile_k].to(torch.float32)
+                xf = _f32(x[tile_m, tile_g, tile_k], widen)
+                dyf = _f32(dy[tile_m, tile_g, tile_k], widen)
                 rs = rstd[tile_m, tile_g][:, :, None]
                 if gate != "none":
-                    silu_z, slope = _silu_and_slope(z[tile_m, tile_g, tile_k].to(torch.float32))
+                    silu_z, slope = _silu_and_slope(_f32(z[tile_m, tile_g, tile_k], widen))
             if gate == "before":
                 u = xf * silu_z
             else:
@@ -769,11 +775,11 @@ def norm_bwd(
                 # The same masked read as this step's own rows above, at the lagged rows.
                 # As one helper called twice, Helion 1.4 fails to lower it (an
                 # InductorLoweringError on the masks' and statistics' slices).
-                xf = hl.load(x, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
-                dyf = hl.load(dy, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
+                xf = _f32(hl.load(x, [prev, tile_g, tile_k], extra_mask=done[:, :, None]), widen)
+                dyf = _f32(hl.load(dy, [prev, tile_g, tile_k], extra_mask=done[:, :, None]), widen)
                 rs = hl.load(rstd, [prev, tile_g], extra_mask=done)[:, :, None]
                 if gate != "none":
-                    zf = hl.load(z, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
+                    zf = _f32(hl.load(z, [prev, tile_g, tile_k], extra_mask=done[:, :, None]), widen)
                     silu_z, slope = _silu_and_slope(zf)
                 if gate == "before":
                     u = xf * silu_z
@@ -814,11 +820,11 @@ def norm_bwd(
                 du = du * silu_z
             if exchange > 0:
                 if dh is not None:
-                    du = du + hl.load(dh, [prev, tile_g, tile_k], extra_mask=done[:, :, None]).to(torch.float32)
+                    du = du + _f32(hl.load(dh, [prev, tile_g, tile_k], extra_mask=done[:, :, None]), widen)
                 hl.store(dx, [prev, tile_g, tile_k], du.to(dx.dtype), extra_mask=done[:, :, None])
             else:
                 if dh is not None:
-                    du = du + dh[tile_m, tile_g, tile_k].to(torch.float32)
+                    du = du + _f32(dh[tile_m, tile_g, tile_k], widen)
                 hl.store(dx, [tile_m, tile_g, tile_k], du.to(dx.dtype))
         if dw_part is not None:
             hl.store(dw_part, [tile_mo.id, tile_g, tile_k], dw_acc.to(dw_part.dtype))

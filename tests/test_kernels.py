@@ -722,6 +722,71 @@ def test_fused_backward_with_the_channel_tile_first(device, cached_config, case)
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 
 
+# (kernel options, M, N, backward block sizes, more config): bf16 backwards whose config
+# says ``widen`` (bf16 loads converted by bit moves on CUDA; the CPU runs Triton's own
+# conversion): fused on a ragged row, with the residual's gradient (dh), both gates (z),
+# groups, the split and the exchange schedules, a pipelined row loop.
+WIDENED_BWD = [
+    (dict(rms=False), 37, 200, [8, 1, 256, 2], {}),
+    (dict(rms=True, residual=True), 11, 72, [4, 1, 128, 2], {"range_num_stages": [0, 2]}),
+    (dict(rms=False, gate="after"), 19, 520, [4, 1, 1024, 1], {"loop_orders": [[2, 1, 0]]}),
+    (dict(rms=True, gate="before", group=96), 13, 384, [4, 1, 128, 2], {}),
+    (dict(rms=False), 21, 1000, [8, 1, 256, 2], {}),  # split: 4 channel tiles
+    (dict(rms=False), 45, 320, [16, 1, 128, 1], {"loop_orders": [[2, 1, 0]], "exchange": True, "range_num_stages": [0, 3]}),
+]
+
+
+@pytest.mark.parametrize("case", WIDENED_BWD, ids=lambda c: f"{_tuning_name(c[0])}-{c[1]}x{c[2]}-{c[3]}-{sorted(c[4])}")
+def test_widened_backward(device, cached_config, case):
+    """A bf16 backward config with ``widen`` matches the float64 reference (dx, dW, dB,
+    dz, the residual's gradient) and is the config that ran; on CUDA launch passes the
+    flag (``bwd_widen``), on the CPU never."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    opts, m, n, sizes, more = case
+    k = opts.get("group") or n
+    if device == "cpu" and more.get("exchange"):
+        sizes = [sizes[0], 1, 1 << (k - 1).bit_length(), sizes[3]]  # one tile: the whole row
+    dtype = torch.bfloat16
+    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, **more, "widen": True}
+    cached_config(_tuning_name(opts), dtype, m, n, config, mode="bwd")
+    got, want = _grads_and_reference(*_norm_and_reference(opts, m, n, device, dtype))
+    assert config in _compiled_configs(), "the backward did not run the widened config"
+    x = torch.empty(1, 1, k, device=device, dtype=dtype)
+    assert kernels.launch.bwd_widen(config, x) == (device == "cuda") and not kernels.launch.bwd_widen({**config, "widen": False}, x)
+    for i, (g, w64) in enumerate(zip(got, want)):
+        assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
+
+
+def test_widened_backward_converts_bf16_by_bit_moves():
+    """The backward's compile-time ``widen`` converts every bf16 value it loads (x, dy,
+    the weight, the bias; z and dh where the variant has them) by ``_f32``'s
+    shift-and-mask, and only bf16 ones."""
+    import helion
+
+    from kernels import launch
+
+    move = "shl.b32 $0, $2, 16"
+    m, g, k = 8, 1, 64
+    cases = {"layer_norm": (False, "none", False, 4), "rms_gated_residual": (True, "after", True, 5)}
+    for dtype in (torch.bfloat16, torch.float16):
+        for name, (rms, gate, residual, moves) in cases.items():
+            x, dy = torch.randn(m, g, k, dtype=dtype), torch.randn(m, g, k, dtype=dtype)
+            z = torch.randn_like(x) if gate != "none" else None
+            dh = torch.randn_like(x) if residual else None
+            w, b = torch.randn(g, k, dtype=dtype), None if rms else torch.randn(g, k, dtype=dtype)
+            mean, rstd = torch.randn(m, g), torch.rand(m, g)
+            part = torch.zeros(1, 2, g, k)
+            for widen in (False, True):
+                args = launch._bwd_args(
+                    launch.Variant(rms=rms, gate=gate), dy, x, z, w, b, None if rms else mean, rstd, None, dh,
+                    torch.empty_like(x), None if z is None else torch.empty_like(x), part[:, 0], None if rms else part[:, 1], 0.0, 0, widen,
+                )  # fmt: skip
+                code = launch._kernels(False)["bwd"].bind(args).to_triton_code(helion.Config(block_sizes=[8, 1, k, 2], num_warps=4, num_stages=1))
+                expected = moves if widen and dtype == torch.bfloat16 else 0
+                assert code.count(move) == expected, (name, dtype, widen, code.count(move))
+
+
 # (kernel options, M, N, forward block sizes, backward block sizes): configs with one
 # grid axis per tiled dim (pid_type "xyz"): the group tiles on y, the split backward's
 # channel tiles on z, the two-pass forward's rows on x.
@@ -884,7 +949,7 @@ def test_layer_norm_backward_row_sum_order_is_fixed_at_compile_time():
         args = launch._bwd_args(
             launch.Variant(rms=False), dy, x, None, w, b, mean, rstd, None, None,
             torch.empty_like(x), None, part[:, 0], part[:, 1], 0.0,
-        )[:-2] + (sums_first, 0)  # fmt: skip  (the order, then no exchange)
+        )[:-3] + (sums_first, 0, False)  # fmt: skip  (the order, no exchange, no widen)
         body = kernel.bind(args).to_triton_code(config).split("def _helion_norm_bwd", 1)[1]
         body = body.split("\ndef ", 1)[0].splitlines()
         assert not any("sums_first" in line for line in body), "the order became a runtime argument"
@@ -1045,6 +1110,14 @@ def test_widen_programs_convert_bf16_by_bit_moves():
                 chunked = (*call, widen, 64, False, launch.PILOT_VALUES, False, False)
                 code = launch._kernels(False)["fwd_chunked"].bind(chunked).to_triton_code(helion.Config(block_sizes=[32, 2, 1], num_warps=1, num_stages=1))
                 assert (code.count(move) > 0) == (widen and dtype == torch.bfloat16), (name, dtype, widen)
+    # Where the weight multiplies a value rounded to the dtype (casting "llama" or "none")
+    # and no offset is added, Triton multiplies in the dtype: the weight keeps its conversion.
+    xb, wb = x, torch.randn(1, 64, dtype=torch.bfloat16)
+    for casting, offset, moves in (("llama", 0.0, 1), ("none", 0.0, 1), ("llama", 1.0, 2), ("gemma", 0.0, 2)):
+        call = (xb, None, None, wb, None, torch.empty_like(xb), None, None, None, 1e-6, offset, True, "none", casting)
+        config = helion.Config(block_sizes=[2, 1], num_warps=4, num_stages=1, reduction_loops=[None])
+        code = launch._kernels(False)["fwd"].bind((*call, True, False, False, False)).to_triton_code(config)
+        assert code.count(move) == moves, (casting, offset, code.count(move))
 
 
 @pytest.mark.gpu

@@ -306,6 +306,27 @@ def test_read_only_where_the_two_pass_forward_reads_16_bytes_a_thread() -> None:
     assert "read_only" not in SearchSpace.from_spec("fwd", 16, 8192, wl.bound().config_spec, "cuda", read_only=2).by_name
 
 
+def test_widen_is_a_backward_choice() -> None:
+    """``widen`` (bf16 converted by bit moves) is offered to backward spaces built with it
+    (a bf16 workload on CUDA: ``Workload.offers_widen``), never to a forward; the config
+    round-trips, is a step of the local search, and Helion never sees the key."""
+    from tuning.cache import WIDEN
+
+    wl = Workload(Task("rms_norm", "bwd", 16, 512, "bfloat16"), CPU, n_sets=1)
+    assert not wl.offers_widen and not Workload(Task("rms_norm", "infer", 16, 512, "bfloat16"), CPU, n_sets=1).offers_widen
+    space = SearchSpace.from_spec("bwd", 16, 512, wl.bound().config_spec, "cuda", widen=True)
+    fused = {"block_sizes": [16, 1, 512, 2], "num_warps": 4, "num_stages": 1}
+    point = {**space.from_config(fused), "widen": True}
+    config = space.to_config(point)
+    assert config == {**fused, WIDEN: True} and space.from_config(config) == point
+    assert {**point, "widen": False} in space.neighbours(point)
+    assert describe(config, "bwd").endswith("widen")
+    assert WIDEN not in cache.helion_fields(config)
+    assert "widen" not in SearchSpace.from_spec("bwd", 16, 512, wl.bound().config_spec, "cuda").by_name
+    fwd = Workload(Task("rms_norm", "infer", 16, 512, "bfloat16"), CPU, n_sets=1)
+    assert "widen" not in SearchSpace.from_spec("fwd", 16, 512, fwd.bound().config_spec, "cuda", widen=True).by_name
+
+
 def test_invalid_points_are_pruned(spaces: dict) -> None:
     bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
     assert "inner" in bwd.invalid_reason({"m_block_log2": 1, "inner_log2": 2, "warps_log2": 0, "stages": 1})

@@ -311,3 +311,20 @@ def test_fused_backward_studies_seed_the_channel_tile_first(tmp_path: Path) -> N
     assert "offset_2 = pid_0 * _BLOCK_SIZE_2" in codes["first"]
     assert isinstance(launch._fit(first, wl.bound(first)), helion.Config)
     assert wl.check(wl.runner(first)) < 0.05
+
+
+def test_bf16_backward_studies_seed_the_incumbent_widened(tmp_path: Path) -> None:
+    """A bf16 backward study on CUDA also measures its incumbent converting bf16 by bit moves
+    (``widen``): the seed is the same config plus the key, a point of the space. The CPU's
+    space (Triton's interpreter runs no PTX) and fp16's do not offer it."""
+    from tuning.cache import WIDEN
+
+    task = Task("layer_norm", "bwd", 40, 96, "bfloat16")
+    wl = Workload(task, CPU)
+    assert not wl.offers_widen, "the CPU runs no PTX"
+    space = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cuda", wl.other_loads(), widen=True)
+    seeds = tuner.seed_configs(task, "cuda", wl, space, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))
+    assert seeds["widen"] == {**seeds["heuristic"], WIDEN: True}
+    assert space.from_config(seeds["widen"]) == {**space.from_config(seeds["heuristic"]), "widen": True}
+    plain = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cuda", wl.other_loads())
+    assert tuner.seed_configs(task, "cuda", wl, plain, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))["widen"] is None

@@ -86,7 +86,9 @@ RECAST = "recast"
 # READ_ONLY: a two-pass forward config whose second pass reads by read-only loads
 # (``kernels.launch.read_only``).
 READ_ONLY = "read_only"
-OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE, RECAST, READ_ONLY)
+# WIDEN: a backward config that converts bf16 to fp32 by bit moves (``kernels.launch.bwd_widen``).
+WIDEN = "widen"
+OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE, RECAST, READ_ONLY, WIDEN)
 
 
 def helion_fields(config: dict) -> dict:

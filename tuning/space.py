@@ -87,6 +87,12 @@ positions are read from the config spec: the inner block is the one bounded by m
                  LayerNorm bf16 on a 16384-wide tile at 16 warps: 76 spilled bytes -> 0 on
                  rows 9216-12288; but some narrow rows' shipped configs spill with it
                  (4096x1024, 4 warps: 0 -> 116), so it is a choice (NOTES attempt 63).
+  widen          (bf16 on CUDA) convert the loaded bf16 values to fp32 by bit moves
+                 (``norm_kernels._f32``) rather than Triton's conversion, which takes a
+                 byte permute more for the high value of each pair; a config key of ours
+                 (WIDEN). Fewer instructions (offline, LayerNorm 4096x12800 on the 16384
+                 tile: 1952 -> 1864 SASS), but some programs at 255 registers spill with
+                 it: H200 shipped configs 0.57-1.04x (NOTES attempt 76)
   row_stages     software pipelining of that loop (its ``range_num_stages``: Triton
                  prefetches the next steps' rows while this one reduces); 0 = off.
                  Offered when Helion's config spec has the knob for the loop.
@@ -105,9 +111,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, READ_ONLY, RECAST, STATIC
+from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, READ_ONLY, RECAST, STATIC, WIDEN
 
-SPACE_VERSION = 17  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 18  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -224,6 +230,7 @@ class SearchSpace:
         tile_first: bool = False,
         recast: bool = False,
         read_only: int = 0,
+        widen: bool = False,
     ) -> None:
         if mode not in ("fwd", "bwd"):
             raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
@@ -247,6 +254,7 @@ class SearchSpace:
         self.read_only = read_only if mode == "fwd" and chunked else 0
         self.exchange = exchange and mode == "bwd" and self.kp >= EXCHANGE_MIN_WIDTH
         self.tile_first = tile_first and mode == "bwd"
+        self.widen = widen and mode == "bwd"
         self.params = self._params(evictions, pid_types)
         self.by_name = {p.name: p for p in self.params}
 
@@ -254,7 +262,7 @@ class SearchSpace:
     def from_spec(
         cls, mode: str, m: int, k: int, spec, device_type: str, n_loads: int | None = None,
         chunked: bool = False, training: bool = False, streaming: bool = False,
-        params_first: bool = False, recast: bool = False, read_only: int = 0,
+        params_first: bool = False, recast: bool = False, read_only: int = 0, widen: bool = False,
     ) -> SearchSpace:
         """The space for a kernel bound to real arguments (``bound.config_spec``).
 
@@ -266,7 +274,8 @@ class SearchSpace:
         ``params_first``: the forward's default loads the weight and bias after the
         statistics (offer ``params_first``). ``recast``: the forward can hold the row
         in its 16-bit form (offer ``recast``). ``read_only``: the element size of a row the
-        two-pass forward can read by read-only loads (0: not offered). A backward whose
+        two-pass forward can read by read-only loads (0: not offered). ``widen``: the
+        backward's loads are bf16 on CUDA (offer ``widen``). A backward whose
         kernel takes ``loop_orders``
         is offered ``tile_first``, and on CUDA the exchange schedule (on rows from
         EXCHANGE_MIN_WIDTH).
@@ -295,6 +304,7 @@ class SearchSpace:
             params_first=params_first,
             recast=recast,
             read_only=read_only,
+            widen=widen,
             exchange=device_type == "cuda" and len(spec.loop_orders) == 1,
             tile_first=len(spec.loop_orders) == 1,
         )  # fmt: skip
@@ -323,6 +333,8 @@ class SearchSpace:
             params.append(IntParam("inner_log2", 0, min(rows_cap, log2i(MAX_INNER_BWD))))
             if self.row_range is not None:
                 params.append(ChoiceParam("row_stages", ROW_STAGES))
+            if self.widen:
+                params.append(ChoiceParam("widen", (False, True)))
         params.append(IntParam("warps_log2", 0, MAX_WARPS_LOG2))
         if self.n_loads and len(evictions) > 1:
             params.append(ChoiceParam("eviction", evictions))
@@ -512,6 +524,8 @@ class SearchSpace:
             config[READ_ONLY] = True
         if point.get("exchange", False):
             config[EXCHANGE] = True
+        if point.get("widen", False):
+            config[WIDEN] = True
         if point.get("exchange", False) or point.get("tile_first", False):
             config["loop_orders"] = CHANNEL_TILE_FIRST
         return config
@@ -579,6 +593,7 @@ class SearchSpace:
         point["recast"] = bool(config.get(RECAST, False))
         point["read_only"] = bool(config.get(READ_ONLY, False))
         point["exchange"] = bool(config.get(EXCHANGE, False))
+        point["widen"] = bool(config.get(WIDEN, False))
         orders = [list(order) for order in config.get("loop_orders") or []]
         if all(order == sorted(order) for order in orders):
             orders = None  # Helion's default: every loop in its written order
@@ -645,6 +660,8 @@ def canonical(config: dict, keys: tuple[str, ...] | None = None) -> dict:
         out.pop("store_cache_modifiers", None)
     if not out.get(EXCHANGE, True):
         out.pop(EXCHANGE)
+    if not out.get(WIDEN, True):
+        out.pop(WIDEN)
     if all(list(order) == sorted(order) for order in out.get("loop_orders") or []):
         out.pop("loop_orders", None)  # every loop in its written order: Helion's default
     return out
@@ -688,4 +705,6 @@ def describe(config: dict, mode: str) -> str:
         parts.append("exchange")
     elif config.get("loop_orders") == CHANNEL_TILE_FIRST:
         parts.append("k-first")
+    if config.get(WIDEN):
+        parts.append("widen")
     return " ".join(parts)

@@ -228,14 +228,14 @@ class Workload:
             s["mean"], s["rstd"], EPS, 0.0, v.rms, v.gate, v.casting,
         )  # fmt: skip
 
-    def _bwd_args(self, s: dict, part: torch.Tensor | None, coef: torch.Tensor | None, exchange: int = 0) -> tuple:
-        """``norm_bwd``'s arguments on input set ``s``: its dW/dB targets are the partials
-        ``part``, or with none dW and dB themselves (kernels.launch's own helpers: the
-        tuner times the buffer layout the runtime uses)."""
+    def _bwd_args(self, s: dict, part: torch.Tensor | None, coef: torch.Tensor | None, exchange: int = 0, config: dict | None = None) -> tuple:
+        """``norm_bwd``'s arguments on input set ``s`` for ``config``: its dW/dB targets are
+        the partials ``part``, or with none dW and dB themselves (kernels.launch's own
+        helpers: the tuner times the buffer layout the runtime uses)."""
         targets = launch._grad_targets(part, *self.param_grads, self.g, self.k)
         return launch._bwd_args(
             self.variant, s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"],
-            coef, s["dh"], s["dx"], s["dz"], *targets, 0.0, exchange,
+            coef, s["dh"], s["dx"], s["dz"], *targets, 0.0, exchange, launch.bwd_widen(config, s["x"]),
         )  # fmt: skip
 
     def is_split(self, config: dict) -> bool:
@@ -306,6 +306,11 @@ class Workload:
         return read[0].element_size() if launch.aligned16(read) else 0
 
     @property
+    def offers_widen(self) -> bool:
+        """Whether the backward's space has ``widen``: bf16 on CUDA (the bit moves are PTX)."""
+        return not self.forward and self.device.type == "cuda" and self.sets[0]["x"].dtype == torch.bfloat16
+
+    @property
     def offers_recast(self) -> bool:
         """Whether the forward's space has ``recast``: a 16-bit row on CUDA whose u is the
         row or its residual sum (``kernels.launch.can_recast``)."""
@@ -326,7 +331,7 @@ class Workload:
             return launch._kernels(False)[name].bind(launch.fwd_kernel_args(config, self._fwd_args(s)))
         config = config or self.heuristic_config()
         kernel = launch._kernels(False)["bwd"]
-        return kernel.bind(self._bwd_args(s, self._partials(config), self._coef(config), self.exchange_tiles(config)))
+        return kernel.bind(self._bwd_args(s, self._partials(config), self._coef(config), self.exchange_tiles(config), config))
 
     def other_loads(self) -> int:
         """Loads of the kernel's other schedule (the split backward, the chunked forward):
@@ -355,7 +360,7 @@ class Workload:
             args = [launch.fwd_kernel_args(config, self._fwd_args(s)) for s in self.sets]
             return lambda i: compiled(*args[i])
         part, coef, exchange = self._partials(config), self._coef(config), self.exchange_tiles(config)
-        args = [self._bwd_args(s, part, coef, exchange) for s in self.sets]
+        args = [self._bwd_args(s, part, coef, exchange, config) for s in self.sets]
         v = self.variant
 
         def run_bwd(i: int) -> tuple:

@@ -8,7 +8,7 @@ spilling LayerNorm exchange compiled clean under 3.9), so put triton 3.6 first:
 
     pip download --no-deps --only-binary=:all: --python-version 3.11 -d /tmp/t36whl triton==3.6.0
     pip install --no-deps --target /tmp/t36 /tmp/t36whl/*.whl
-    PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py OP M N 'CONFIG' [--save PREFIX]
+    PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py OP M N 'CONFIG' [--save PREFIX] [--dtype float16] [--widen]
     PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py --survey
 
     PYTHONPATH=/tmp/t36:$PWD python bench/prototypes/offline_sm90.py --forward OP MODE M N 'CONFIG' [PILOT] [--save PREFIX] [--dtype float16]
@@ -43,6 +43,7 @@ import torch
 from probe_common import exchange_config, with_pilot  # run from the repo root or this folder
 
 from kernels import launch
+from tuning.cache import WIDEN
 from tuning.workload import Task, Workload
 
 # The arguments Triton specializes to 1 at launch on the GPU (unit strides), so the
@@ -53,13 +54,15 @@ SCALAR_ARGS = {"m": "i32", "offset": "fp32", "eps": "fp32"}
 H200_SMS = 132  # a persistent grid's _NUM_SM, a compile-time constant of its program
 
 
-def generated_source(op: str, m: int, n: int, config: dict) -> str:
-    """Helion's Triton for the backward at ``config``; an exchange config with its T tiles."""
-    wl = Workload(Task(op, "bwd", m, n, "bfloat16", 1), torch.device("cpu"), n_sets=1)
+def generated_source(op: str, m: int, n: int, config: dict, dtype: str = "bfloat16") -> str:
+    """Helion's Triton for the backward at ``config``; an exchange config with its T tiles;
+    bf16 converted by bit moves where the config says ``widen`` (as on CUDA) or ``--widen``."""
+    launch.bwd_widen = lambda config, x: "--widen" in sys.argv or bool(config.get(WIDEN))
+    wl = Workload(Task(op, "bwd", m, n, dtype, 1), torch.device("cpu"), n_sets=1)
     tiles = -(-n // config["block_sizes"][2]) if config.get("exchange") else 0
     split = bool(config["block_sizes"][2] < n) and not tiles
     coef = launch._coef(split, m, 1, wl.device, tiles)
-    bound = launch._kernels(False)["bwd"].bind(wl._bwd_args(wl.sets[0], wl._partials(config), coef, tiles))
+    bound = launch._kernels(False)["bwd"].bind(wl._bwd_args(wl.sets[0], wl._partials(config), coef, tiles, config))
     return bound.to_triton_code(launch._fit(config, bound))
 
 
@@ -127,7 +130,12 @@ def compile_sm90(source: str, warps: int, save: str | None = None, maxnreg: int 
         with open(ptx_path, "w") as f:
             f.write(ptx)
         ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-        info = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", ptx_path, "-o", os.devnull], capture_output=True, text=True).stderr
+        cubin = os.path.join(tmp, "k.cubin")
+        info = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", ptx_path, "-o", cubin], capture_output=True, text=True).stderr
+        sass = subprocess.run([os.path.join(os.path.dirname(ptxas), "cuobjdump"), "-sass", cubin], capture_output=True, text=True).stdout
+        if save:
+            with open(save + ".sass", "w") as f:
+                f.write(sass)
         if save:
             for suffix, text in ((".py", source), (".ptx", ptx), (".ttgir", kernel.asm["ttgir"])):
                 with open(save + suffix, "w") as f:
@@ -137,7 +145,7 @@ def compile_sm90(source: str, warps: int, save: str | None = None, maxnreg: int 
     return {
         "regs": int(regs.group(1)) if regs else None, "spill_bytes": int(spills.group(1)) if spills else None,
         "cp_async": ptx.count("cp.async.cg") + ptx.count("cp.async.ca"), "ld_shared": ptx.count("ld.shared"),
-        "smem_bytes": shared,
+        "smem_bytes": shared, "sass": len(re.findall(r"^\s+/\*[0-9a-f]{4}\*/", sass, re.MULTILINE)),
     }  # fmt: skip
 
 
@@ -164,8 +172,9 @@ def main() -> None:
         return
     else:
         op, m, n, config = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
-        source = generated_source(op, m, n, config)
-    print(compile_sm90(source, config.get("num_warps", 4), save, config.get("maxnreg")))
+        dtype = sys.argv[sys.argv.index("--dtype") + 1] if "--dtype" in sys.argv else "bfloat16"
+        source = generated_source(op, m, n, config, dtype)
+    print(compile_sm90(source, config.get("num_warps", 4), save, config.get("maxnreg"), dtype))
 
 
 if __name__ == "__main__":
