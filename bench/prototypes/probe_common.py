@@ -86,10 +86,10 @@ def runner_registers(run) -> str:  # noqa: ANN001
     return "-"
 
 
-def compare_configs(probe: ProbeRun, wl: Workload, configs: dict[str, dict], title: str) -> None:
+def compare_configs(probe: ProbeRun, wl: Workload, configs: dict[str, dict], title: str) -> dict[str, float]:
     """Compile and check each named config (a failure is reported and skipped), then,
     unless ``--check-only``, time them in turns (best of 2) and print GB/s against the
-    one named "shipped", with each one's registers per thread."""
+    one named "shipped", with each one's registers per thread; returns the GB/s by name."""
     runs = {}
     for name, config in configs.items():
         if probe.out_of_time():
@@ -105,11 +105,12 @@ def compare_configs(probe: ProbeRun, wl: Workload, configs: dict[str, dict], tit
             print(f"  {name}: worst relative error {err:.2g}", flush=True)
     print(title, flush=True)
     if probe.check_only or not runs:
-        return
+        return {}
     best = best_gbps(wl, runs, rounds=2)
     base = best.get("shipped") or 1.0
     for name, gbps in sorted(best.items(), key=lambda kv: -kv[1]):
         print(f"  {name:18s} {gbps:6.0f} GB/s ({gbps / base:.3f}x shipped, {runner_registers(runs[name])} regs)", flush=True)
+    return best
 
 
 def with_pilot(config: dict, kernel_args: tuple, width: int | None) -> tuple:
@@ -120,11 +121,12 @@ def with_pilot(config: dict, kernel_args: tuple, width: int | None) -> tuple:
     return (*kernel_args[:-3], width or config["block_sizes"][0], *kernel_args[-2:])
 
 
-def compare_on(probe: ProbeRun, task: Task, configs: dict[str, dict], title: str) -> None:
+def compare_on(probe: ProbeRun, task: Task, configs: dict[str, dict], title: str) -> dict[str, float]:
     """``compare_configs`` on a fresh workload for ``task``, whose input sets are freed
     before the next task's are made."""
     wl = Workload(task, probe.device)
-    compare_configs(probe, wl, configs, title)
+    best = compare_configs(probe, wl, configs, title)
     del wl
     if probe.on_gpu:
         torch.cuda.empty_cache()
+    return best
