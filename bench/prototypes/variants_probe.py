@@ -6,13 +6,14 @@ the fused LayerNorm backward of bf16 4096x11264 +14% faster on a persistent grid
 config otherwise. Here each shipped entry of the given keys is timed, in one process, in
 turns (tuner timing, best of 2), against itself with each ``--vary`` applied (config keys
 set, or removed by the value ``null``); each variant at least ``--min-gain`` times faster
-than the shipped config goes, its best one, into a candidate cache (``--out``: the shipped
+than the shipped config (``--sibling``: the other 16-bit dtype's config of that key is
+one more variant) goes, its best one, into a candidate cache (``--out``: the shipped
 file with those entries replaced, source "probe"), which ``cache_ab_probe.py`` then times
 again in a second process.
 
     python bench/prototypes/variants_probe.py --keys layer_norm/bwd/float16/4096x11264,... \\
         --vary '{"pid_type": "persistent_blocked"}' --vary '{"widen": true}' \\
-        [--min-gain 1.01] [--out CANDIDATE.json] [--budget SECONDS]
+        [--sibling] [--min-gain 1.01] [--out CANDIDATE.json] [--budget SECONDS]
 """
 
 import datetime
@@ -26,6 +27,7 @@ from tuning.tuner import versions
 from tuning.workload import Task
 
 SHIPPED_PATH = "tuning/configs/nvidia_h200.json"
+SIBLING = {"bfloat16": "float16", "float16": "bfloat16"}
 
 
 def varied(config: dict, change: dict) -> dict:
@@ -34,9 +36,12 @@ def varied(config: dict, change: dict) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def variants(config: dict, changes: list[dict]) -> dict[str, dict]:
-    """The shipped config and each change that makes a different config, by name."""
+def variants(config: dict, changes: list[dict], sibling: dict | None = None) -> dict[str, dict]:
+    """The shipped config, the ``sibling`` config (the other 16-bit dtype's entry) and
+    each change that makes a different config, by name."""
     out = {"shipped": config}
+    if sibling is not None and sibling != config:
+        out["sibling"] = sibling
     for change in changes:
         candidate = varied(config, change)
         if candidate not in out.values():
@@ -72,7 +77,8 @@ def main() -> None:
             continue
         kernel, mode, dtype, shape = key.split("/")
         m, n = map(int, shape.split("x"))
-        configs = variants(entries[key]["config"], changes)
+        twin = entries.get(f"{kernel}/{mode}/{SIBLING.get(dtype)}/{shape}") if "--sibling" in sys.argv else None
+        configs = variants(entries[key]["config"], changes, twin and twin["config"])
         best = compare_on(probe, Task(kernel, mode, m, n, dtype, 1), configs, key)
         name = max(best, key=best.get, default="shipped")
         if name != "shipped" and best[name] >= min_gain * best.get("shipped", float("inf")):
