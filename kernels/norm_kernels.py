@@ -70,9 +70,9 @@ def _widened(t: torch.Tensor, pure: bool) -> torch.Tensor:
 
 
 def _f32(t: torch.Tensor, widen: bool) -> torch.Tensor:
-    """``t`` in fp32: a bf16 ``t`` by two bit moves a pair of values where ``widen`` (the
-    forward kernels' compile-time flag: CUDA only, the moves are PTX), else Triton's
-    conversion. Both are exact."""
+    """``t`` in fp32: a bf16 ``t`` by two bit moves a pair of values where ``widen`` (a
+    compile-time flag of the forward and backward kernels: CUDA only, the moves are PTX),
+    else Triton's conversion. Both are exact."""
     if widen and t.dtype == torch.bfloat16:
         return _widened(t, pure=True)
     return t.to(torch.float32)
@@ -119,8 +119,9 @@ def _norm_output(
     # A 16-bit weight times a value rounded to the dtype is a product Triton forms in the
     # dtype itself (HMUL2 for bf16, a pair at a time), which an opaque widened weight would
     # break into conversions (RMSNorm bf16 4096x16384: 296 -> 392 SASS instructions;
-    # NOTES attempt 76): where the weight is used as loaded (no offset), Triton converts it.
-    widen_w = widen and offset != 0.0
+    # NOTES attempt 76): where such a product is formed (Llama or no casting, no offset),
+    # Triton converts the weight.
+    widen_w = widen and (offset != 0.0 or casting == "gemma")
     if casting == "none":
         # Statistics in fp32, everything after them in the input dtype. A product of
         # two fp16/bf16 values is exact in fp32, so rounding each fp32 product to the
@@ -137,7 +138,7 @@ def _norm_output(
             # Llama: cast the normalized value to the input dtype, then scale.
             y = y.to(dtype).to(torch.float32)
         if wv is not None:
-            y = y * _shifted(wv, offset, widen_w if casting == "llama" else widen)
+            y = y * _shifted(wv, offset, widen_w)
     if bv is not None:
         y = y + _f32(bv, widen)
     if zv is not None:

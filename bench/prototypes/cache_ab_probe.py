@@ -15,11 +15,9 @@ A new 16-bit entry without a shipped one is timed against the shipped entry of t
 import json
 import sys
 
-from probe_common import ProbeRun, compare_on  # run from the repo root or this folder
+from probe_common import SIBLING, ProbeRun, compare_on  # run from the repo root or this folder
 
 from tuning.workload import Task
-
-SIBLING = {"bfloat16": "float16", "float16": "bfloat16"}
 
 
 def main() -> None:

@@ -41,6 +41,24 @@ class ProbeRun:
         return True
 
 
+# The other 16-bit dtype, whose entry a 16-bit lookup without its own takes.
+SIBLING = {"bfloat16": "float16", "float16": "bfloat16"}
+
+
+def shipped_tasks(probe: ProbeRun, entries: dict[str, dict], keys: list[str]):  # noqa: ANN201
+    """(key, Task) for each cache key ("kernel/mode/dtype/MxN") that has a shipped entry
+    (the others reported), until the probe's budget is spent."""
+    for key in keys:
+        if probe.out_of_time():
+            return
+        if key not in entries:
+            print(f"{key}: no shipped entry", flush=True)
+            continue
+        kernel, mode, dtype, shape = key.split("/")
+        m, n = map(int, shape.split("x"))
+        yield key, Task(kernel, mode, m, n, dtype, 1)
+
+
 def shipped_entries() -> dict[str, dict]:
     """The shipped H200 cache's entries (run from the repo root)."""
     return json.load(open("tuning/configs/nvidia_h200.json"))["entries"]

@@ -14,12 +14,9 @@ A candidate equal to one already listed is skipped.
         --shapes 4096x8192,4096x10752 [--budget SECONDS] [--check-only]
 """
 
-from probe_common import ProbeRun, compare_on, shipped_entries  # run from the repo root or this folder
+from probe_common import SIBLING, ProbeRun, compare_on, shipped_entries, shipped_tasks  # run from the repo root or this folder
 
 from tuning import cache
-from tuning.workload import Task
-
-SIBLING = {"bfloat16": "float16", "float16": "bfloat16"}
 ELEMENT_SIZE = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
@@ -60,16 +57,9 @@ def main() -> None:
     dtypes = (probe.option("--dtypes") or "bfloat16,float16").split(",")
     shapes = (probe.option("--shapes") or "4096x8192").split(",")
     entries = shipped_entries()
-    for shape in shapes:
-        for dtype in dtypes:
-            if probe.out_of_time():
-                return
-            key = f"layer_norm/{mode}/{dtype}/{shape}"
-            if key not in entries:
-                print(f"{key}: no shipped entry", flush=True)
-                continue
-            m, n = map(int, shape.split("x"))
-            compare_on(probe, Task("layer_norm", mode, m, n, dtype, 1), candidates(entries, key, dtype), key)
+    keys = [f"layer_norm/{mode}/{dtype}/{shape}" for shape in shapes for dtype in dtypes]
+    for key, task in shipped_tasks(probe, entries, keys):
+        compare_on(probe, task, candidates(entries, key, task.dtype), key)
 
 
 if __name__ == "__main__":

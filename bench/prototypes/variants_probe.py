@@ -21,13 +21,11 @@ import json
 import re
 import sys
 
-from probe_common import ProbeRun, compare_on, shipped_entries  # run from the repo root or this folder
+from probe_common import SIBLING, ProbeRun, compare_on, shipped_entries, shipped_tasks  # run from the repo root or this folder
 
 from tuning.tuner import versions
-from tuning.workload import Task
 
 SHIPPED_PATH = "tuning/configs/nvidia_h200.json"
-SIBLING = {"bfloat16": "float16", "float16": "bfloat16"}
 
 
 def varied(config: dict, change: dict) -> dict:
@@ -69,17 +67,11 @@ def main() -> None:
     out = probe.option("--out")
     entries = shipped_entries()
     picked = {}
-    for key in keys:
-        if probe.out_of_time():
-            break
-        if key not in entries:
-            print(f"{key}: no shipped entry", flush=True)
-            continue
+    for key, task in shipped_tasks(probe, entries, keys):
         kernel, mode, dtype, shape = key.split("/")
-        m, n = map(int, shape.split("x"))
         twin = entries.get(f"{kernel}/{mode}/{SIBLING.get(dtype)}/{shape}") if "--sibling" in sys.argv else None
         configs = variants(entries[key]["config"], changes, twin and twin["config"])
-        best = compare_on(probe, Task(kernel, mode, m, n, dtype, 1), configs, key)
+        best = compare_on(probe, task, configs, key)
         name = max(best, key=best.get, default="shipped")
         if name != "shipped" and best[name] >= min_gain * best.get("shipped", float("inf")):
             e = dict(entries[key])

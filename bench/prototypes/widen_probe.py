@@ -12,10 +12,10 @@ shapes is timed with and without it, in one process, in turns (tuner timing, bes
         --shapes 4096x4096,2048x32768 [--budget SECONDS]
 """
 
-from probe_common import ProbeRun, best_gbps, runner_registers, shipped_entries  # run from the repo root or this folder
+from probe_common import ProbeRun, best_gbps, runner_registers, shipped_entries, shipped_tasks  # run from the repo root or this folder
 
 from kernels import launch
-from tuning.workload import Task, Workload
+from tuning.workload import Workload
 
 SHIPPED = launch.fwd_kernel_args
 SHIPPED_BWD = launch.bwd_widen
@@ -40,29 +40,22 @@ def main() -> None:
     modes = (probe.option("--modes") or "infer").split(",")
     shapes = (probe.option("--shapes") or "4096x4096").split(",")
     entries = shipped_entries()
-    for shape in shapes:
-        for kernel in kernels:
-            for mode in modes:
-                if probe.out_of_time():
-                    return
-                key = f"{kernel}/{mode}/bfloat16/{shape}"
-                if key not in entries:
-                    continue
-                m, n = map(int, shape.split("x"))
-                wl = Workload(Task(kernel, mode, m, n, "bfloat16", 1), probe.device)
-                config = entries[key]["config"]
-                runs = {}
-                for name, widen in (("triton", False), ("widen", True)):
-                    with_widen(widen, backward=mode == "bwd")
-                    try:
-                        runs[name] = wl.runner(config)
-                        wl.check(runs[name])
-                    finally:
-                        restore()
-                best = best_gbps(wl, runs, rounds=2)
-                regs = "/".join(runner_registers(runs[n]) for n in runs)
-                print(f"{key:42s} triton {best['triton']:6.0f} widen {best['widen']:6.0f} GB/s  {best['widen'] / best['triton']:.3f}x  regs {regs}", flush=True)
-                del wl, runs
+    keys = [f"{kernel}/{mode}/bfloat16/{shape}" for shape in shapes for kernel in kernels for mode in modes]
+    for key, task in shipped_tasks(probe, entries, keys):
+        wl = Workload(task, probe.device)
+        config = entries[key]["config"]
+        runs = {}
+        for name, widen in (("triton", False), ("widen", True)):
+            with_widen(widen, backward=task.mode == "bwd")
+            try:
+                runs[name] = wl.runner(config)
+                wl.check(runs[name])
+            finally:
+                restore()
+        best = best_gbps(wl, runs, rounds=2)
+        regs = "/".join(runner_registers(runs[n]) for n in runs)
+        print(f"{key:42s} triton {best['triton']:6.0f} widen {best['widen']:6.0f} GB/s  {best['widen'] / best['triton']:.3f}x  regs {regs}", flush=True)
+        del wl, runs
 
 
 if __name__ == "__main__":
