@@ -638,14 +638,14 @@ def _backward_views(variant, dout, dh, xs, z, weight, bias, stats, groups, offse
     z3, dh3 = _view3(z, m, groups, k), _view3(dh, m, groups, k)
     w2, b2 = _view2(weight, groups, k), _view2(bias, groups, k)
     mean, rstd = _split_stats(stats)
-    fn, rows, split, exchange, widen = _bwd_kernel(variant, dy3, x3, z3, w2, b2, mean, rstd, dh3, want_dw, want_db, offset)
+    fn, rows, split, exchange, choices = _bwd_kernel(variant, dy3, x3, z3, w2, b2, mean, rstd, dh3, want_dw, want_db, offset)
     b = _bwd_buffers(xs, z, weight, bias, groups, rows, split, want_dw, want_db, exchange)
     coef = None
     if split:
         coef = _launch_coef(variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, offset, record)
     args = _bwd_args(
         variant, dy3, x3, z3, w2, b2, mean, rstd, b.coef, dh3, b.dx.view(m, groups, k),
-        _view3(b.dz, m, groups, k), *_grad_targets(b.part, b.dw, b.db, groups, k), offset, exchange, widen,
+        _view3(b.dz, m, groups, k), *_grad_targets(b.part, b.dw, b.db, groups, k), offset, exchange, choices,
     )  # fmt: skip
     main = _call(fn, args, xs.device, record)
     reduce = _reduce_into(b.part, b.dw, b.db, record)
@@ -716,13 +716,13 @@ def _fwd_config(variant: Variant, x: torch.Tensor, training: bool) -> dict:
 def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_db, offset):  # noqa: ANN001, ANN202
     """The backward host function for these [M, G, K] views, the number of partial rows
     it writes (one per program), whether it runs the split schedule, the exchange
-    schedule's channel tiles per row (0: not that schedule) and its ``widen``."""
+    schedule's channel tiles per row (0: not that schedule) and its ``bwd_choices``."""
     m, g, k = x.shape
     if _uses_ref(x.device):
-        return _kernels(True)["bwd"], 1, False, 0, False  # eager: one tile spans all rows
+        return _kernels(True)["bwd"], 1, False, 0, (False, False)  # eager: one tile spans all rows
     key = (
         "bwd", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias),
-        dh is not None, want_dw, want_db, x.device,
+        dh is not None, want_dw, want_db, x.device, offset,
     )  # fmt: skip
     hit = _compiled.get(key)
     if hit is None:
@@ -738,11 +738,11 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
         args = _bwd_args(
             variant, dy, x, z, weight, bias, mean, rstd, _coef(split, m, g, x.device, tiles),
             dh, torch.empty_like(x), None if z is None else torch.empty_like(z),
-            *_grad_targets(part, dw, db, g, k), offset, tiles, bwd_widen(config, x),
+            *_grad_targets(part, dw, db, g, k), offset, tiles, bwd_choices(config, x),
         )  # fmt: skip
         hit = _compile(key, "bwd", args, config)
     fn, config = hit
-    return fn, -(-m // config["block_sizes"][0]), *_bwd_schedule(config, k, x.device), bwd_widen(config, x)
+    return fn, -(-m // config["block_sizes"][0]), *_bwd_schedule(config, k, x.device), bwd_choices(config, x)
 
 
 def _bwd_schedule(config: dict, k: int, device: torch.device) -> tuple[bool, int]:
@@ -779,7 +779,7 @@ def _launch_coef(variant, dy, x, z, weight, bias, mean, rstd, coef, offset, reco
     if _uses_ref(x.device):
         _kernels(True)["bwd_coef"](*args)
         return None
-    key = ("bwd_coef", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias), x.device)
+    key = ("bwd_coef", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias), x.device, offset)
     m, g, k = x.shape
     fn, _ = _compiled.get(key) or _compile(
         key, "bwd_coef", args, heuristics.coef_config(m, k, g, _num_sms(x.device))
@@ -813,10 +813,26 @@ def bwd_widen(config: dict | None, x: torch.Tensor) -> bool:
     return bool(config and config.get(config_cache.WIDEN)) and x.device.type == "cuda"
 
 
-def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset, exchange=0, widen=False):  # noqa: ANN001, ANN202
+def bwd_trim(config: dict | None) -> bool:
+    """Whether the fused backward pins the dead lanes of its padded channel tile to
+    constant zeros, so that the compiler drops their arithmetic (``norm_kernels.norm_bwd``;
+    ``TRIM``, a key of ours the tuner offers where the row is not a power of two). A
+    choice, not a rule: on the H200 (NOTES attempt 77) the shipped backwards of 4096 x
+    8704-10752 and 12800-14336 ran 1.03-1.16x with it (the 16384-wide programs stop
+    spilling), but rows whose dead lanes share registers with live ones pay a select a
+    value (4096x1536-7168: 0.83-0.96x)."""
+    return bool(config and config.get(config_cache.TRIM))
+
+
+def bwd_choices(config: dict | None, x: torch.Tensor) -> tuple[bool, bool]:
+    """The compile-time choices a backward config makes: (``bwd_widen``, ``bwd_trim``)."""
+    return bwd_widen(config, x), bwd_trim(config)
+
+
+def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset, exchange=0, choices=(False, False)):  # noqa: ANN001, ANN202
     return (
         dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part,
-        offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)), exchange, widen,
+        offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)), exchange, *choices,
     )  # fmt: skip
 
 

@@ -96,8 +96,8 @@ def _norm_input(xv: torch.Tensor, rv: torch.Tensor | None, zv: torch.Tensor | No
 
 
 def _shifted(wv: torch.Tensor, offset: float, widen: bool) -> torch.Tensor:
-    """w + offset in fp32. The forward kernels take ``offset`` as a compile-time
-    constant, so Llama's 0 costs no add per weight element (Gemma's 1 does)."""
+    """w + offset in fp32. Every kernel takes ``offset`` as a compile-time constant, so
+    Llama's 0 costs no add per weight element (Gemma's 1 does)."""
     if offset == 0.0:
         return _f32(wv, widen)
     return _f32(wv, widen) + offset
@@ -638,12 +638,13 @@ def norm_bwd(
     dz: torch.Tensor | None,
     dw_part: torch.Tensor | None,
     db_part: torch.Tensor | None,
-    offset: float,
+    offset: hl.constexpr,
     rms: hl.constexpr,
     gate: hl.constexpr,
     sums_first: hl.constexpr,
     exchange: hl.constexpr,
     widen: hl.constexpr,
+    trim: hl.constexpr,
 ) -> torch.Tensor:
     """dx (and dz) for every row; per-program fp32 partial sums of dw and db.
 
@@ -702,7 +703,7 @@ def norm_bwd(
             # loop: hoisted, they stay live in registers and a 16384-wide row spills
             # (H200: 3553 -> 2733 GB/s at 4096x16384).
             if weight is not None:
-                wf = _f32(weight[tile_g, tile_k], widen)[None, :, :] + offset
+                wf = _shifted(weight[tile_g, tile_k], offset, widen)[None, :, :]
             if bias is not None:
                 bf = _f32(bias[tile_g, tile_k], widen)[None, :, :]
             if exchange > 0:
@@ -742,6 +743,19 @@ def norm_bwd(
                 else:
                     hl.store(dz, [tile_m, tile_g, tile_k], (dyf * n * slope).to(dz.dtype))
                 dyf = dyf * silu_z
+            if coef is None and trim:
+                # ``trim``: the fused tile spans the row from 0, padded to a power of two,
+                # so its lanes from k on are dead in every program, and ``live`` says so
+                # in a form the compiler folds per register (the tile's own offset
+                # cancels). Pinned to constant zeros there, their arithmetic and the
+                # accumulators' dead lanes fold away; x and dy come through shared memory
+                # when the row loop is pipelined, whose zero fill the compiler cannot see.
+                # -0.0 for dy and dxhat: ``s + (-0.0)`` folds, ``s + 0.0`` does not, and
+                # -0.0 * xhat's +0.0 is -0.0 again. Lanes of a register that is dead in
+                # some threads only cost a select each: a config choice (NOTES attempt 77).
+                live = (tile_k.index - tile_k.begin < k)[None, None, :]
+                xhat = torch.where(live, xhat, 0.0)
+                dyf = torch.where(live, dyf, -0.0)
             if db_part is not None:
                 db_acc = db_acc + torch.sum(dyf, dim=0)
             if dw_part is not None:
@@ -749,6 +763,8 @@ def norm_bwd(
             dxhat = dyf
             if weight is not None:
                 dxhat = dyf * wf
+                if coef is None and trim:
+                    dxhat = torch.where(live, dxhat, -0.0)
             # LayerNorm's two row sums: ``sums_first`` takes both before either is used.
             # Otherwise Triton keeps du's first term live across the second reduction,
             # which spills wide rows (bf16 4096x16384, 16 warps: 86 -> 20 spilled
@@ -807,12 +823,17 @@ def norm_bwd(
                 c2 = coef[1, tile_m, tile_g]
                 if not rms:
                     c1 = coef[0, tile_m, tile_g]
+            # rstd folded into the row's coefficients: two FMAs a value, not three ops.
             du = dxhat - xhat * c2[:, :, None]
-            if not rms:
+            if rms:
+                du = du * rs
+            else:
                 if coef is None and not sums_first:
                     c1 = torch.sum(dxhat, dim=-1) * inv_k
-                du = du - c1[:, :, None]
-            du = du * rs
+                # rstd times c1 once a row: two FMAs a value, not three ops. (dxhat * rstd
+                # formed first would save as many but may be hoisted above the row sums,
+                # holding one more row of values across them: the 16384-wide row spills.)
+                du = du * rs - c1[:, :, None] * rs
             if gate == "before":
                 if exchange > 0:
                     hl.store(dz, [prev, tile_g, tile_k], (du * xf * slope).to(dz.dtype), extra_mask=done[:, :, None])
@@ -843,7 +864,7 @@ def norm_bwd_coef(
     mean: torch.Tensor | None,
     rstd: torch.Tensor,
     coef: torch.Tensor,
-    offset: float,
+    offset: hl.constexpr,
     rms: hl.constexpr,
     gate: hl.constexpr,
 ) -> torch.Tensor:
@@ -873,7 +894,7 @@ def norm_bwd_coef(
         else:
             xhat = (u - mean[tile_m, tile_g][:, :, None]) * rs
         if weight is not None:
-            wf = weight[tile_g, :].to(torch.float32)[None, :, :] + offset
+            wf = _shifted(weight[tile_g, :], offset, False)[None, :, :]
         if gate == "after":
             # Only the gate's factor on dy matters here; dz is left to norm_bwd.
             dyf = dyf * silu_z

@@ -758,6 +758,65 @@ def test_widened_backward(device, cached_config, case):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 
 
+# (kernel options, M, N, backward block sizes, more config): backward configs that say
+# ``trim`` (the fused tile's dead lanes pinned to zeros): ragged rows on a padded tile,
+# with the residual's gradient, both gates, groups, fp32, fp16 and bf16, a pipelined
+# row loop on a persistent grid; and a split config, which ignores the key.
+TRIMMED_BWD = [
+    (dict(rms=False), 37, 200, [8, 1, 256, 2], {"loop_orders": [[2, 1, 0]]}, torch.bfloat16),
+    (dict(rms=True, residual=True), 11, 72, [4, 1, 128, 2], {"range_num_stages": [0, 2]}, torch.float16),
+    (dict(rms=False, gate="after"), 19, 520, [4, 1, 1024, 1], {"loop_orders": [[2, 1, 0]], "pid_type": "persistent_blocked"}, torch.bfloat16),
+    (dict(rms=True, gate="before", group=96), 13, 384, [4, 1, 128, 2], {}, torch.bfloat16),
+    (dict(rms=False), 9, 100, [4, 1, 128, 1], {}, torch.float32),
+    (dict(rms=False), 21, 1000, [8, 1, 256, 2], {}, torch.bfloat16),  # split: 4 channel tiles
+]
+
+
+@pytest.mark.parametrize("case", TRIMMED_BWD, ids=lambda c: f"{_tuning_name(c[0])}-{c[1]}x{c[2]}-{c[3]}-{sorted(c[4])}-{c[5]}")
+def test_trimmed_backward(device, cached_config, case):
+    """A backward config with ``trim`` matches the float64 reference (dx, dW, dB, dz, the
+    residual's gradient) and is the config that ran."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    opts, m, n, sizes, more, dtype = case
+    if device == "cpu":
+        more = {k: v for k, v in more.items() if k != "pid_type"}  # persistent grids need a GPU
+    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, **more, "trim": True}
+    cached_config(_tuning_name(opts), dtype, m, n, config, mode="bwd")
+    got, want = _grads_and_reference(*_norm_and_reference(opts, m, n, device, dtype))
+    assert config in _compiled_configs(), "the backward did not run the trimmed config"
+    assert kernels.launch.bwd_trim(config) and not kernels.launch.bwd_trim({**config, "trim": False})
+    for i, (g, w64) in enumerate(zip(got, want)):
+        assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
+
+
+def test_trim_pins_the_fused_tiles_dead_lanes():
+    """``trim`` pins xhat, dy and dxhat to constant zeros (dy and dxhat -0.0, which a sum
+    absorbs) beyond the row, by the tile's own lanes (its offset cancels); only in the
+    fused schedule (no row coefficients), and not without the flag."""
+    import helion
+
+    from kernels import launch
+
+    m, g, k = 8, 1, 40
+    x, dy = torch.randn(m, g, k), torch.randn(m, g, k)
+    w, b = torch.randn(g, k), torch.randn(g, k)
+    mean, rstd = torch.randn(m, g), torch.rand(m, g)
+    part = torch.zeros(1, 2, g, k)
+    kernel = launch._kernels(False)["bwd"]
+    for coef, tile in ((None, 64), (torch.zeros(2, m, g), 16)):
+        for trim in (False, True):
+            args = launch._bwd_args(
+                launch.Variant(rms=False), dy, x, None, w, b, mean, rstd, coef, None,
+                torch.empty_like(x), None, part[:, 0], part[:, 1], 0.0, 0, (False, trim),
+            )  # fmt: skip
+            code = kernel.bind(args).to_triton_code(helion.Config(block_sizes=[8, 1, tile, 2], num_warps=4, num_stages=1))
+            body = code.split("def _helion_norm_bwd", 1)[1].split("\ndef ", 1)[0]
+            pinned = body.count("tl.full([], -0.0, tl.float32)")
+            assert pinned == (2 if trim and coef is None else 0), (tile, trim, pinned)
+            assert ("indices_2 - " in body) == (trim and coef is None), (tile, trim)
+
+
 def test_widened_backward_converts_bf16_by_bit_moves():
     """The backward's compile-time ``widen`` converts every bf16 value it loads (x, dy,
     the weight, the bias; z and dh where the variant has them) by ``_f32``'s
@@ -780,7 +839,7 @@ def test_widened_backward_converts_bf16_by_bit_moves():
             for widen in (False, True):
                 args = launch._bwd_args(
                     launch.Variant(rms=rms, gate=gate), dy, x, z, w, b, None if rms else mean, rstd, None, dh,
-                    torch.empty_like(x), None if z is None else torch.empty_like(x), part[:, 0], None if rms else part[:, 1], 0.0, 0, widen,
+                    torch.empty_like(x), None if z is None else torch.empty_like(x), part[:, 0], None if rms else part[:, 1], 0.0, 0, (widen, False),
                 )  # fmt: skip
                 code = launch._kernels(False)["bwd"].bind(args).to_triton_code(helion.Config(block_sizes=[8, 1, k, 2], num_warps=4, num_stages=1))
                 expected = moves if widen and dtype == torch.bfloat16 else 0
@@ -949,7 +1008,7 @@ def test_layer_norm_backward_row_sum_order_is_fixed_at_compile_time():
         args = launch._bwd_args(
             launch.Variant(rms=False), dy, x, None, w, b, mean, rstd, None, None,
             torch.empty_like(x), None, part[:, 0], part[:, 1], 0.0,
-        )[:-3] + (sums_first, 0, False)  # fmt: skip  (the order, no exchange, no widen)
+        )[:-4] + (sums_first, 0, False, False)  # fmt: skip  (the order, no exchange, widen or trim)
         body = kernel.bind(args).to_triton_code(config).split("def _helion_norm_bwd", 1)[1]
         body = body.split("\ndef ", 1)[0].splitlines()
         assert not any("sums_first" in line for line in body), "the order became a runtime argument"
