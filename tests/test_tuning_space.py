@@ -327,6 +327,30 @@ def test_widen_is_a_backward_choice() -> None:
     assert "widen" not in SearchSpace.from_spec("fwd", 16, 512, fwd.bound().config_spec, "cuda", widen=True).by_name
 
 
+def test_trim_is_a_backward_choice_for_ragged_rows() -> None:
+    """``trim`` (the fused tile's dead lanes pinned to zeros) is offered to backward spaces
+    of rows that are not a power of two (``Workload.offers_trim``, on any device), never to
+    a forward; the config round-trips, is a step of the local search, and Helion never
+    sees the key."""
+    from tuning.cache import TRIM
+
+    wl = Workload(Task("layer_norm", "bwd", 16, 320, "float16"), CPU, n_sets=1)
+    assert wl.offers_trim
+    assert not Workload(Task("layer_norm", "bwd", 16, 512, "float16"), CPU, n_sets=1).offers_trim
+    assert not Workload(Task("layer_norm", "infer", 16, 320, "float16"), CPU, n_sets=1).offers_trim
+    space = SearchSpace.from_spec("bwd", 16, 320, wl.bound().config_spec, "cpu", trim=wl.offers_trim)
+    fused = {"block_sizes": [16, 1, 512, 2], "num_warps": 4, "num_stages": 1}
+    point = {**space.from_config(fused), "trim": True}
+    config = space.to_config(point)
+    assert config == {**fused, TRIM: True} and space.from_config(config) == point
+    assert {**point, "trim": False} in space.neighbours(point)
+    assert describe(config, "bwd").endswith("trim")
+    assert TRIM not in cache.helion_fields(config)
+    assert "trim" not in SearchSpace.from_spec("bwd", 16, 320, wl.bound().config_spec, "cpu").by_name
+    fwd = Workload(Task("layer_norm", "infer", 16, 320, "float16"), CPU, n_sets=1)
+    assert "trim" not in SearchSpace.from_spec("fwd", 16, 320, fwd.bound().config_spec, "cpu", trim=True).by_name
+
+
 def test_invalid_points_are_pruned(spaces: dict) -> None:
     bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
     assert "inner" in bwd.invalid_reason({"m_block_log2": 1, "inner_log2": 2, "warps_log2": 0, "stages": 1})

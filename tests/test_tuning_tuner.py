@@ -313,6 +313,24 @@ def test_fused_backward_studies_seed_the_channel_tile_first(tmp_path: Path) -> N
     assert wl.check(wl.runner(first)) < 0.05
 
 
+def test_ragged_backward_studies_seed_the_incumbent_trimmed(tmp_path: Path) -> None:
+    """A backward study of a row that is not a power of two also measures its incumbent
+    with the padded tile's dead lanes trimmed: the seed is the same config plus the key,
+    a point of the space; a power-of-two row's space has no such seed."""
+    from tuning.cache import TRIM
+
+    task = Task("layer_norm", "bwd", 40, 96, "float16")
+    wl = Workload(task, CPU)
+    space = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cpu", wl.other_loads(), trim=wl.offers_trim)
+    seeds = tuner.seed_configs(task, "cpu", wl, space, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))
+    assert seeds["trim"] == {**seeds["heuristic"], TRIM: True}
+    assert space.from_config(seeds["trim"]) == {**space.from_config(seeds["heuristic"]), "trim": True}
+    even = Task("layer_norm", "bwd", 40, 128, "float16")
+    wl = Workload(even, CPU)
+    plain = SearchSpace.from_spec("bwd", 40, 128, wl.bound().config_spec, "cpu", wl.other_loads(), trim=wl.offers_trim)
+    assert tuner.seed_configs(even, "cpu", wl, plain, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))["trim"] is None
+
+
 def test_bf16_backward_studies_seed_the_incumbent_widened(tmp_path: Path) -> None:
     """A bf16 backward study on CUDA also measures its incumbent converting bf16 by bit moves
     (``widen``): the seed is the same config plus the key, a point of the space. The CPU's

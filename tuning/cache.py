@@ -88,7 +88,10 @@ RECAST = "recast"
 READ_ONLY = "read_only"
 # WIDEN: a backward config that converts bf16 to fp32 by bit moves (``kernels.launch.bwd_widen``).
 WIDEN = "widen"
-OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE, RECAST, READ_ONLY, WIDEN)
+# TRIM: a fused backward config whose padded tile's dead lanes are constant zeros
+# (``kernels.launch.bwd_trim``).
+TRIM = "trim"
+OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE, RECAST, READ_ONLY, WIDEN, TRIM)
 
 
 def helion_fields(config: dict) -> dict:

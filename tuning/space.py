@@ -93,6 +93,13 @@ positions are read from the config spec: the inner block is the one bounded by m
                  (WIDEN). Fewer instructions (offline, LayerNorm 4096x12800 on the 16384
                  tile: 1952 -> 1864 SASS), but some programs at 255 registers spill with
                  it: H200 shipped configs 0.57-1.04x (NOTES attempt 76)
+  trim           (rows that are not a power of two) the fused schedule pins its padded
+                 tile's dead lanes to constant zeros, so the compiler drops their
+                 arithmetic (TRIM, a key of ours; ignored by the split and exchange
+                 schedules). Offline (triton 3.6, sm_90), LayerNorm bf16 4096x8704 on the
+                 16384 tile: 1193 -> 857 SASS instructions a row, 12 spilled bytes -> 0;
+                 but lanes dead in some threads only pay a select each: H200 shipped
+                 configs 0.83-1.16x (NOTES attempt 77)
   row_stages     software pipelining of that loop (its ``range_num_stages``: Triton
                  prefetches the next steps' rows while this one reduces); 0 = off.
                  Offered when Helion's config spec has the knob for the loop.
@@ -111,9 +118,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, READ_ONLY, RECAST, STATIC, WIDEN
+from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, READ_ONLY, RECAST, STATIC, TRIM, WIDEN
 
-SPACE_VERSION = 18  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 19  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -231,6 +238,7 @@ class SearchSpace:
         recast: bool = False,
         read_only: int = 0,
         widen: bool = False,
+        trim: bool = False,
     ) -> None:
         if mode not in ("fwd", "bwd"):
             raise ValueError(f"mode must be 'fwd' or 'bwd', got {mode!r}")
@@ -255,6 +263,7 @@ class SearchSpace:
         self.exchange = exchange and mode == "bwd" and self.kp >= EXCHANGE_MIN_WIDTH
         self.tile_first = tile_first and mode == "bwd"
         self.widen = widen and mode == "bwd"
+        self.trim = trim and mode == "bwd"
         self.params = self._params(evictions, pid_types)
         self.by_name = {p.name: p for p in self.params}
 
@@ -263,6 +272,7 @@ class SearchSpace:
         cls, mode: str, m: int, k: int, spec, device_type: str, n_loads: int | None = None,
         chunked: bool = False, training: bool = False, streaming: bool = False,
         params_first: bool = False, recast: bool = False, read_only: int = 0, widen: bool = False,
+        trim: bool = False,
     ) -> SearchSpace:
         """The space for a kernel bound to real arguments (``bound.config_spec``).
 
@@ -275,7 +285,8 @@ class SearchSpace:
         statistics (offer ``params_first``). ``recast``: the forward can hold the row
         in its 16-bit form (offer ``recast``). ``read_only``: the element size of a row the
         two-pass forward can read by read-only loads (0: not offered). ``widen``: the
-        backward's loads are bf16 on CUDA (offer ``widen``). A backward whose
+        backward's loads are bf16 on CUDA (offer ``widen``). ``trim``: the backward's row
+        is not a power of two (offer ``trim``). A backward whose
         kernel takes ``loop_orders``
         is offered ``tile_first``, and on CUDA the exchange schedule (on rows from
         EXCHANGE_MIN_WIDTH).
@@ -305,6 +316,7 @@ class SearchSpace:
             recast=recast,
             read_only=read_only,
             widen=widen,
+            trim=trim,
             exchange=device_type == "cuda" and len(spec.loop_orders) == 1,
             tile_first=len(spec.loop_orders) == 1,
         )  # fmt: skip
@@ -335,6 +347,8 @@ class SearchSpace:
                 params.append(ChoiceParam("row_stages", ROW_STAGES))
             if self.widen:
                 params.append(ChoiceParam("widen", (False, True)))
+            if self.trim:
+                params.append(ChoiceParam("trim", (False, True)))
         params.append(IntParam("warps_log2", 0, MAX_WARPS_LOG2))
         if self.n_loads and len(evictions) > 1:
             params.append(ChoiceParam("eviction", evictions))
@@ -526,6 +540,8 @@ class SearchSpace:
             config[EXCHANGE] = True
         if point.get("widen", False):
             config[WIDEN] = True
+        if point.get("trim", False):
+            config[TRIM] = True
         if point.get("exchange", False) or point.get("tile_first", False):
             config["loop_orders"] = CHANNEL_TILE_FIRST
         return config
@@ -594,6 +610,7 @@ class SearchSpace:
         point["read_only"] = bool(config.get(READ_ONLY, False))
         point["exchange"] = bool(config.get(EXCHANGE, False))
         point["widen"] = bool(config.get(WIDEN, False))
+        point["trim"] = bool(config.get(TRIM, False))
         orders = [list(order) for order in config.get("loop_orders") or []]
         if all(order == sorted(order) for order in orders):
             orders = None  # Helion's default: every loop in its written order
@@ -662,6 +679,8 @@ def canonical(config: dict, keys: tuple[str, ...] | None = None) -> dict:
         out.pop(EXCHANGE)
     if not out.get(WIDEN, True):
         out.pop(WIDEN)
+    if not out.get(TRIM, True):
+        out.pop(TRIM)
     if all(list(order) == sorted(order) for order in out.get("loop_orders") or []):
         out.pop("loop_orders", None)  # every loop in its written order: Helion's default
     return out
@@ -707,4 +726,6 @@ def describe(config: dict, mode: str) -> str:
         parts.append("k-first")
     if config.get(WIDEN):
         parts.append("widen")
+    if config.get(TRIM):
+        parts.append("trim")
     return " ".join(parts)

@@ -235,7 +235,7 @@ class Workload:
         targets = launch._grad_targets(part, *self.param_grads, self.g, self.k)
         return launch._bwd_args(
             self.variant, s["dy"], s["x"], s["z"], self.weight, self.bias, s["mean"], s["rstd"],
-            coef, s["dh"], s["dx"], s["dz"], *targets, 0.0, exchange, launch.bwd_widen(config, s["x"]),
+            coef, s["dh"], s["dx"], s["dz"], *targets, 0.0, exchange, launch.bwd_choices(config, s["x"]),
         )  # fmt: skip
 
     def is_split(self, config: dict) -> bool:
@@ -304,6 +304,12 @@ class Workload:
             return 0
         read = launch.read_again(self._fwd_args(self.sets[0]))
         return read[0].element_size() if launch.aligned16(read) else 0
+
+    @property
+    def offers_trim(self) -> bool:
+        """Whether the backward's space has ``trim``: a row that is not a power of two, so
+        a channel tile spanning it has dead lanes."""
+        return not self.forward and self.k & (self.k - 1) != 0
 
     @property
     def offers_widen(self) -> bool:
