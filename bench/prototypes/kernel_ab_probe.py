@@ -15,6 +15,7 @@ interpreter).
 """
 
 import importlib.util
+import inspect
 import re
 import statistics
 import sys
@@ -25,13 +26,33 @@ from kernels import launch
 from tuning.workload import Workload
 
 
+class _Arity:
+    """A kernel that takes the current launch code's arguments and passes on the first
+    ``n``: a baseline older than a trailing compile-time choice (``trim``) runs as that
+    choice's default, which is how it ran before the choice existed."""
+
+    def __init__(self, inner, n: int) -> None:  # noqa: ANN001
+        self.inner, self.n = inner, n
+
+    def bind(self, args: tuple) -> "_Arity":
+        return _Arity(self.inner.bind(tuple(args)[: self.n]), self.n)
+
+    def compile_config(self, config):  # noqa: ANN001, ANN201
+        compiled = self.inner.compile_config(config)
+        return lambda *args: compiled(*args[: self.n])
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+
 def baseline_kernels(path: str) -> dict:
-    """``make_kernels(False)`` of the norm_kernels source at ``path``."""
+    """``make_kernels(False)`` of the norm_kernels source at ``path``, each taking the
+    current kernels' arguments."""
     spec = importlib.util.spec_from_file_location("baseline_norm_kernels", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # the generated code imports its source module by name
     spec.loader.exec_module(module)
-    return module.make_kernels(False)
+    return {name: _Arity(k, len(inspect.signature(k.fn).parameters)) for name, k in module.make_kernels(False).items()}
 
 
 def runner_on(wl: Workload, config: dict, kernels: dict | None):  # noqa: ANN201
