@@ -722,7 +722,7 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
         return _kernels(True)["bwd"], 1, False, 0, (False, False)  # eager: one tile spans all rows
     key = (
         "bwd", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias),
-        dh is not None, want_dw, want_db, x.device, offset,
+        dh is not None, want_dw, want_db, x.device,
     )  # fmt: skip
     hit = _compiled.get(key)
     if hit is None:
@@ -779,7 +779,7 @@ def _launch_coef(variant, dy, x, z, weight, bias, mean, rstd, coef, offset, reco
     if _uses_ref(x.device):
         _kernels(True)["bwd_coef"](*args)
         return None
-    key = ("bwd_coef", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias), x.device, offset)
+    key = ("bwd_coef", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias), x.device)
     m, g, k = x.shape
     fn, _ = _compiled.get(key) or _compile(
         key, "bwd_coef", args, heuristics.coef_config(m, k, g, _num_sms(x.device))
