@@ -817,10 +817,10 @@ def bwd_trim(config: dict | None) -> bool:
     """Whether the fused backward pins the dead lanes of its padded channel tile to
     constant zeros, so that the compiler drops their arithmetic (``norm_kernels.norm_bwd``;
     ``TRIM``, a key of ours the tuner offers where the row is not a power of two). A
-    choice, not a rule: on the H200 (NOTES attempt 77) the shipped backwards of 4096 x
-    8704-10752 and 12800-14336 ran 1.03-1.16x with it (the 16384-wide programs stop
-    spilling), but rows whose dead lanes share registers with live ones pay a select a
-    value (4096x1536-7168: 0.83-0.96x)."""
+    choice, not a rule: on the H200 (NOTES attempt 77) 22 shipped backwards ran 1.01-1.19x
+    with it (LayerNorm 4096 x 8704-15872: their 16384-wide programs drop the dead lanes'
+    arithmetic, and 12800's stops spilling), but rows whose dead lanes share registers with
+    live ones pay a select a value (4096x1536-7168: 0.83-0.96x)."""
     return bool(config and config.get(config_cache.TRIM))
 
 
