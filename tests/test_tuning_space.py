@@ -306,6 +306,19 @@ def test_read_only_where_the_two_pass_forward_reads_16_bytes_a_thread() -> None:
     assert "read_only" not in SearchSpace.from_spec("fwd", 16, 8192, wl.bound().config_spec, "cuda", read_only=2).by_name
 
 
+def _assert_backward_flag(space: SearchSpace, name: str, key: str) -> None:
+    """A boolean backward choice of ours in ``space``: a fused config with it set round-trips
+    to the config key ``key``, unsetting it is a step of the local search, ``describe``
+    names it and Helion never sees it."""
+    fused = {"block_sizes": [16, 1, 512, 2], "num_warps": 4, "num_stages": 1}
+    point = {**space.from_config(fused), name: True}
+    config = space.to_config(point)
+    assert config == {**fused, key: True} and space.from_config(config) == point
+    assert {**point, name: False} in space.neighbours(point)
+    assert describe(config, "bwd").endswith(name)
+    assert key not in cache.helion_fields(config)
+
+
 def test_widen_is_a_backward_choice() -> None:
     """``widen`` (bf16 converted by bit moves) is offered to backward spaces built with it
     (a bf16 workload on CUDA: ``Workload.offers_widen``), never to a forward; the config
@@ -315,13 +328,7 @@ def test_widen_is_a_backward_choice() -> None:
     wl = Workload(Task("rms_norm", "bwd", 16, 512, "bfloat16"), CPU, n_sets=1)
     assert not wl.offers_widen and not Workload(Task("rms_norm", "infer", 16, 512, "bfloat16"), CPU, n_sets=1).offers_widen
     space = SearchSpace.from_spec("bwd", 16, 512, wl.bound().config_spec, "cuda", widen=True)
-    fused = {"block_sizes": [16, 1, 512, 2], "num_warps": 4, "num_stages": 1}
-    point = {**space.from_config(fused), "widen": True}
-    config = space.to_config(point)
-    assert config == {**fused, WIDEN: True} and space.from_config(config) == point
-    assert {**point, "widen": False} in space.neighbours(point)
-    assert describe(config, "bwd").endswith("widen")
-    assert WIDEN not in cache.helion_fields(config)
+    _assert_backward_flag(space, "widen", WIDEN)
     assert "widen" not in SearchSpace.from_spec("bwd", 16, 512, wl.bound().config_spec, "cuda").by_name
     fwd = Workload(Task("rms_norm", "infer", 16, 512, "bfloat16"), CPU, n_sets=1)
     assert "widen" not in SearchSpace.from_spec("fwd", 16, 512, fwd.bound().config_spec, "cuda", widen=True).by_name
@@ -339,13 +346,7 @@ def test_trim_is_a_backward_choice_for_ragged_rows() -> None:
     assert not Workload(Task("layer_norm", "bwd", 16, 512, "float16"), CPU, n_sets=1).offers_trim
     assert not Workload(Task("layer_norm", "infer", 16, 320, "float16"), CPU, n_sets=1).offers_trim
     space = SearchSpace.from_spec("bwd", 16, 320, wl.bound().config_spec, "cpu", trim=wl.offers_trim)
-    fused = {"block_sizes": [16, 1, 512, 2], "num_warps": 4, "num_stages": 1}
-    point = {**space.from_config(fused), "trim": True}
-    config = space.to_config(point)
-    assert config == {**fused, TRIM: True} and space.from_config(config) == point
-    assert {**point, "trim": False} in space.neighbours(point)
-    assert describe(config, "bwd").endswith("trim")
-    assert TRIM not in cache.helion_fields(config)
+    _assert_backward_flag(space, "trim", TRIM)
     assert "trim" not in SearchSpace.from_spec("bwd", 16, 320, wl.bound().config_spec, "cpu").by_name
     fwd = Workload(Task("layer_norm", "infer", 16, 320, "float16"), CPU, n_sets=1)
     assert "trim" not in SearchSpace.from_spec("fwd", 16, 320, fwd.bound().config_spec, "cpu", trim=True).by_name
