@@ -825,7 +825,6 @@ def norm_bwd(
                 c2 = coef[1, tile_m, tile_g]
                 if not rms:
                     c1 = coef[0, tile_m, tile_g]
-            # rstd folded into the row's coefficients: two FMAs a value, not three ops.
             du = dxhat - xhat * c2[:, :, None]
             if rms:
                 du = du * rs

@@ -96,10 +96,10 @@ positions are read from the config spec: the inner block is the one bounded by m
   trim           (rows that are not a power of two) the fused schedule pins its padded
                  tile's dead lanes to constant zeros, so the compiler drops their
                  arithmetic (TRIM, a key of ours; ignored by the split and exchange
-                 schedules). Offline (triton 3.6, sm_90), LayerNorm bf16 4096x8704 on the
-                 16384 tile: 1193 -> 857 SASS instructions a row, 12 spilled bytes -> 0;
-                 but lanes dead in some threads only pay a select each: H200 shipped
-                 configs 0.83-1.16x (NOTES attempt 77)
+                 schedules). Offline (triton 3.6, sm_90), LayerNorm bf16 on the 16384
+                 tile: 4096x8704 1193 -> 897 SASS instructions a row, 4096x12800 1289 ->
+                 1160 and 64 spilled bytes -> 0; but lanes dead in some threads only pay
+                 a select each: H200 shipped configs 0.83-1.19x (NOTES attempt 77)
   row_stages     software pipelining of that loop (its ``range_num_stages``: Triton
                  prefetches the next steps' rows while this one reduces); 0 = off.
                  Offered when Helion's config spec has the knob for the loop.

@@ -574,7 +574,7 @@ def _widen(space: SearchSpace, config: dict | None) -> dict | None:
 
 def _trim(space: SearchSpace, config: dict | None) -> dict | None:
     """``config`` (a backward of a row that is not a power of two) with its padded tile's
-    dead lanes trimmed, which ran the shipped configs 0.83-1.16x on the H200 (NOTES
+    dead lanes trimmed, which ran the shipped configs 0.83-1.19x on the H200 (NOTES
     attempt 77): the study measures its incumbent both ways."""
     return _with_param(space, config, "trim", True, False)
 
