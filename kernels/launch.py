@@ -719,7 +719,7 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
     schedule's channel tiles per row (0: not that schedule) and its ``bwd_choices``."""
     m, g, k = x.shape
     if _uses_ref(x.device):
-        return _kernels(True)["bwd"], 1, False, 0, (False, False)  # eager: one tile spans all rows
+        return _kernels(True)["bwd"], 1, False, 0, (False, False, False)  # eager: one tile spans all rows
     key = (
         "bwd", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias),
         dh is not None, want_dw, want_db, x.device,
@@ -824,12 +824,21 @@ def bwd_trim(config: dict | None) -> bool:
     return bool(config and config.get(config_cache.TRIM))
 
 
-def bwd_choices(config: dict | None, x: torch.Tensor) -> tuple[bool, bool]:
-    """The compile-time choices a backward config makes: (``bwd_widen``, ``bwd_trim``)."""
-    return bwd_widen(config, x), bwd_trim(config)
+def bwd_recast(config: dict | None, x: torch.Tensor) -> bool:
+    """Whether the fused backward holds x, dy and the weight in their 16-bit registers
+    across the row sums and converts them again for dx (``norm_kernels.norm_bwd``):
+    where the config says so (``RECAST``) and the row is 16-bit on CUDA (the move that
+    keeps Triton from merging the conversions is PTX). Gated variants ignore it."""
+    return bool(config and config.get(config_cache.RECAST)) and can_recast(x, "none")
 
 
-def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset, exchange=0, choices=(False, False)):  # noqa: ANN001, ANN202
+def bwd_choices(config: dict | None, x: torch.Tensor) -> tuple[bool, bool, bool]:
+    """The compile-time choices a backward config makes: (``bwd_widen``, ``bwd_trim``,
+    ``bwd_recast``)."""
+    return bwd_widen(config, x), bwd_trim(config), bwd_recast(config, x)
+
+
+def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset, exchange=0, choices=(False, False, False)):  # noqa: ANN001, ANN202
     return (
         dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part,
         offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)), exchange, *choices,

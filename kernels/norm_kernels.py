@@ -172,6 +172,18 @@ def _recast(hsum: torch.Tensor | None, xv: torch.Tensor, widen: bool) -> torch.T
     return held.to(torch.float32)
 
 
+def _held(t: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """The 16-bit ``t`` again, as a value that depends on ``anchor`` (a row sum): a select
+    on ``anchor == anchor`` that ptxas cannot fold, so the conversion of the result cannot
+    be hoisted above the sum and merged with the one before it (an opaque move alone is
+    seen through by ptxas). A NaN anchor gives zeros, in a row whose dx is NaN anyway."""
+    source = (
+        'tl.inline_asm_elementwise("{{ .reg .pred p; setp.eq.f32 p, $2, $2; selp.b32 $0, $1, 0, p; }}", '
+        '"=r,r,r,r", [{0}, {1}], dtype={0}.dtype, is_pure=True, pack=2)'
+    )
+    return hl.inline_triton(source, [t, anchor], t + anchor.to(t.dtype))
+
+
 def _read_only_source(evict: str, rows: bool) -> str:
     """Inline Triton for ``_read_only``: ``{p}``'s chunk at ``{cols}`` of rows ``{rows}``
     and groups ``{groups}`` (of groups only for a [G, K] parameter, ``rows`` False), 16
@@ -647,6 +659,7 @@ def norm_bwd(
     exchange: hl.constexpr,
     widen: hl.constexpr,
     trim: hl.constexpr,
+    recast: hl.constexpr,
 ) -> torch.Tensor:
     """dx (and dz) for every row; per-program fp32 partial sums of dw and db.
 
@@ -718,8 +731,10 @@ def norm_bwd(
                     zf = _f32(hl.load(z, [tile_m, tile_g, tile_k], extra_mask=ours[:, :, None]), widen)
                     silu_z, slope = _silu_and_slope(zf)
             else:
-                xf = _f32(x[tile_m, tile_g, tile_k], widen)
-                dyf = _f32(dy[tile_m, tile_g, tile_k], widen)
+                xv = x[tile_m, tile_g, tile_k]
+                dyv = dy[tile_m, tile_g, tile_k]
+                xf = _f32(xv, widen)
+                dyf = _f32(dyv, widen)
                 rs = rstd[tile_m, tile_g][:, :, None]
                 if gate != "none":
                     silu_z, slope = _silu_and_slope(_f32(z[tile_m, tile_g, tile_k], widen))
@@ -825,6 +840,21 @@ def norm_bwd(
                 c2 = coef[1, tile_m, tile_g]
                 if not rms:
                     c1 = coef[0, tile_m, tile_g]
+            if coef is None and recast and gate == "none":
+                # ``recast``: x, dy (and a 16-bit weight) held in their 16-bit registers
+                # across the row sums and converted again for du, instead of xhat and
+                # dxhat in fp32 (``_recast``; NOTES attempt 78).
+                anchor = c2[:, :, None]
+                xhat = _f32(_held(xv, anchor), widen)
+                if not rms:
+                    xhat = xhat - mean[tile_m, tile_g][:, :, None]
+                xhat = xhat * rs
+                dxhat = _f32(_held(dyv, anchor), widen)
+                if weight is not None:
+                    dxhat = dxhat * (_f32(_held(weight[tile_g, tile_k][None, :, :], anchor), widen) + offset)
+                if trim:
+                    xhat = torch.where(live, xhat, 0.0)
+                    dxhat = torch.where(live, dxhat, -0.0)
             du = dxhat - xhat * c2[:, :, None]
             if rms:
                 du = du * rs

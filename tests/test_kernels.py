@@ -790,6 +790,43 @@ def test_trimmed_backward(device, cached_config, case):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 
 
+# (kernel options, M, N, backward block sizes, more config, dtype): backward configs that
+# say ``recast`` (x, dy and the weight held in 16 bits across the row sums, converted again
+# for dx; CUDA only, the CPU ignores the key): LayerNorm and RMSNorm fused, ragged and
+# trimmed or not, with the residual's gradient, a pipelined row loop on a persistent grid,
+# two rows a step; and configs that must ignore it (a gate, the split schedule, fp32).
+RECAST_BWD = [
+    (dict(rms=False), 37, 200, [8, 1, 256, 1], {"loop_orders": [[2, 1, 0]], "trim": True}, torch.bfloat16),
+    (dict(rms=False), 29, 512, [4, 1, 512, 2], {"range_num_stages": [0, 3]}, torch.float16),
+    (dict(rms=True, residual=True), 11, 72, [4, 1, 128, 2], {"range_num_stages": [0, 2], "widen": True}, torch.bfloat16),
+    (dict(rms=False), 45, 1000, [8, 1, 1024, 1], {"pid_type": "persistent_blocked", "range_num_stages": [0, 3], "trim": True}, torch.float16),
+    (dict(rms=False, gate="after"), 19, 520, [4, 1, 1024, 1], {"loop_orders": [[2, 1, 0]]}, torch.bfloat16),
+    (dict(rms=False), 21, 1000, [8, 1, 256, 2], {}, torch.bfloat16),  # split: 4 channel tiles
+    (dict(rms=False), 9, 100, [4, 1, 128, 1], {}, torch.float32),
+]
+
+
+@pytest.mark.parametrize("case", RECAST_BWD, ids=lambda c: f"{_tuning_name(c[0])}-{c[1]}x{c[2]}-{c[3]}-{sorted(c[4])}-{c[5]}")
+def test_recast_backward(device, cached_config, case):
+    """A backward config with ``recast`` matches the float64 reference (dx, dW, dB, dz, the
+    residual's gradient) and is the config that ran; launch passes the flag for 16-bit
+    rows on CUDA only."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    opts, m, n, sizes, more, dtype = case
+    if device == "cpu":
+        more = {k: v for k, v in more.items() if k != "pid_type"}  # persistent grids need a GPU
+    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, **more, "recast": True}
+    cached_config(_tuning_name(opts), dtype, m, n, config, mode="bwd")
+    got, want = _grads_and_reference(*_norm_and_reference(opts, m, n, device, dtype))
+    assert config in _compiled_configs(), "the backward did not run the recast config"
+    x = torch.empty(1, 1, n, device=device, dtype=dtype)
+    passed = kernels.launch.bwd_recast(config, x)
+    assert passed == (device == "cuda" and dtype != torch.float32) and not kernels.launch.bwd_recast({**config, "recast": False}, x)
+    for i, (g, w64) in enumerate(zip(got, want)):
+        assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
+
+
 def test_trim_pins_the_fused_tiles_dead_lanes():
     """``trim`` pins xhat, dy and dxhat to constant zeros (dy and dxhat -0.0, which a sum
     absorbs) beyond the row, by the tile's own lanes (its offset cancels); only in the
@@ -808,7 +845,7 @@ def test_trim_pins_the_fused_tiles_dead_lanes():
         for trim in (False, True):
             args = launch._bwd_args(
                 launch.Variant(rms=False), dy, x, None, w, b, mean, rstd, coef, None,
-                torch.empty_like(x), None, part[:, 0], part[:, 1], 0.0, 0, (False, trim),
+                torch.empty_like(x), None, part[:, 0], part[:, 1], 0.0, 0, (False, trim, False),
             )  # fmt: skip
             code = kernel.bind(args).to_triton_code(helion.Config(block_sizes=[8, 1, tile, 2], num_warps=4, num_stages=1))
             body = code.split("def _helion_norm_bwd", 1)[1].split("\ndef ", 1)[0]
@@ -839,7 +876,7 @@ def test_widened_backward_converts_bf16_by_bit_moves():
             for widen in (False, True):
                 args = launch._bwd_args(
                     launch.Variant(rms=rms, gate=gate), dy, x, z, w, b, None if rms else mean, rstd, None, dh,
-                    torch.empty_like(x), None if z is None else torch.empty_like(x), part[:, 0], None if rms else part[:, 1], 0.0, 0, (widen, False),
+                    torch.empty_like(x), None if z is None else torch.empty_like(x), part[:, 0], None if rms else part[:, 1], 0.0, 0, (widen, False, False),
                 )  # fmt: skip
                 code = launch._kernels(False)["bwd"].bind(args).to_triton_code(helion.Config(block_sizes=[8, 1, k, 2], num_warps=4, num_stages=1))
                 expected = moves if widen and dtype == torch.bfloat16 else 0
@@ -1008,7 +1045,7 @@ def test_layer_norm_backward_row_sum_order_is_fixed_at_compile_time():
         args = launch._bwd_args(
             launch.Variant(rms=False), dy, x, None, w, b, mean, rstd, None, None,
             torch.empty_like(x), None, part[:, 0], part[:, 1], 0.0,
-        )[:-4] + (sums_first, 0, False, False)  # fmt: skip  (the order, no exchange, widen or trim)
+        )[:-5] + (sums_first, 0, False, False, False)  # fmt: skip  (the order, no exchange, widen, trim or recast)
         body = kernel.bind(args).to_triton_code(config).split("def _helion_norm_bwd", 1)[1]
         body = body.split("\ndef ", 1)[0].splitlines()
         assert not any("sums_first" in line for line in body), "the order became a runtime argument"

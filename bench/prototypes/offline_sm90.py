@@ -43,7 +43,7 @@ import torch
 from probe_common import exchange_config, with_pilot  # run from the repo root or this folder
 
 from kernels import launch
-from tuning.cache import WIDEN
+from tuning.cache import RECAST, WIDEN
 from tuning.workload import Task, Workload
 
 # The arguments Triton specializes to 1 at launch on the GPU (unit strides), so the
@@ -58,6 +58,7 @@ def generated_source(op: str, m: int, n: int, config: dict, dtype: str = "bfloat
     """Helion's Triton for the backward at ``config``; an exchange config with its T tiles;
     bf16 converted by bit moves where the config says ``widen`` (as on CUDA) or ``--widen``."""
     launch.bwd_widen = lambda config, x: "--widen" in sys.argv or bool(config.get(WIDEN))
+    launch.bwd_recast = lambda config, x: bool(config.get(RECAST)) and dtype != "float32"
     wl = Workload(Task(op, "bwd", m, n, dtype, 1), torch.device("cpu"), n_sets=1)
     tiles = -(-n // config["block_sizes"][2]) if config.get("exchange") else 0
     split = bool(config["block_sizes"][2] < n) and not tiles
