@@ -352,6 +352,28 @@ def test_trim_is_a_backward_choice_for_ragged_rows() -> None:
     assert "trim" not in SearchSpace.from_spec("fwd", 16, 320, fwd.bound().config_spec, "cpu", trim=True).by_name
 
 
+def test_recast_is_a_fused_backward_choice() -> None:
+    """``recast`` (x, dy and the weight held in 16 bits across the row sums) is offered to
+    backward spaces built with it (a 16-bit ungated workload on CUDA), to the fused
+    schedule only: a channel tile narrower than the row drops it; the config round-trips,
+    is a step of the local search, and Helion never sees the key."""
+    from tuning.cache import RECAST
+
+    assert not Workload(Task("layer_norm", "bwd", 16, 8192, "float16"), CPU, n_sets=1).offers_recast, "the CPU runs no PTX"
+    wl = Workload(Task("layer_norm", "bwd", 16, 8192, "float16"), CPU, n_sets=1)
+    space = SearchSpace.from_spec("bwd", 16, 8192, wl.bound().config_spec, "cuda", recast=True)
+    fused = {"block_sizes": [16, 1, 8192, 2], "num_warps": 8, "num_stages": 1}
+    point = {**space.from_config(fused), "recast": True}
+    config = space.to_config(point)
+    assert config == {**fused, RECAST: True} and space.from_config(config) == point
+    assert {**point, "recast": False} in space.neighbours(point)
+    assert describe(config, "bwd").endswith("recast")
+    assert RECAST not in cache.helion_fields(config)
+    split = space.to_config({**point, "tile_k_log2": 11})
+    assert split["block_sizes"][2] == 2048 and RECAST not in split, "the split schedule holds no row"
+    assert "recast" not in SearchSpace.from_spec("bwd", 16, 8192, wl.bound().config_spec, "cuda").by_name
+
+
 def test_invalid_points_are_pruned(spaces: dict) -> None:
     bwd = spaces[("layer_norm", "bwd", 8, 64, "cpu")][0]
     assert "inner" in bwd.invalid_reason({"m_block_log2": 1, "inner_log2": 2, "warps_log2": 0, "stages": 1})

@@ -331,6 +331,22 @@ def test_ragged_backward_studies_seed_the_incumbent_trimmed(tmp_path: Path) -> N
     assert tuner.seed_configs(even, "cpu", wl, plain, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))["trim"] is None
 
 
+def test_fused_backward_studies_seed_the_incumbent_recast(tmp_path: Path) -> None:
+    """A 16-bit backward study on CUDA also measures its incumbent holding x, dy and the
+    weight in 16 bits across the row sums (``recast``): the seed is the same config plus
+    the key, a point of the space; a space without the choice has no such seed."""
+    from tuning.cache import RECAST
+
+    task = Task("layer_norm", "bwd", 40, 96, "float16")
+    wl = Workload(task, CPU)
+    space = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cuda", wl.other_loads(), recast=True)
+    seeds = tuner.seed_configs(task, "cuda", wl, space, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))
+    assert seeds["recast"] == {**seeds["heuristic"], RECAST: True}
+    assert space.from_config(seeds["recast"]) == {**space.from_config(seeds["heuristic"]), "recast": True}
+    plain = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cuda", wl.other_loads())
+    assert tuner.seed_configs(task, "cuda", wl, plain, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))["recast"] is None
+
+
 def test_bf16_backward_studies_seed_the_incumbent_widened(tmp_path: Path) -> None:
     """A bf16 backward study on CUDA also measures its incumbent converting bf16 by bit moves
     (``widen``): the seed is the same config plus the key, a point of the space. The CPU's

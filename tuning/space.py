@@ -93,6 +93,12 @@ positions are read from the config spec: the inner block is the one bounded by m
                  (WIDEN). Fewer instructions (offline, LayerNorm 4096x12800 on the 16384
                  tile: 1952 -> 1864 SASS), but some programs at 255 registers spill with
                  it: H200 shipped configs 0.57-1.04x (NOTES attempt 76)
+  recast         (the fused schedule, 16-bit input on CUDA, no gate) hold x, dy and the
+                 weight in their 16-bit registers across the row sums and convert them
+                 again for dx (RECAST, as for the forward). Offline (triton 3.6, sm_90),
+                 LayerNorm fp16 4096x16384: 80 spilled bytes at 8 warps and 64 at 16 ->
+                 none, for ~40% more instructions a row; H200 shipped configs 1.09-1.19x
+                 at 4096 x 14848-16384, 0.72-0.86x where nothing spilled (NOTES attempt 78)
   trim           (rows that are not a power of two) the fused schedule pins its padded
                  tile's dead lanes to constant zeros, so the compiler drops their
                  arithmetic (TRIM, a key of ours; ignored by the split and exchange
@@ -120,7 +126,7 @@ from dataclasses import dataclass
 
 from tuning.cache import EXCHANGE, OUR_KEYS, PARAMS_FIRST, READ_ONLY, RECAST, STATIC, TRIM, WIDEN
 
-SPACE_VERSION = 19  # part of every study name: change it when parameters change meaning
+SPACE_VERSION = 20  # part of every study name: change it when parameters change meaning
 
 MAX_ROWS_FWD = 128
 MAX_INNER_BWD = 16
@@ -257,7 +263,7 @@ class SearchSpace:
         self.static = mode == "fwd"  # compile for the exact shape: a forward choice
         self.streaming = streaming and mode == "fwd"
         self.params_first = params_first and mode == "fwd"
-        self.recast = recast and mode == "fwd"
+        self.recast = recast
         # The element size of the row read by read-only loads (0: not offered).
         self.read_only = read_only if mode == "fwd" and chunked else 0
         self.exchange = exchange and mode == "bwd" and self.kp >= EXCHANGE_MIN_WIDTH
@@ -282,8 +288,8 @@ class SearchSpace:
         a training forward, whose input the backward reads again (no "first" eviction).
         ``streaming``: the forward's output is larger than the L2 (offer ``stream``).
         ``params_first``: the forward's default loads the weight and bias after the
-        statistics (offer ``params_first``). ``recast``: the forward can hold the row
-        in its 16-bit form (offer ``recast``). ``read_only``: the element size of a row the
+        statistics (offer ``params_first``). ``recast``: the forward can hold the row,
+        or the fused backward x, dy and the weight, in their 16-bit form (offer ``recast``). ``read_only``: the element size of a row the
         two-pass forward can read by read-only loads (0: not offered). ``widen``: the
         backward's loads are bf16 on CUDA (offer ``widen``). ``trim``: the backward's row
         is not a power of two (offer ``trim``). A backward whose
@@ -390,6 +396,13 @@ class SearchSpace:
     def _looped(self, point: dict) -> bool:
         return self.can_loop and point.get("chunk_log2", log2i(self.kp)) < log2i(self.kp)
 
+    def _can_recast(self, point: dict) -> bool:
+        """Whether the sampled kernel can take ``recast``: a forward holding the whole
+        row, a backward whose channel tile spans it (the fused schedule)."""
+        if self.mode == "fwd":
+            return not self._looped(point)
+        return self._channel_tile(point) >= self.kp
+
     def _two_pass(self, point: dict) -> bool:
         return self._looped(point) and bool(point.get("two_pass", False))
 
@@ -403,7 +416,7 @@ class SearchSpace:
         if name == "params_first":
             return not self._two_pass(point)
         if name == "recast":
-            return not self._looped(point)
+            return self._can_recast(point)
         if name == "read_only":
             return self._two_pass(point) and bool(point.get("static", False))
         if name == "exchange":
@@ -532,7 +545,7 @@ class SearchSpace:
             config["store_cache_modifiers"] = [STREAMING_STORE] * MAX_FWD_STORES
         if point.get("params_first", False) and not self._two_pass(point):
             config[PARAMS_FIRST] = True
-        if point.get("recast", False) and not self._looped(point):
+        if point.get("recast", False) and self._can_recast(point):
             config[RECAST] = True
         if point.get("read_only", False) and self._two_pass(point) and point.get("static", False):
             config[READ_ONLY] = True

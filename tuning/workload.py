@@ -318,10 +318,10 @@ class Workload:
 
     @property
     def offers_recast(self) -> bool:
-        """Whether the forward's space has ``recast``: a 16-bit row on CUDA whose u is the
-        row or its residual sum (``kernels.launch.can_recast``)."""
+        """Whether the space has ``recast``: a 16-bit row on CUDA whose u is the row or its
+        residual sum (``kernels.launch.can_recast``); for the backward, with no gate."""
         if not self.forward:
-            return False
+            return launch.can_recast(self.sets[0]["x"], "none") and self.variant.gate == "none"
         args = self._fwd_args(self.sets[0])
         return launch.can_recast(args[0], args[12])
 
