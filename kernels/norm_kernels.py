@@ -675,6 +675,10 @@ def norm_bwd(
     ``norm_bwd_coef``): rows too wide for a register-resident dw accumulator are cut
     into channel tiles, at the price of that second read of x and dy.
 
+    ``recast`` (fused schedule, 16-bit x, no gate; CUDA only): x, dy and a 16-bit weight
+    stay in their 16-bit registers across the row sums and are converted again for dx,
+    where xhat and dxhat held in fp32 would spill (``_held``).
+
     Exchange (``exchange`` = T > 0 channel tiles per row; ``coef`` is then a
     zeroed fp32 [M, 2, G, T, 2] scratch): the T programs of a row block hold one channel
     tile each and walk the same rows in step. Per step each publishes its tile's partial
@@ -842,15 +846,18 @@ def norm_bwd(
                     c1 = coef[0, tile_m, tile_g]
             if coef is None and recast and gate == "none":
                 # ``recast``: x, dy (and a 16-bit weight) held in their 16-bit registers
-                # across the row sums and converted again for du, instead of xhat and
-                # dxhat in fp32 (``_recast``; NOTES attempt 78).
+                # across the row sums and converted again for du, rather than xhat and
+                # dxhat held in fp32, which spills the 16384-wide tile (``_held``; H200
+                # LayerNorm 4096 x 14336-16384: 1.05-1.17x, NOTES attempt 78).
                 anchor = c2[:, :, None]
                 xhat = _f32(_held(xv, anchor), widen)
                 if not rms:
                     xhat = xhat - mean[tile_m, tile_g][:, :, None]
                 xhat = xhat * rs
                 dxhat = _f32(_held(dyv, anchor), widen)
-                if weight is not None:
+                if weight is not None and weight.dtype == torch.float32:
+                    dxhat = dxhat * wf
+                elif weight is not None:
                     dxhat = dxhat * (_f32(_held(weight[tile_g, tile_k][None, :, :], anchor), widen) + offset)
                 if trim:
                     xhat = torch.where(live, xhat, 0.0)

@@ -827,6 +827,25 @@ def test_recast_backward(device, cached_config, case):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 
 
+def test_recast_backward_with_an_fp32_weight(device, cached_config):
+    """A recast LayerNorm backward of a bf16 row whose weight and bias are fp32 (held
+    values are 16-bit only: the fp32 weight stays as it is) matches the float64 reference."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    m, n, dtype = 19, 328, torch.bfloat16
+    config = {"block_sizes": [4, 1, 512, 1], "num_warps": 4, "num_stages": 1, "range_num_stages": [0, 2], "recast": True}
+    cached_config("layer_norm", dtype, m, n, config, mode="bwd")
+    x = make((m, n), dtype, device, mean=3.0)
+    w, b = make((n,), torch.float32, device, mean=1.0, std=0.3), make((n,), torch.float32, device, std=0.3)
+    dy = torch.randn(m, n, device=device, dtype=dtype)
+    got = torch.autograd.grad(kernels.layer_norm(x, w, b, 1e-5), (x, w, b), dy)
+    refs = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    want = torch.autograd.grad(F.layer_norm(refs[0], (n,), refs[1], refs[2], 1e-5), refs, dy.double())
+    assert config in _compiled_configs(), "the backward did not run the recast config"
+    for i, (g, w64) in enumerate(zip(got, want)):
+        assert_close(f"grad[{i}]", g, w64, w64.to(g.dtype), dtype, slack=8.0)
+
+
 def test_trim_pins_the_fused_tiles_dead_lanes():
     """``trim`` pins xhat, dy and dxhat to constant zeros (dy and dxhat -0.0, which a sum
     absorbs) beyond the row, by the tile's own lanes (its offset cancels); only in the
