@@ -241,7 +241,11 @@ def run_line(doc: dict, name: str | None) -> str:
     ops = settings.get("ops") or []
     what = ", ".join(settings.get("dtypes") or []) or "?"
     what += ", every op" if len(ops) >= 4 else ", " + ", ".join(ops) if ops else ""
-    ran = f"{settings.get('units_done', '?')} of {settings.get('units_planned', '?')} units"
+    if "units_done" in settings:
+        ran = f"{settings['units_done']} of {settings.get('units_planned', '?')} units"
+    else:  # a run killed before its summary: what its records hold
+        units = len({(r["op"], r["mode"], r["dtype"], r["M"], r["N"]) for r in doc["records"]})
+        ran = f"{units} units (the run ended before recording its plan)"
     return f"- {what}: {ran}" + (f" (`{name}`)." if name else ".")
 
 

@@ -253,6 +253,13 @@ def test_two_runs_of_one_commit_get_one_header_and_a_line_each(synthetic_doc):
     assert lines[3] == ""
 
 
+def test_a_run_killed_before_its_summary_counts_the_units_its_records_hold(synthetic_doc):
+    cut = _doc([_timed("rms_norm", "fwd", 4096, n, "tilenorm", 5.0, graph_us=4.0) for n in (1024, 2048)])
+    cut["settings"] = {"dtypes": ["fp16"], "ops": ["rms_norm"]}
+    lines = table.render([synthetic_doc, cut], ["a.json", "b.json"]).splitlines()
+    assert lines[2] == "- fp16, rms_norm: 2 units (the run ended before recording its plan) (`b.json`)."
+
+
 def test_table_fwd_row_behind(synthetic_doc):
     text = table.render(synthetic_doc)
     cells = _row(text, "layer_norm", "fwd", "4096x4096")
