@@ -776,18 +776,26 @@ TRIMMED_BWD = [
 def test_trimmed_backward(device, cached_config, case):
     """A backward config with ``trim`` matches the float64 reference (dx, dW, dB, dz, the
     residual's gradient) and is the config that ran."""
+    config = _check_flagged_backward(device, cached_config, case, "trim")
+    assert kernels.launch.bwd_trim(config) and not kernels.launch.bwd_trim({**config, "trim": False})
+
+
+def _check_flagged_backward(device, cached_config, case: tuple, key: str) -> dict:  # noqa: ANN001
+    """Run ``case`` (kernel options, M, N, block sizes, more config, dtype) with its backward
+    config saying ``key``: every gradient matches the float64 reference and that config is
+    the one that ran. Returns the config."""
     if device == "cpu" and kernels.get_cpu_backend() == "ref":
         pytest.skip("the reference mode runs without configs")
     opts, m, n, sizes, more, dtype = case
     if device == "cpu":
         more = {k: v for k, v in more.items() if k != "pid_type"}  # persistent grids need a GPU
-    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, **more, "trim": True}
+    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, **more, key: True}
     cached_config(_tuning_name(opts), dtype, m, n, config, mode="bwd")
     got, want = _grads_and_reference(*_norm_and_reference(opts, m, n, device, dtype))
-    assert config in _compiled_configs(), "the backward did not run the trimmed config"
-    assert kernels.launch.bwd_trim(config) and not kernels.launch.bwd_trim({**config, "trim": False})
+    assert config in _compiled_configs(), f"the backward did not run the config with {key}"
     for i, (g, w64) in enumerate(zip(got, want)):
         assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
+    return config
 
 
 # (kernel options, M, N, backward block sizes, more config, dtype): backward configs that
@@ -811,20 +819,11 @@ def test_recast_backward(device, cached_config, case):
     """A backward config with ``recast`` matches the float64 reference (dx, dW, dB, dz, the
     residual's gradient) and is the config that ran; launch passes the flag for 16-bit
     rows on CUDA only."""
-    if device == "cpu" and kernels.get_cpu_backend() == "ref":
-        pytest.skip("the reference mode runs without configs")
-    opts, m, n, sizes, more, dtype = case
-    if device == "cpu":
-        more = {k: v for k, v in more.items() if k != "pid_type"}  # persistent grids need a GPU
-    config = {"block_sizes": sizes, "num_warps": 4, "num_stages": 1, **more, "recast": True}
-    cached_config(_tuning_name(opts), dtype, m, n, config, mode="bwd")
-    got, want = _grads_and_reference(*_norm_and_reference(opts, m, n, device, dtype))
-    assert config in _compiled_configs(), "the backward did not run the recast config"
-    x = torch.empty(1, 1, n, device=device, dtype=dtype)
+    config = _check_flagged_backward(device, cached_config, case, "recast")
+    dtype = case[-1]
+    x = torch.empty(1, 1, case[2], device=device, dtype=dtype)
     passed = kernels.launch.bwd_recast(config, x)
     assert passed == (device == "cuda" and dtype != torch.float32) and not kernels.launch.bwd_recast({**config, "recast": False}, x)
-    for i, (g, w64) in enumerate(zip(got, want)):
-        assert_close(f"grad[{i}]", g, w64, w64.to(dtype), dtype, slack=8.0)
 
 
 def test_recast_backward_with_an_fp32_weight(device, cached_config):

@@ -337,14 +337,20 @@ def test_fused_backward_studies_seed_the_incumbent_recast(tmp_path: Path) -> Non
     the key, a point of the space; a space without the choice has no such seed."""
     from tuning.cache import RECAST
 
-    task = Task("layer_norm", "bwd", 40, 96, "float16")
+    _assert_cuda_backward_seed(tmp_path, Task("layer_norm", "bwd", 40, 96, "float16"), "recast", RECAST)
+
+
+def _assert_cuda_backward_seed(tmp_path: Path, task: Task, name: str, key: str) -> None:
+    """A CUDA backward study whose space offers the choice ``name`` also measures its
+    incumbent with it: the seed is the same config plus ``key``, a point of the space; a
+    space without the choice has no such seed."""
     wl = Workload(task, CPU)
-    space = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cuda", wl.other_loads(), recast=True)
+    space = SearchSpace.from_spec("bwd", task.m, task.n, wl.bound().config_spec, "cuda", wl.other_loads(), **{name: True})
     seeds = tuner.seed_configs(task, "cuda", wl, space, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))
-    assert seeds["recast"] == {**seeds["heuristic"], RECAST: True}
-    assert space.from_config(seeds["recast"]) == {**space.from_config(seeds["heuristic"]), "recast": True}
-    plain = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cuda", wl.other_loads())
-    assert tuner.seed_configs(task, "cuda", wl, plain, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))["recast"] is None
+    assert seeds[name] == {**seeds["heuristic"], key: True}
+    assert space.from_config(seeds[name]) == {**space.from_config(seeds["heuristic"]), name: True}
+    plain = SearchSpace.from_spec("bwd", task.m, task.n, wl.bound().config_spec, "cuda", wl.other_loads())
+    assert tuner.seed_configs(task, "cuda", wl, plain, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))[name] is None
 
 
 def test_bf16_backward_studies_seed_the_incumbent_widened(tmp_path: Path) -> None:
@@ -354,11 +360,5 @@ def test_bf16_backward_studies_seed_the_incumbent_widened(tmp_path: Path) -> Non
     from tuning.cache import WIDEN
 
     task = Task("layer_norm", "bwd", 40, 96, "bfloat16")
-    wl = Workload(task, CPU)
-    assert not wl.offers_widen, "the CPU runs no PTX"
-    space = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cuda", wl.other_loads(), widen=True)
-    seeds = tuner.seed_configs(task, "cuda", wl, space, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))
-    assert seeds["widen"] == {**seeds["heuristic"], WIDEN: True}
-    assert space.from_config(seeds["widen"]) == {**space.from_config(seeds["heuristic"]), "widen": True}
-    plain = SearchSpace.from_spec("bwd", 40, 96, wl.bound().config_spec, "cuda", wl.other_loads())
-    assert tuner.seed_configs(task, "cuda", wl, plain, tuner.TuneOptions(out_dir=tmp_path, cached_seed=False))["widen"] is None
+    assert not Workload(task, CPU).offers_widen, "the CPU runs no PTX"
+    _assert_cuda_backward_seed(tmp_path, task, "widen", WIDEN)
