@@ -97,8 +97,9 @@ positions are read from the config spec: the inner block is the one bounded by m
                  weight in their 16-bit registers across the row sums and convert them
                  again for dx (RECAST, as for the forward). Offline (triton 3.6, sm_90),
                  LayerNorm fp16 4096x16384: 80 spilled bytes at 8 warps and 64 at 16 ->
-                 none, for ~40% more instructions a row; H200 shipped configs 1.09-1.19x
-                 at 4096 x 14848-16384, 0.72-0.86x where nothing spilled (NOTES attempt 78)
+                 none, for ~40% more instructions a row; H200 LayerNorm backwards
+                 1.05-1.17x at 4096 x 14336-16384, 0.72-0.99x where nothing spilled
+                 (NOTES attempt 78)
   trim           (rows that are not a power of two) the fused schedule pins its padded
                  tile's dead lanes to constant zeros, so the compiler drops their
                  arithmetic (TRIM, a key of ours; ignored by the split and exchange
@@ -289,11 +290,11 @@ class SearchSpace:
         ``streaming``: the forward's output is larger than the L2 (offer ``stream``).
         ``params_first``: the forward's default loads the weight and bias after the
         statistics (offer ``params_first``). ``recast``: the forward can hold the row,
-        or the fused backward x, dy and the weight, in their 16-bit form (offer ``recast``). ``read_only``: the element size of a row the
-        two-pass forward can read by read-only loads (0: not offered). ``widen``: the
-        backward's loads are bf16 on CUDA (offer ``widen``). ``trim``: the backward's row
-        is not a power of two (offer ``trim``). A backward whose
-        kernel takes ``loop_orders``
+        or the fused backward x, dy and the weight, in their 16-bit form (offer
+        ``recast``). ``read_only``: the element size of a row the two-pass forward can
+        read by read-only loads (0: not offered). ``widen``: the backward's loads are bf16
+        on CUDA (offer ``widen``). ``trim``: the backward's row is not a power of two
+        (offer ``trim``). A backward whose kernel takes ``loop_orders``
         is offered ``tile_first``, and on CUDA the exchange schedule (on rows from
         EXCHANGE_MIN_WIDTH).
         """

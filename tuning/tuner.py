@@ -530,8 +530,8 @@ def _recast(space: SearchSpace, config: dict | None) -> dict | None:
     """``config`` with the row held in its 16-bit form between the passes, which cut the
     whole-row LayerNorm's registers from 117-128 to 78-80 at 4096x12800 (three programs an SM)
     for ~23% more instructions (NOTES attempt 66); in a fused backward, x, dy and the weight
-    held across the row sums, which ran the shipped LayerNorm configs 1.09-1.19x at 4096 x
-    14848-16384 and 0.72-0.86x where nothing spilled (attempt 78): the study measures its
+    held across the row sums, which ran the shipped LayerNorm configs 1.05-1.17x at 4096 x
+    14336-16384 and 0.72-0.99x where nothing spilled (attempt 78): the study measures its
     incumbent both ways."""
     return _with_param(space, config, "recast", True, False)
 
