@@ -306,17 +306,18 @@ def test_read_only_where_the_two_pass_forward_reads_16_bytes_a_thread() -> None:
     assert "read_only" not in SearchSpace.from_spec("fwd", 16, 8192, wl.bound().config_spec, "cuda", read_only=2).by_name
 
 
-def _assert_backward_flag(space: SearchSpace, name: str, key: str) -> None:
-    """A boolean backward choice of ours in ``space``: a fused config with it set round-trips
-    to the config key ``key``, unsetting it is a step of the local search, ``describe``
-    names it and Helion never sees it."""
-    fused = {"block_sizes": [16, 1, 512, 2], "num_warps": 4, "num_stages": 1}
+def _assert_backward_flag(space: SearchSpace, name: str, key: str, fused: dict | None = None) -> dict:
+    """A boolean backward choice of ours in ``space``: a fused config (by default a 512-wide
+    row's) with it set round-trips to the config key ``key``, unsetting it is a step of the
+    local search, ``describe`` names it and Helion never sees it. Returns the point."""
+    fused = fused or {"block_sizes": [16, 1, 512, 2], "num_warps": 4, "num_stages": 1}
     point = {**space.from_config(fused), name: True}
     config = space.to_config(point)
     assert config == {**fused, key: True} and space.from_config(config) == point
     assert {**point, name: False} in space.neighbours(point)
     assert describe(config, "bwd").endswith(name)
     assert key not in cache.helion_fields(config)
+    return point
 
 
 def test_widen_is_a_backward_choice() -> None:
@@ -362,13 +363,7 @@ def test_recast_is_a_fused_backward_choice() -> None:
     assert not Workload(Task("layer_norm", "bwd", 16, 8192, "float16"), CPU, n_sets=1).offers_recast, "the CPU runs no PTX"
     wl = Workload(Task("layer_norm", "bwd", 16, 8192, "float16"), CPU, n_sets=1)
     space = SearchSpace.from_spec("bwd", 16, 8192, wl.bound().config_spec, "cuda", recast=True)
-    fused = {"block_sizes": [16, 1, 8192, 2], "num_warps": 8, "num_stages": 1}
-    point = {**space.from_config(fused), "recast": True}
-    config = space.to_config(point)
-    assert config == {**fused, RECAST: True} and space.from_config(config) == point
-    assert {**point, "recast": False} in space.neighbours(point)
-    assert describe(config, "bwd").endswith("recast")
-    assert RECAST not in cache.helion_fields(config)
+    point = _assert_backward_flag(space, "recast", RECAST, {"block_sizes": [16, 1, 8192, 2], "num_warps": 8, "num_stages": 1})
     split = space.to_config({**point, "tile_k_log2": 11})
     assert split["block_sizes"][2] == 2048 and RECAST not in split, "the split schedule holds no row"
     assert "recast" not in SearchSpace.from_spec("bwd", 16, 8192, wl.bound().config_spec, "cuda").by_name
