@@ -541,9 +541,9 @@ def _silu_and_slope(zf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # or a spin written in Triton (a nested loop), would stop Triton's pipeliner from
 # prefetching the next steps' rows during the wait, and a plain tl.load of the sums could
 # be prefetched before it. So the slot is written by an atomic exchange (Triton gives a
-# replicated value's atomics one owner thread) and read by an atomic too, then polled by
-# inline asm while unflagged; the pipeliner neither moves nor prefetches either. Rows
-# past M and groups past G neither write nor wait.
+# replicated value's atomics one owner thread) and read by inline asm, which the
+# pipeliner neither moves nor prefetches. Rows past M and groups past G neither write
+# nor wait.
 # A waiting thread's pause between polls, so a long wait does not flood the L2 with
 # strong loads (0 and 100 ns timed alike on the H200, NOTES attempt 56).
 EXCHANGE_BACKOFF_NS = 100
@@ -557,26 +557,28 @@ tl.atomic_xchg(xp_ptr, xp_slot, mask=({rows}[:, None] < {m}) & ({groups}[None, :
 
 def _collect_source(sums: int, g: int, t: int) -> str:
     """Inline Triton for ``_collect``: the step's slots (rows x groups x tiles, from
-    fresh ranges) are read by a relaxed atomic, whose layout Triton keeps (one slot per
-    thread); a slot whose flag was not yet set is polled by the inline asm with strong
-    loads, after a pause, until it is. Masked slots read as set, with sum 0. Triton
-    re-lays out a plain load of so few values, and asm fed from the row sums' own
+    fresh ranges: one slot per thread in the pointers' own layout) are read by inline
+    asm with strong loads, every sum's load issued before any is used (one round trip a
+    poll, not one a sum), and read again after a pause until every flag is set. Masked
+    slots (a null address: no register for a mask) read as set, with sum 0.
+
+    A first read by ``tl.atomic_add`` (the earlier form) cost its owner thread's round
+    trip, a shared-memory broadcast and two CTA barriers per sum, one sum after the
+    other; a first read issued before the step's own row sums (to overlap their
+    reductions) found the flags unset more often. H200 LayerNorm 2048x32768 backward,
+    bf16: atomics 2642 GB/s, early read 2811, this 3061 (NOTES attempt 79).
+
+    Triton re-lays out a plain load of so few values, and asm fed from the row sums' own
     layout, like the channel tile they were reduced from: every slot in every thread,
     polled one after another (H200 RMSNorm 2048x32768 backward at the same config: 555
     GB/s that way, 2069 this way; NOTES attempt 56)."""
-    seen = [f"xc_seen{s}" for s in range(sums)]
-    loads = "\n".join(
-        f"{v} = tl.where(xc_ok, tl.atomic_add(xc_ptr + {s * g * t}, 0, mask=xc_ok, sem='relaxed'), 1 << 32)"
-        for s, v in enumerate(seen)
-    )  # fmt: skip
-    unpack = " ".join(f"mov.b64 {{{{%v{s}, %f{s}}}}}, ${sums + 1 + s};" for s in range(sums))
-    # Every load of a poll issued before any of them is used: one round trip, not one a sum.
     polls = " ".join(f"ld.relaxed.gpu.global.b64 %d{s}, [${sums}+{s * g * t * 8}];" for s in range(sums)) + " " + " ".join(
         f"mov.b64 {{{{%v{s}, %f{s}}}}}, %d{s};" for s in range(sums)
     )  # fmt: skip
     flags = "mov.b32 %all, %f0; " + " ".join(f"and.b32 %all, %all, %f{s};" for s in range(1, sums))
+    zeros = " ".join(f"mov.b32 %v{s}, 0;" for s in range(sums))
     results = " ".join(f"mov.b32 ${s}, %v{s};" for s in range(sums))
-    outputs = ",".join(["=r"] * sums) + ",l" + ",l" * sums
+    outputs = ",".join(["=r"] * sums) + ",l"
     dtype = "(" + "tl.int32, " * sums + ")" if sums > 1 else "tl.int32"
     bits = [f"xc_bits[{s}]" for s in range(sums)] if sums > 1 else ["xc_bits"]
     # Each row's sum is reduced to a scalar and placed by index, so the tile's dx
@@ -604,14 +606,14 @@ xc_group = {{group0}} + xc_g3
 xc_t = tl.arange(0, {{t_pow2}})[None, None, :]
 xc_ptr = {{coef}}.to(tl.pointer_type(tl.int64)) + (xc_row * 2 * {{g}} + xc_group) * {{t}} + xc_t
 xc_ok = (xc_row >= {{lo}}) & (xc_row < {{m}}) & (xc_group < {{g}}) & (xc_t < {{t}})
-{loads}
 xc_bits = tl.inline_asm_elementwise(
     "{{{{ .reg .pred %p; .reg .b32 %v<{sums}>, %f<{sums}>, %all; .reg .b64 %d<{sums}>; "
-    "{unpack} {flags} setp.ne.b32 %p, %all, 0; @%p bra DONE; "
-    "WAIT: nanosleep.u32 {{backoff}}; {polls} {flags} setp.eq.b32 %p, %all, 0; @%p bra WAIT; "
+    "{zeros} setp.eq.u64 %p, ${sums}, 0; @%p bra DONE; "
+    "POLL: {polls} {flags} setp.ne.b32 %p, %all, 0; @%p bra DONE; "
+    "nanosleep.u32 {{backoff}}; bra POLL; "
     "DONE: {results} }}}}",
     "{outputs}",
-    [xc_ptr, {", ".join(seen)}],
+    [tl.where(xc_ok, xc_ptr.to(tl.int64), 0)],
     dtype={dtype}, is_pure=False, pack=1,
 )
 {scalar_rows}

@@ -10,6 +10,9 @@ programs see the same inputs, launch code and partial-sum reduce.
     python bench/prototypes/kernel_ab_probe.py --base /tmp/base_kernels.py \\
         --keys layer_norm/bwd/bfloat16/4096x8704,... | --match 'layer_norm/bwd/.*/4096x' [--budget SECONDS]
 
+``--new PATH`` times another copy in place of the current source (two candidates
+against each other).
+
 ``--check-only`` checks both against float64 instead (also on the CPU, under Triton's
 interpreter).
 """
@@ -45,10 +48,10 @@ class _Arity:
         return getattr(self.inner, name)
 
 
-def baseline_kernels(path: str) -> dict:
+def baseline_kernels(path: str, name: str = "baseline_norm_kernels") -> dict:
     """``make_kernels(False)`` of the norm_kernels source at ``path``, each taking the
     current kernels' arguments."""
-    spec = importlib.util.spec_from_file_location("baseline_norm_kernels", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # the generated code imports its source module by name
     spec.loader.exec_module(module)
@@ -75,13 +78,14 @@ def main() -> None:
     else:
         keys = sorted(k for k in entries if re.search(probe.option("--match") or "$^", k))
     base = baseline_kernels(probe.option("--base"))
+    new = baseline_kernels(probe.option("--new"), "new_norm_kernels") if probe.option("--new") else None
     rounds = int(probe.option("--rounds") or 3)
     ratios = []
     for key, task in shipped_tasks(probe, entries, keys):
         config = entries[key]["config"]
         wl = Workload(task, probe.device)
         runs = {}
-        for name, kernels in (("base", base), ("new", None)):
+        for name, kernels in (("base", base), ("new", new)):
             run = runner_on(wl, config, kernels)
             err = wl.check(run)
             runs[name] = run
