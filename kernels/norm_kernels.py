@@ -548,30 +548,35 @@ def _silu_and_slope(zf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # strong loads (0 and 100 ns timed alike on the H200, NOTES attempt 56).
 EXCHANGE_BACKOFF_NS = 100
 
-_PUBLISH = """
-xp_ptr = {coef}.to(tl.pointer_type(tl.int64)) + (({rows}[:, None] * 2 + {which}) * {g} + {groups}[None, :]) * {t} + {tile}
-xp_slot = ({value}.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | (1 << 32)
-tl.atomic_xchg(xp_ptr, xp_slot, mask=({rows}[:, None] < {m}) & ({groups}[None, :] < {g}), sem="relaxed")
-"""
+def _exchange_source(sums: int, g: int, t: int) -> str:
+    """Inline Triton for ``_exchange``.
 
+    Publish: this step's row sums in one reduction (LayerNorm's two joined: one round of
+    CTA barriers, not two), each stored with its flag by an atomic exchange.
 
-def _collect_source(sums: int, g: int, t: int) -> str:
-    """Inline Triton for ``_collect``: the step's slots (rows x groups x tiles, from
-    fresh ranges: one slot per thread in the pointers' own layout) are read by inline
-    asm with strong loads, every sum's load issued before any is used (one round trip a
-    poll, not one a sum), and read again after a pause until every flag is set. Masked
-    slots (a null address: no register for a mask) read as set, with sum 0.
-
-    A first read by ``tl.atomic_add`` (the earlier form) cost its owner thread's round
-    trip, a shared-memory broadcast and two CTA barriers per sum, one sum after the
-    other; a first read issued before the step's own row sums (to overlap their
-    reductions) found the flags unset more often. H200 LayerNorm 2048x32768 backward,
-    bf16: atomics 2642 GB/s, early read 2811, this 3061 (NOTES attempt 79).
-
-    Triton re-lays out a plain load of so few values, and asm fed from the row sums' own
-    layout, like the channel tile they were reduced from: every slot in every thread,
-    polled one after another (H200 RMSNorm 2048x32768 backward at the same config: 555
-    GB/s that way, 2069 this way; NOTES attempt 56)."""
+    Collect: the lagged row's slots (rows x groups x tiles, from fresh ranges: one slot
+    per thread in the pointers' own layout) are read by inline asm with strong loads,
+    every sum's load issued before any is used (one round trip a poll, not one a sum),
+    and read again after a pause until every flag is set. Masked slots (a null address:
+    no register for a mask) read as set, with sum 0. A first read by ``tl.atomic_add``
+    (the earlier form) cost its owner thread's round trip, a shared-memory broadcast and
+    two CTA barriers per sum, one sum after the other; a first read issued before the
+    step's own row sums (to overlap their reductions) found the flags unset more often.
+    H200 LayerNorm 2048x32768 backward, bf16: atomics 2642 GB/s, early read 2811, after
+    the publication 3061; fp16 with the sums joined +3% (NOTES attempt 79). Triton
+    re-lays out a plain load of so few values, and asm fed from the row sums' own layout,
+    like the channel tile they were reduced from: every slot in every thread, polled one
+    after another (H200 RMSNorm 2048x32768 backward at the same config: 555 GB/s that
+    way, 2069 this way; NOTES attempt 56)."""
+    if sums == 2:
+        reduce = "xs_0, xs_1 = tl.split(tl.sum(tl.join({p0}, {p1}), axis=2))"
+    else:
+        reduce = "xs_0 = tl.sum({p0}, axis=2)"
+    publish = "\n".join(
+        f"""xp_slot = (xs_{s}.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF) | (1 << 32)
+tl.atomic_xchg(xp_ptr + {s * g * t}, xp_slot, mask=xp_ok, sem="relaxed")"""
+        for s in range(sums)
+    )
     polls = " ".join(f"ld.relaxed.gpu.global.b64 %d{s}, [${sums}+{s * g * t * 8}];" for s in range(sums)) + " " + " ".join(
         f"mov.b64 {{{{%v{s}, %f{s}}}}}, %d{s};" for s in range(sums)
     )  # fmt: skip
@@ -597,6 +602,10 @@ for xc_r in tl.static_range(xc_r2.shape[0]):
     )
     row_sums = [f"xc_sum{s}" for s in range(sums)]
     return f"""
+{reduce}
+xp_ptr = {{coef}}.to(tl.pointer_type(tl.int64)) + ({{rows}}[:, None] * 2 * {{g}} + {{groups}}[None, :]) * {{t}} + {{tile}}
+xp_ok = ({{rows}}[:, None] < {{end}}) & ({{groups}}[None, :] < {{g}})
+{publish}
 xc_r2 = tl.arange(0, {{rows}}.shape[0])[:, None]
 xc_g2 = tl.arange(0, {{groups}}.shape[0])[None, :]
 xc_r3 = xc_r2[:, :, None]
@@ -620,24 +629,21 @@ xc_bits = tl.inline_asm_elementwise(
 """ + (f"({', '.join(row_sums)})" if sums > 1 else row_sums[0])
 
 
-def _publish(coef, which: int, tile_m: hl.Tile, tile_g: hl.Tile, tile_k: hl.Tile, m: int, g: int, t: int, value: torch.Tensor) -> None:  # noqa: ANN001
-    """Store this tile's partial row sums ``value`` [rows, groups] with their flag, for
-    the rows before ``m`` (the block's end: the lagged last step has no rows of its own)."""
-    args = dict(coef=coef, rows=tile_m.index, groups=tile_g.index, tile=tile_k.id, m=m, g=g, t=t, which=which, value=value)
-    hl.inline_triton(_PUBLISH, args=args, output_like=None)
-
-
-def _collect(coef, like, tile_m: hl.Tile, lo, tile_g: hl.Tile, m: int, g: int, t: int):  # noqa: ANN001, ANN202
-    """The row sums [rows, groups] of the rows one behind ``tile_m`` (the exchange's lag)
-    over the T tiles' partials (added in a fixed order), once every tile has published
-    them; rows before ``lo`` read as 0 without a wait. One tensor per tensor of ``like``
-    (this tile's own sums, for their shape)."""
-    sums = len(like) if isinstance(like, tuple) else 1
+def _exchange(coef, products, tile_m: hl.Tile, tile_mo: hl.Tile, tile_g: hl.Tile, tile_k: hl.Tile, m: int, g: int, t: int):  # noqa: ANN001, ANN202
+    """One step of the exchange: publish this tile's partial row sums of ``products``
+    (dxhat * xhat, and for LayerNorm dxhat: [rows, groups, channels] each) with their
+    flags, for the step's rows inside the block (the lagged last step has none), then
+    return the row sums [rows, groups] of the rows one behind (the lag) over the T tiles'
+    partials, added in a fixed order once every tile has published them; rows before
+    the block read as 0 without a wait. One tensor per product."""
+    products = products if isinstance(products, tuple) else (products,)
+    like = tuple(hl.zeros([tile_m, tile_g], dtype=torch.float32) for _ in products)
     args = dict(
-        coef=coef, row0=tile_m.begin - 1, rows=tile_m.index, lo=lo, group0=tile_g.begin, groups=tile_g.index,
-        m=m, g=g, t=t, t_pow2=1 << (t - 1).bit_length(), backoff=EXCHANGE_BACKOFF_NS,
+        coef=coef, rows=tile_m.index, row0=tile_m.begin - 1, lo=tile_mo.begin, end=tile_mo.end,
+        groups=tile_g.index, group0=tile_g.begin, tile=tile_k.id, m=m, g=g, t=t,
+        t_pow2=1 << (t - 1).bit_length(), backoff=EXCHANGE_BACKOFF_NS, **{f"p{s}": p for s, p in enumerate(products)},
     )  # fmt: skip
-    return hl.inline_triton(_collect_source(sums, g, t), args=args, output_like=like)
+    return hl.inline_triton(_exchange_source(len(products), g, t), args=args, output_like=like if len(like) > 1 else like[0])
 
 
 def norm_bwd(
@@ -684,9 +690,9 @@ def norm_bwd(
     Exchange (``exchange`` = T > 0 channel tiles per row; ``coef`` is then a
     zeroed fp32 [M, 2, G, T, 2] scratch): the T programs of a row block hold one channel
     tile each and walk the same rows in step. Per step each publishes its tile's partial
-    row sums, each with a ready flag in one 64-bit slot (``_publish``); then, for the row
+    row sums, each with a ready flag in one 64-bit slot (``_exchange``); then, for the row
     before (published by every tile a step earlier, so the wait rarely waits), it reads
-    the T slots once flagged, adds them in a fixed order (``_collect``) and reads that
+    the T slots once flagged, adds them in a fixed order and reads that
     row's x and dy tile again (L2 hits, so they are not held across the wait) for dx (and
     z: a gate before the norm stores dz with dx, one after stores it in the step that
     loads the row, as it needs no row sums). The loop runs one row past the block for
@@ -803,15 +809,10 @@ def norm_bwd(
                 # one row past the block for it: ``min(exchange, 1)`` above).
                 prev = tile_m.index - 1
                 done = (prev >= tile_mo.begin)[:, None]
-                if exchange > 1:
-                    c2 = torch.sum(dxhat * xhat, dim=-1)
-                    _publish(coef, 0, tile_m, tile_g, tile_k, tile_mo.end, g, exchange, c2)
-                    if rms:
-                        c2 = _collect(coef, c2, tile_m, tile_mo.begin, tile_g, m, g, exchange)
-                    else:
-                        c1 = torch.sum(dxhat, dim=-1)
-                        _publish(coef, 1, tile_m, tile_g, tile_k, tile_mo.end, g, exchange, c1)
-                        c2, c1 = _collect(coef, (c2, c1), tile_m, tile_mo.begin, tile_g, m, g, exchange)
+                if exchange > 1 and rms:
+                    c2 = _exchange(coef, dxhat * xhat, tile_m, tile_mo, tile_g, tile_k, m, g, exchange)
+                elif exchange > 1:
+                    c2, c1 = _exchange(coef, (dxhat * xhat, dxhat), tile_m, tile_mo, tile_g, tile_k, m, g, exchange)
                 # The same masked read as this step's own rows above, at the lagged rows.
                 # As one helper called twice, Helion 1.4 fails to lower it (an
                 # InductorLoweringError on the masks' and statistics' slices).
