@@ -731,7 +731,9 @@ def norm_bwd(
         # its own registers instead: the pipelined loop would prefetch it again every
         # step (H200 2048x32768 backward, LayerNorm +3.1-3.5%, RMSNorm +0.5-1.1%; an fp32
         # weight's registers cost RMSNorm fp32 13%; NOTES attempt 79).
-        hold_weight = exchange > 1 and weight is not None and weight.dtype != torch.float32
+        hold_weight = False
+        if exchange > 1 and weight is not None:  # nested: Helion types both operands of an ``and``
+            hold_weight = weight.dtype != torch.float32
         if hold_weight:
             w_held = weight[tile_g, tile_k]
         for tile_m in hl.tile(tile_mo.begin, tile_mo.end + min(exchange, 1)):
