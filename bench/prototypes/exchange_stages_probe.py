@@ -7,7 +7,7 @@ Triton 3.6's pipeliner skips a loop that holds a nested loop or a barrier, so th
 schedule could not prefetch the next steps' x and dy while a step waits: each program
 had one step's loads in flight and then sat idle in the wait. ``norm_bwd`` now writes
 each tile's partial sums with a flag in one 64-bit store and reads them with an
-inline-asm spin on that slot (``_PUBLISH``/``_COLLECT`` in kernels/norm_kernels.py): no
+inline-asm spin on that slot (``_exchange`` in kernels/norm_kernels.py): no
 barrier, no nested loop, and nothing the pipeliner would hoist above the wait. On the
 CPU, triton 3.6 compiled the RMSNorm 2048x32768 program (2048-channel tiles x 2 rows, 2
 warps) with ``range_num_stages`` 2 into cp.async prefetches (90 in the PTX), 144
