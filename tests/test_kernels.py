@@ -826,13 +826,10 @@ def test_recast_backward(device, cached_config, case):
     assert passed == (device == "cuda" and dtype != torch.float32) and not kernels.launch.bwd_recast({**config, "recast": False}, x)
 
 
-def test_recast_backward_with_an_fp32_weight(device, cached_config):
-    """A recast LayerNorm backward of a bf16 row whose weight and bias are fp32 (held
-    values are 16-bit only: the fp32 weight stays as it is) matches the float64 reference."""
-    if device == "cpu" and kernels.get_cpu_backend() == "ref":
-        pytest.skip("the reference mode runs without configs")
+def _check_fp32_params_backward(device, cached_config, config: dict, what: str) -> None:
+    """A LayerNorm backward of bf16 rows whose weight and bias are fp32, at ``config``,
+    matches the float64 reference and is the config that ran."""
     m, n, dtype = 19, 328, torch.bfloat16
-    config = {"block_sizes": [4, 1, 512, 1], "num_warps": 4, "num_stages": 1, "range_num_stages": [0, 2], "recast": True}
     cached_config("layer_norm", dtype, m, n, config, mode="bwd")
     x = make((m, n), dtype, device, mean=3.0)
     w, b = make((n,), torch.float32, device, mean=1.0, std=0.3), make((n,), torch.float32, device, std=0.3)
@@ -840,9 +837,29 @@ def test_recast_backward_with_an_fp32_weight(device, cached_config):
     got = torch.autograd.grad(kernels.layer_norm(x, w, b, 1e-5), (x, w, b), dy)
     refs = [t.detach().double().requires_grad_() for t in (x, w, b)]
     want = torch.autograd.grad(F.layer_norm(refs[0], (n,), refs[1], refs[2], 1e-5), refs, dy.double())
-    assert config in _compiled_configs(), "the backward did not run the recast config"
+    assert config in _compiled_configs(), f"the backward did not run the {what} config"
     for i, (g, w64) in enumerate(zip(got, want)):
         assert_close(f"grad[{i}]", g, w64, w64.to(g.dtype), dtype, slack=8.0)
+
+
+def test_recast_backward_with_an_fp32_weight(device, cached_config):
+    """A recast LayerNorm backward of a bf16 row whose weight and bias are fp32 (held
+    values are 16-bit only: the fp32 weight stays as it is) matches the float64 reference."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    config = {"block_sizes": [4, 1, 512, 1], "num_warps": 4, "num_stages": 1, "range_num_stages": [0, 2], "recast": True}
+    _check_fp32_params_backward(device, cached_config, config, "recast")
+
+
+def test_exchange_backward_with_an_fp32_weight(device, cached_config):
+    """The exchange backward of bf16 rows with an fp32 weight and bias, which it loads
+    per row (a 16-bit weight is held across the row loop: the exchange cases above), on
+    CUDA over three channel tiles, the last one partly masked."""
+    if device == "cpu" and kernels.get_cpu_backend() == "ref":
+        pytest.skip("the reference mode runs without configs")
+    tile = 512 if device == "cpu" else 128  # the CPU's one tile: the whole row
+    config = {"block_sizes": [4, 1, tile, 1], "num_warps": 4, "num_stages": 1, "loop_orders": [[2, 1, 0]], "exchange": True, "range_num_stages": [0, 2]}
+    _check_fp32_params_backward(device, cached_config, config, "exchange")
 
 
 def test_trim_pins_the_fused_tiles_dead_lanes():
