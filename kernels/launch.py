@@ -719,7 +719,7 @@ def _bwd_kernel(variant, dy, x, z, weight, bias, mean, rstd, dh, want_dw, want_d
     schedule's channel tiles per row (0: not that schedule) and its ``bwd_choices``."""
     m, g, k = x.shape
     if _uses_ref(x.device):
-        return _kernels(True)["bwd"], 1, False, 0, (False, False, False)  # eager: one tile spans all rows
+        return _kernels(True)["bwd"], 1, False, 0, bwd_choices(None, x)  # eager: one tile spans all rows, no choices
     key = (
         "bwd", variant, x.shape, x.dtype, dy.dtype, _dtype(weight), _dtype(bias),
         dh is not None, want_dw, want_db, x.device,
@@ -838,7 +838,10 @@ def bwd_choices(config: dict | None, x: torch.Tensor) -> tuple[bool, bool, bool]
     return bwd_widen(config, x), bwd_trim(config), bwd_recast(config, x)
 
 
-def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset, exchange=0, choices=(False, False, False)):  # noqa: ANN001, ANN202
+def _bwd_args(variant, dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part, offset, exchange=0, choices=None):  # noqa: ANN001, ANN202
+    """The backward kernel's arguments; ``choices`` are ``bwd_choices`` (None: a config's
+    without any)."""
+    choices = bwd_choices(None, x) if choices is None else choices
     return (
         dy, x, z, weight, bias, mean, rstd, coef, dh, dx, dz, dw_part, db_part,
         offset, variant.rms, variant.gate, heuristics.bwd_sums_first(x.size(-1)), exchange, *choices,

@@ -360,8 +360,8 @@ def test_recast_is_a_fused_backward_choice() -> None:
     is a step of the local search, and Helion never sees the key."""
     from tuning.cache import RECAST
 
-    assert not Workload(Task("layer_norm", "bwd", 16, 8192, "float16"), CPU, n_sets=1).offers_recast, "the CPU runs no PTX"
     wl = Workload(Task("layer_norm", "bwd", 16, 8192, "float16"), CPU, n_sets=1)
+    assert not wl.offers_recast, "the CPU runs no PTX"
     space = SearchSpace.from_spec("bwd", 16, 8192, wl.bound().config_spec, "cuda", recast=True)
     point = _assert_backward_flag(space, "recast", RECAST, {"block_sizes": [16, 1, 8192, 2], "num_warps": 8, "num_stages": 1})
     split = space.to_config({**point, "tile_k_log2": 11})
