@@ -1,0 +1,120 @@
+"""Where a forward's eager time goes beyond its kernel time (bench/NOTES.md attempt 80).
+
+The benchmark's eager clock (``triton.testing.do_bench``: the L2 flushed by a 256 MB
+``zero_`` before every call) put our narrow-row forwards 0.5-2 us further above their
+CUDA-graph time than torch's and inductor's (TritonBench LayerNorm bf16 4096x1024-3584,
+RMSNorm 2048x1024-4096 at b675e8f), enough to lose 4096x1024 and 4096x3584 by eager
+time while ahead by kernel time. Here each provider's flushed calls run once under
+``torch.profiler`` (CUPTI), and the call's event-to-event time splits into the wait
+after the flush kernel ends before the provider's first kernel starts, the provider's
+kernel time, and the rest; beside them the same calls unprofiled, and the graph time (``again``: the unprofiled calls once more, for their spread).
+
+    python bench/prototypes/eager_gap_probe.py [--calls N] [--dtype bf16]
+"""
+
+import statistics
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from bench import timing as bench_timing
+from bench.ops import DTYPES, OP_SPECS, make_params, make_set, make_step
+from bench.providers import Registry
+from tuning.timing import rotation_count
+
+SHAPES = (
+    ("layer_norm", 4096, 1024),
+    ("layer_norm", 4096, 2560),
+    ("layer_norm", 4096, 3584),
+    ("rms_norm", 2048, 1024),
+    ("rms_norm", 2048, 4096),
+    ("layer_norm", 4096, 8192),
+)
+PROVIDERS = ("tilenorm", "torch", "inductor")
+FLUSH_BYTES = 256 * 1024 * 1024  # do_bench's cache
+
+
+def input_sets(op: str, m: int, n: int, dtype: torch.dtype) -> list:
+    spec = OP_SPECS[op]
+    weight, bias = make_params(spec, n, dtype, "cuda", grad=False)
+    first = make_set(spec, m, n, dtype, "cuda", False, weight, bias, 100)
+    count = rotation_count(first.per_call_bytes(), 128 << 20, 64)
+    return [first] + [make_set(spec, m, n, dtype, "cuda", False, weight, bias, 101 + i) for i in range(count - 1)]
+
+
+def flushed_calls(step, sets: list, calls: int, cache: torch.Tensor) -> list[float]:
+    """us per call between events around it, the L2 flushed before each (do_bench's loop)."""
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
+    for i in range(calls):
+        cache.zero_()
+        starts[i].record()
+        step(sets[i % len(sets)])
+        ends[i].record()
+    torch.cuda.synchronize()
+    return [1000.0 * s.elapsed_time(e) for s, e in zip(starts, ends)]
+
+
+def split_profile(step, sets: list, calls: int, cache: torch.Tensor) -> dict:
+    """Median wait (flush end -> first kernel start), kernel time (first start -> last
+    end) and kernels per call, from CUPTI's kernel records."""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        flushed_calls(step, sets, calls, cache)
+    kernels = sorted(
+        (e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.elapsed_us() > 0),
+        key=lambda e: e.time_range.start,
+    )
+    waits, spans, counts = [], [], []
+    call: list = []
+    flush_end = None
+    for e in kernels + [None]:
+        is_flush = e is not None and "FillFunctor" in e.name
+        if (e is None or is_flush) and call and flush_end is not None:
+            waits.append(call[0].time_range.start - flush_end)
+            spans.append(call[-1].time_range.end - call[0].time_range.start)
+            counts.append(len(call))
+        if e is None:
+            break
+        if is_flush:
+            flush_end, call = e.time_range.end, []
+        else:
+            call.append(e)
+    names = sorted({e.name[:60] for e in kernels if "FillFunctor" not in e.name})
+    return {
+        "wait": statistics.median(waits),
+        "kernel": statistics.median(spans),
+        "kernels": statistics.median(counts),
+        "names": names,
+    }
+
+
+def main() -> None:
+    argv = sys.argv
+    calls = int(argv[argv.index("--calls") + 1]) if "--calls" in argv else 200
+    dtype_name = argv[argv.index("--dtype") + 1] if "--dtype" in argv else "bf16"
+    dtype = DTYPES[dtype_name]
+    registry = Registry()
+    cache = torch.empty(FLUSH_BYTES // 4, dtype=torch.int, device="cuda")
+    print(f"{'shape':<22} {'provider':<9} {'eager':>7} {'graph':>7} {'again':>8} {'wait':>6} {'kernel':>7} {'rest':>6} {'n':>3}")
+    for op, m, n in SHAPES:
+        sets = input_sets(op, m, n, dtype)
+        for provider in PROVIDERS:
+            step = make_step(registry.build(provider, op), "fwd")
+            for s in sets[:3]:
+                step(s)
+            flushed_calls(step, sets, 20, cache)
+            eager = statistics.median(flushed_calls(step, sets, calls, cache))
+            graph = bench_timing.graph_us(step, sets, "cuda")
+            split = split_profile(step, sets, calls, cache)
+            again = statistics.median(flushed_calls(step, sets, calls, cache))
+            rest = eager - split["wait"] - split["kernel"]
+            print(
+                f"{op[:10]} {m}x{n:<10} {provider:<9} {eager:7.2f} {graph:7.2f} {again:8.2f} "
+                f"{split['wait']:6.2f} {split['kernel']:7.2f} {rest:6.2f} {split['kernels']:3.0f}  {split['names'][:2]}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
