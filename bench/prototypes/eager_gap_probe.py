@@ -10,6 +10,12 @@ after the flush kernel ends before the provider's first kernel starts, the provi
 kernel time, and the rest; beside them the same calls unprofiled, and the graph time (``again``: the unprofiled calls once more, for their spread).
 
     python bench/prototypes/eager_gap_probe.py [--calls N] [--dtype bf16]
+    python bench/prototypes/eager_gap_probe.py --configs KEY [KEY ...] [--calls N]
+
+``--configs``: for each cache key ("kernel/mode/dtype/MxN"), the shipped config and
+variants of it (eviction hints, grid, rows, warps, static) timed both ways in turns: the
+tuner's graph time and the flushed event time, to see whether a config that ties by
+kernel time pays less after a flush.
 """
 
 import statistics
@@ -89,8 +95,83 @@ def split_profile(step, sets: list, calls: int, cache: torch.Tensor) -> dict:
     }
 
 
+def variants(config: dict) -> dict[str, dict]:
+    """The shipped config and one-knob variants of a whole-row forward config."""
+    out = {"shipped": config}
+    evict = config.get("load_eviction_policies")
+    for hint in ("", "last", "first"):
+        if evict is None and hint == "":
+            continue
+        if evict is not None and hint and all(e == hint for e in evict):
+            continue
+        v = dict(config)
+        v.pop("load_eviction_policies", None)
+        if hint:
+            v["load_eviction_policies"] = [hint] * (len(evict) if evict else 9)
+        out[f"evict={hint or '-'}"] = v
+    v = dict(config)
+    v["static"] = not config.get("static", False)
+    out[f"static={v['static']}"] = v
+    for pid in ("flat", "xyz", "persistent_blocked"):
+        if config.get("pid_type", "flat") != pid:
+            v = dict(config)
+            v.pop("pid_type", None)
+            if pid != "flat":
+                v["pid_type"] = pid
+            out[f"pid={pid}"] = v
+    rows = config["block_sizes"][0]
+    for r in (rows // 2, rows * 2):
+        if r >= 1 and len(config["block_sizes"]) == 2:
+            out[f"rows={r}"] = dict(config, block_sizes=[r, *config["block_sizes"][1:]])
+    for w in (config["num_warps"] // 2, config["num_warps"] * 2):
+        if 1 <= w <= 32:
+            out[f"warps={w}"] = dict(config, num_warps=w)
+    return out
+
+
+def config_table(keys: list[str], calls: int) -> None:
+    """Each key's config variants: graph us (tuner timing) and flushed event us, in turns."""
+    import json
+
+    from tuning import timing
+    from tuning.workload import Task, Workload
+
+    entries = json.load(open("tuning/configs/nvidia_h200.json"))["entries"]
+    cache = torch.empty(FLUSH_BYTES // 4, dtype=torch.int, device="cuda")
+    for key in keys:
+        kernel, mode, dtype, shape = key.split("/")
+        m, n = map(int, shape.split("x"))
+        wl = Workload(Task(kernel, mode, m, n, dtype, 1), torch.device("cuda"))
+        runs = {}
+        for name, config in variants(entries[key]["config"]).items():
+            try:
+                run = wl.runner(config)
+                wl.check(run)
+                runs[name] = run
+            except Exception as e:  # noqa: BLE001 - report and go on
+                print(f"  {name}: failed ({type(e).__name__}: {str(e)[:100]})", flush=True)
+        sets = len(wl.sets)
+        graph = {k: [] for k in runs}
+        flushed = {k: [] for k in runs}
+        for _ in range(3):
+            for name, run in runs.items():
+                graph[name].append(1000.0 * timing.time_ms(run, sets, wl.device))
+                flushed[name].append(statistics.median(flushed_calls(run, list(range(sets)), calls, cache)))
+        print(key, {k: v for k, v in entries[key]["config"].items() if k != "load_eviction_policies"}, flush=True)
+        base_g, base_f = min(graph["shipped"]), statistics.median(flushed["shipped"])
+        for name in runs:
+            g, f = min(graph[name]), statistics.median(flushed[name])
+            print(f"  {name:22s} graph {g:7.2f} us ({base_g / g:.3f}x)  flushed {f:7.2f} us ({base_f / f:.3f}x)", flush=True)
+        del wl, runs
+        torch.cuda.empty_cache()
+
+
 def main() -> None:
     argv = sys.argv
+    if "--configs" in argv:
+        keys = [a for a in argv[argv.index("--configs") + 1 :] if "/" in a]
+        config_table(keys, int(argv[argv.index("--calls") + 1]) if "--calls" in argv else 100)
+        return
     calls = int(argv[argv.index("--calls") + 1]) if "--calls" in argv else 200
     dtype_name = argv[argv.index("--dtype") + 1] if "--dtype" in argv else "bf16"
     dtype = DTYPES[dtype_name]
