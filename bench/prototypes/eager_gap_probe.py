@@ -10,7 +10,7 @@ after the flush kernel ends before the provider's first kernel starts, the provi
 kernel time, and the rest; beside them the same calls unprofiled, and the graph time (``again``: the unprofiled calls once more, for their spread).
 
     python bench/prototypes/eager_gap_probe.py [--calls N] [--dtype bf16]
-    python bench/prototypes/eager_gap_probe.py --configs KEY [KEY ...] [--calls N]
+    python bench/prototypes/eager_gap_probe.py --configs KEY [KEY ...] [--calls N] [--against CACHE.json]
 
 ``--configs``: for each cache key ("kernel/mode/dtype/MxN"), the shipped config and
 variants of it (eviction hints, grid, rows, warps, static) timed both ways in turns: the
@@ -129,7 +129,7 @@ def variants(config: dict) -> dict[str, dict]:
     return out
 
 
-def config_table(keys: list[str], calls: int) -> None:
+def config_table(keys: list[str], calls: int, against: str | None = None) -> None:
     """Each key's config variants: graph us (tuner timing) and flushed event us, in turns."""
     import json
 
@@ -137,13 +137,17 @@ def config_table(keys: list[str], calls: int) -> None:
     from tuning.workload import Task, Workload
 
     entries = json.load(open("tuning/configs/nvidia_h200.json"))["entries"]
+    others = json.load(open(against))["entries"] if against else {}
     cache = torch.empty(FLUSH_BYTES // 4, dtype=torch.int, device="cuda")
     for key in keys:
         kernel, mode, dtype, shape = key.split("/")
         m, n = map(int, shape.split("x"))
         wl = Workload(Task(kernel, mode, m, n, dtype, 1), torch.device("cuda"))
         runs = {}
-        for name, config in variants(entries[key]["config"]).items():
+        configs = variants(entries[key]["config"])
+        if key in others and others[key]["config"] != entries[key]["config"]:
+            configs["candidate"] = others[key]["config"]
+        for name, config in configs.items():
             try:
                 run = wl.runner(config)
                 wl.check(run)
@@ -169,8 +173,9 @@ def config_table(keys: list[str], calls: int) -> None:
 def main() -> None:
     argv = sys.argv
     if "--configs" in argv:
-        keys = [a for a in argv[argv.index("--configs") + 1 :] if "/" in a]
-        config_table(keys, int(argv[argv.index("--calls") + 1]) if "--calls" in argv else 100)
+        keys = [a for a in argv[argv.index("--configs") + 1 :] if "/" in a and not a.endswith(".json")]
+        against = argv[argv.index("--against") + 1] if "--against" in argv else None
+        config_table(keys, int(argv[argv.index("--calls") + 1]) if "--calls" in argv else 100, against)
         return
     calls = int(argv[argv.index("--calls") + 1]) if "--calls" in argv else 200
     dtype_name = argv[argv.index("--dtype") + 1] if "--dtype" in argv else "bf16"
