@@ -146,7 +146,7 @@ def config_table(keys: list[str], calls: int, against: str | None = None) -> Non
         runs = {}
         configs = variants(entries[key]["config"])
         if key in others and others[key]["config"] != entries[key]["config"]:
-            configs["candidate"] = others[key]["config"]
+            configs["against"] = others[key]["config"]
         for name, config in configs.items():
             try:
                 run = wl.runner(config)
