@@ -7,7 +7,8 @@ RMSNorm 2048x1024-4096 at b675e8f), enough to lose 4096x1024 and 4096x3584 by ea
 time while ahead by kernel time. Here each provider's flushed calls run once under
 ``torch.profiler`` (CUPTI), and the call's event-to-event time splits into the wait
 after the flush kernel ends before the provider's first kernel starts, the provider's
-kernel time, and the rest; beside them the same calls unprofiled, and the graph time (``again``: the unprofiled calls once more, for their spread).
+kernel time, and the rest; beside them the same calls unprofiled (``eager``, and
+``again`` after the profiled pass, for their spread) and the graph time.
 
     python bench/prototypes/eager_gap_probe.py [--calls N] [--dtype bf16]
     python bench/prototypes/eager_gap_probe.py --configs KEY [KEY ...] [--calls N] [--against CACHE.json]
@@ -19,15 +20,17 @@ kernel time pays less after a flush.
 """
 
 import statistics
-import sys
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from probe_common import ProbeRun, shipped_entries  # run from the repo root or this folder
+from variants_probe import varied
+
 from bench import timing as bench_timing
-from bench.ops import DTYPES, OP_SPECS, make_params, make_set, make_step
+from bench.ops import make_step
 from bench.providers import Registry
-from tuning.timing import rotation_count
+from bench.run import ROTATE_MB, Settings, Unit, make_inputs
 
 SHAPES = (
     ("layer_norm", 4096, 1024),
@@ -39,14 +42,6 @@ SHAPES = (
 )
 PROVIDERS = ("tilenorm", "torch", "inductor")
 FLUSH_BYTES = 256 * 1024 * 1024  # do_bench's cache
-
-
-def input_sets(op: str, m: int, n: int, dtype: torch.dtype) -> list:
-    spec = OP_SPECS[op]
-    weight, bias = make_params(spec, n, dtype, "cuda", grad=False)
-    first = make_set(spec, m, n, dtype, "cuda", False, weight, bias, 100)
-    count = rotation_count(first.per_call_bytes(), 128 << 20, 64)
-    return [first] + [make_set(spec, m, n, dtype, "cuda", False, weight, bias, 101 + i) for i in range(count - 1)]
 
 
 def flushed_calls(step, sets: list, calls: int, cache: torch.Tensor) -> list[float]:
@@ -96,36 +91,22 @@ def split_profile(step, sets: list, calls: int, cache: torch.Tensor) -> dict:
 
 
 def variants(config: dict) -> dict[str, dict]:
-    """The shipped config and one-knob variants of a whole-row forward config."""
+    """The shipped config and its one-knob variants (``variants_probe.varied`` changes:
+    None removes a key) that differ from it: eviction hints, static shapes, grid, rows
+    of a whole-row config, warps."""
+    evictions = len(config.get("load_eviction_policies") or [None] * 9)
+    changes = {f"evict={h or '-'}": {"load_eviction_policies": h and [h] * evictions} for h in (None, "last", "first")}
+    changes[f"static={not config.get('static', False)}"] = {"static": not config.get("static", False)}
+    changes |= {f"pid={p or 'flat'}": {"pid_type": p} for p in (None, "xyz", "persistent_blocked")}
+    rows, *rest = config["block_sizes"]
+    if len(rest) == 1:  # whole row: [rows, groups]
+        changes |= {f"rows={r}": {"block_sizes": [r, *rest]} for r in (rows // 2, rows * 2) if r >= 1}
+    changes |= {f"warps={w}": {"num_warps": w} for w in (config["num_warps"] // 2, config["num_warps"] * 2) if 1 <= w <= 32}
     out = {"shipped": config}
-    evict = config.get("load_eviction_policies")
-    for hint in ("", "last", "first"):
-        if evict is None and hint == "":
-            continue
-        if evict is not None and hint and all(e == hint for e in evict):
-            continue
-        v = dict(config)
-        v.pop("load_eviction_policies", None)
-        if hint:
-            v["load_eviction_policies"] = [hint] * (len(evict) if evict else 9)
-        out[f"evict={hint or '-'}"] = v
-    v = dict(config)
-    v["static"] = not config.get("static", False)
-    out[f"static={v['static']}"] = v
-    for pid in ("flat", "xyz", "persistent_blocked"):
-        if config.get("pid_type", "flat") != pid:
-            v = dict(config)
-            v.pop("pid_type", None)
-            if pid != "flat":
-                v["pid_type"] = pid
-            out[f"pid={pid}"] = v
-    rows = config["block_sizes"][0]
-    for r in (rows // 2, rows * 2):
-        if r >= 1 and len(config["block_sizes"]) == 2:
-            out[f"rows={r}"] = dict(config, block_sizes=[r, *config["block_sizes"][1:]])
-    for w in (config["num_warps"] // 2, config["num_warps"] * 2):
-        if 1 <= w <= 32:
-            out[f"warps={w}"] = dict(config, num_warps=w)
+    for name, change in changes.items():
+        v = varied(config, change)
+        if v not in out.values():
+            out[name] = v
     return out
 
 
@@ -136,7 +117,7 @@ def config_table(keys: list[str], calls: int, against: str | None = None) -> Non
     from tuning import timing
     from tuning.workload import Task, Workload
 
-    entries = json.load(open("tuning/configs/nvidia_h200.json"))["entries"]
+    entries = shipped_entries()
     others = json.load(open(against))["entries"] if against else {}
     cache = torch.empty(FLUSH_BYTES // 4, dtype=torch.int, device="cuda")
     for key in keys:
@@ -171,20 +152,20 @@ def config_table(keys: list[str], calls: int, against: str | None = None) -> Non
 
 
 def main() -> None:
-    argv = sys.argv
+    probe = ProbeRun()
+    argv = probe.argv
     if "--configs" in argv:
         keys = [a for a in argv[argv.index("--configs") + 1 :] if "/" in a and not a.endswith(".json")]
-        against = argv[argv.index("--against") + 1] if "--against" in argv else None
-        config_table(keys, int(argv[argv.index("--calls") + 1]) if "--calls" in argv else 100, against)
+        config_table(keys, int(probe.option("--calls") or 100), probe.option("--against"))
         return
-    calls = int(argv[argv.index("--calls") + 1]) if "--calls" in argv else 200
-    dtype_name = argv[argv.index("--dtype") + 1] if "--dtype" in argv else "bf16"
-    dtype = DTYPES[dtype_name]
+    calls = int(probe.option("--calls") or 200)
+    dtype_name = probe.option("--dtype") or "bf16"
+    settings = Settings("cuda", 10.0, 50.0, int(ROTATE_MB * 2**20))
     registry = Registry()
     cache = torch.empty(FLUSH_BYTES // 4, dtype=torch.int, device="cuda")
     print(f"{'shape':<22} {'provider':<9} {'eager':>7} {'graph':>7} {'again':>8} {'wait':>6} {'kernel':>7} {'rest':>6} {'n':>3}")
     for op, m, n in SHAPES:
-        sets = input_sets(op, m, n, dtype)
+        _, sets = make_inputs(Unit(op, "fwd", dtype_name, m, n), settings, rotate=True)
         for provider in PROVIDERS:
             step = make_step(registry.build(provider, op), "fwd")
             for s in sets[:3]:
