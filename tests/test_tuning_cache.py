@@ -103,6 +103,15 @@ def test_preferred_entry() -> None:
         "rms_norm", "fwd", 8, 64, ms=5.0, date="2027-01-01T00:00:00Z", versions={**VERSIONS, "triton": "new"}
     )
     assert cache.preferred_entry(fast, newer) is newer, "other software: the newer wins"
+    # Entries timed by both clocks compare by their geometric mean: a config faster by the
+    # graph clock but slower after a flush loses when its mean is higher.
+    graph_fast = {**fast, "ms": 1.0, "flushed_ms": 4.0}  # mean 2.0
+    flush_fast = {**slow, "ms": 1.1, "flushed_ms": 3.0}  # mean 1.82
+    assert cache.entry_score(graph_fast) == pytest.approx(2.0)
+    assert cache.preferred_entry(graph_fast, flush_fast) is flush_fast
+    assert cache.preferred_entry(flush_fast, graph_fast) is flush_fast
+    assert cache.entry_score({**fast, "flushed_ms": None}) is None
+    assert cache.entry_score(fast) == fast["ms"]
     merged = cache.merge_entries(keyed(fast), keyed(entry("rms_norm", "bwd", 8, 64)))
     assert len(merged) == 2
 

@@ -92,6 +92,48 @@ def test_interleaved_timing_on_cpu_ranks_the_heavier_call_slower() -> None:
     assert timing.interleaved_ms([], 2, torch.device("cpu")) == []
 
 
+def test_clocks_rank_by_the_geometric_mean_of_the_clocks_they_have() -> None:
+    assert timing.Clocks(2.0, 8.0).score == pytest.approx(4.0)
+    assert timing.Clocks(3.0).score == 3.0, "no flushed clock (CPU): the graph clock alone"
+    assert timing.Clocks(1.0, 9.0).score < timing.Clocks(2.0, 8.0).score
+    assert timing.Clocks(1.0, 2.0).valid and timing.Clocks(1.0).valid
+    assert not timing.Clocks(1.0, float("nan")).valid and not timing.Clocks(0.0, 1.0).valid
+
+
+def test_interleaved_clocks_on_cpu_have_no_flushed_clock() -> None:
+    small, large = torch.randn(8, 8), torch.randn(256, 256)
+    spec = timing.Timing(cpu_budget_s=0.03, cpu_min_calls=2, cpu_max_calls=8)
+    light, heavy = timing.interleaved_clocks(
+        [lambda i: small @ small, lambda i: [large @ large for _ in range(4)]], 2, torch.device("cpu"), spec, rounds=3
+    )
+    assert light.flushed_ms is None and heavy.flushed_ms is None
+    assert 0 < light.score < heavy.score
+
+
+@pytest.mark.gpu
+def test_gpu_flushed_clock_reads_from_memory_where_the_graph_clock_reads_the_l2() -> None:
+    """One 16 MiB input, no rotation: replayed in a graph it stays in the L2; the flushed
+    clock zeroes a scratch buffer before every call, so each call reads it from HBM and
+    waits behind the flush. Both clocks come back for every run, in the order given."""
+    device = torch.device("cuda", 0)
+    x = torch.randn(4 << 20, device=device)
+    out = torch.empty((), device=device)
+    big = torch.randn(4 * (4 << 20), device=device)
+    big_out = torch.empty((), device=device)
+
+    def read(i: int) -> None:
+        torch.sum(x, dim=0, out=out)
+
+    def read_4x(i: int) -> None:
+        torch.sum(big, dim=0, out=big_out)
+
+    spec = timing.Timing(warmup_ms=5.0, rep_ms=20.0)
+    small, large = timing.interleaved_clocks([read, read_4x], 1, device, spec)
+    assert small.flushed_ms > 1.2 * small.graph_ms
+    assert large.flushed_ms > small.flushed_ms and large.graph_ms > small.graph_ms
+    torch.testing.assert_close(out, x.sum(), rtol=1e-4, atol=1e-2)
+
+
 @pytest.mark.gpu
 def test_gpu_interleaved_timing_ranks_copies_by_size_and_falls_back() -> None:
     """Graph timing in turns of a copy and a 4x larger one: about 4x apart, in the order

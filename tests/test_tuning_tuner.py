@@ -184,6 +184,16 @@ def test_finalists_are_the_fastest_distinct_configs_and_a_failing_one_is_skipped
     assert tuner._best_configs(study, 2, incumbent=configs[3]) == tuner._best_configs(study, 2), (
         "measured (and slow): no finalist"
     )
+    # The fastest config's siblings that differ only in cache hints follow it, however
+    # slow their trials were; a hinted sibling of a slower config does not.
+    evict_last = configs[2] | {"load_eviction_policies": ["last", "last"]}
+    streamed = configs[2] | {"store_cache_modifiers": [".cs"]}
+    for i, (c, ms) in enumerate([(evict_last, 8.0), (configs[3] | {"load_eviction_policies": ["last"]}, 7.0),
+                                 (streamed, 8.5)]):  # fmt: skip
+        study.add_trial(optuna.trial.create_trial(params={"x": 6 + i}, distributions=dist, value=ms,
+                                                  user_attrs={"config": c, "evaluated": True}))  # fmt: skip
+    assert tuner._best_configs(study, 2)[:4] == [configs[2], evict_last, streamed, configs[1]]
+    assert len(tuner._best_configs(study, 2)) == 5, "fastest, its two siblings, second, the incumbent"
 
     wl = Workload(Task("rms_norm", "fwd", 4, 32, "float32"), CPU)
     result = tuner.TuneResult(task=wl.task, gpu="cpu", study="t", heuristic_config=wl.heuristic_config())
@@ -192,6 +202,8 @@ def test_finalists_are_the_fastest_distinct_configs_and_a_failing_one_is_skipped
     assert "tuned config failed" in result.error
     assert result.config in (configs[1], wl.heuristic_config()) and result.ms > 0
     assert result.heuristic_ms > 0 and result.torch_ms > 0
+    assert result.flushed_ms is None, "no L2 to flush on CPU: the graph clock ranks alone"
+    assert "flushed_ms" not in tuner.cache_entry(result, tuner.versions())
 
 
 def test_recast_seeds_where_the_space_offers_it(tmp_path: Path) -> None:
@@ -362,3 +374,19 @@ def test_bf16_backward_studies_seed_the_incumbent_widened(tmp_path: Path) -> Non
     task = Task("layer_norm", "bwd", 40, 96, "bfloat16")
     assert not Workload(task, CPU).offers_widen, "the CPU runs no PTX"
     _assert_cuda_backward_seed(tmp_path, task, "widen", WIDEN)
+
+
+@pytest.mark.gpu
+def test_gpu_study_ranks_its_final_by_both_clocks_and_caches_both(tmp_path: Path) -> None:
+    """A CUDA study's final times every finalist by the graph clock and the flushed one;
+    its cache entry keeps both and the ranking rule in its versions, so a later sweep
+    compares entries by the same geometric mean."""
+    from tuning import cache
+
+    options = tuner.TuneOptions(n_trials=3, refine_rounds=1, out_dir=tmp_path, cache_path=tmp_path / "c.json")
+    result = tuner.tune(Task("rms_norm", "infer", 1024, 2048, "bfloat16"), torch.device("cuda", 0), options)
+    assert result.config is not None and result.error is None
+    assert result.ms > 0 and result.flushed_ms > 0
+    (entry,) = cache.load_entries(tmp_path / "c.json").values()
+    assert entry["flushed_ms"] == result.flushed_ms and entry["versions"]["rank"] == timing.RANK
+    assert cache.entry_score(entry) == pytest.approx(timing.Clocks(result.ms, result.flushed_ms).score)

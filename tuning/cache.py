@@ -11,8 +11,12 @@ File format (``SCHEMA``, ``SCHEMA_VERSION``)::
      "entries": {"layer_norm/fwd/bfloat16/4096x1024": {
          "kernel": "layer_norm", "mode": "fwd", "dtype": "bfloat16", "m": 4096, "n": 1024,
          "config": {...helion.Config fields...}, "ms": 0.0123, "gbps": 1364.2,
-         "gbps_exact": 1370.0, "trials": 24, "date": "2026-11-22T10:00:00Z",
-         "versions": {"torch": ..., "triton": ..., "helion": ..., "kernels": <source hash>}}}}
+         "gbps_exact": 1370.0, "flushed_ms": 0.0151, "trials": 24, "date": "2026-11-22T10:00:00Z",
+         "versions": {"torch": ..., "triton": ..., "helion": ..., "kernels": <source hash>,
+                      "timing": ..., "rank": ...}}}}
+
+``flushed_ms`` (CUDA entries tuned since stop 48) is the config's median call right after
+an L2 flush; such an entry was picked by the geometric mean of ``ms`` and it.
 
 Which file is read: the shipped ``tuning/configs/<gpu>.json`` always, overlaid (entry by
 entry) by the user's cache when ``TILENORM_CACHE`` or :func:`set_cache_path` names one
@@ -213,16 +217,28 @@ def load_entries(path: str | os.PathLike, gpu: str | None = None) -> dict[str, d
 def preferred_entry(old: dict, new: dict) -> dict:
     """Which of two entries for one key to keep.
 
-    Timings are comparable only when both were taken with the same torch, Triton, Helion
-    and kernel source: then the faster wins (ties: the newer). Otherwise the newer wins,
-    since the older stack's config may no longer be the best or even valid.
+    Timings are comparable only when both were taken with the same torch, Triton, Helion,
+    kernel source and timing rules: then the lower :func:`entry_score` wins (ties: the
+    newer). Otherwise the newer wins, since the older stack's config may no longer be the
+    best or even valid.
     """
     comparable = old.get("versions") == new.get("versions")
-    old_ms, new_ms = old.get("ms"), new.get("ms")
-    if comparable and isinstance(old_ms, (int, float)) and isinstance(new_ms, (int, float)):
-        if old_ms != new_ms:
-            return old if old_ms < new_ms else new
+    old_score, new_score = entry_score(old), entry_score(new)
+    if comparable and old_score is not None and new_score is not None and old_score != new_score:
+        return old if old_score < new_score else new
     return new if str(new.get("date", "")) >= str(old.get("date", "")) else old
+
+
+def entry_score(entry: dict) -> float | None:
+    """What the tuner ranked the entry's config by: the geometric mean of its graph ``ms``
+    and its ``flushed_ms`` where it has both (``tuning.timing.Clocks.score``), else its
+    ``ms``; None when it has no usable time."""
+    times = [entry.get("ms")]
+    if "flushed_ms" in entry:
+        times.append(entry["flushed_ms"])
+    if not all(isinstance(t, (int, float)) and t > 0 and math.isfinite(t) for t in times):
+        return None
+    return math.sqrt(times[0] * times[-1])
 
 
 def merge_entries(old: dict[str, dict], new: dict[str, dict]) -> dict[str, dict]:

@@ -45,16 +45,11 @@ FLUSH_BYTES = 256 * 1024 * 1024  # do_bench's cache
 
 
 def flushed_calls(step, sets: list, calls: int, cache: torch.Tensor) -> list[float]:
-    """us per call between events around it, the L2 flushed before each (do_bench's loop)."""
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
-    for i in range(calls):
-        cache.zero_()
-        starts[i].record()
-        step(sets[i % len(sets)])
-        ends[i].record()
-    torch.cuda.synchronize()
-    return [1000.0 * s.elapsed_time(e) for s, e in zip(starts, ends)]
+    """us per call between events around it, the L2 flushed before each (the tuner's
+    flushed clock, do_bench's loop)."""
+    from tuning.timing import flushed_calls_ms
+
+    return [1000.0 * ms for ms in flushed_calls_ms(lambda i: step(sets[i]), len(sets), calls, cache)]
 
 
 def split_profile(step, sets: list, calls: int, cache: torch.Tensor) -> dict:
