@@ -1,6 +1,9 @@
-"""tuning.timing: kernel time from CUDA-graph replays (GPU), eager fallback, timing in turns."""
+"""tuning.timing: kernel time from CUDA-graph replays (GPU), eager fallback, timing in turns,
+the flushed clock and a study's final ranked by both."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,3 +164,20 @@ def test_gpu_interleaved_timing_ranks_copies_by_size_and_falls_back() -> None:
     assert synced_ms > 0.9 * all_ms
     torch.testing.assert_close(dst[1], src[1])
     assert torch.randn(8, device=device).isfinite().all()  # the failed capture left no trace
+
+
+@pytest.mark.gpu
+def test_gpu_study_ranks_its_final_by_both_clocks_and_caches_both(tmp_path: Path) -> None:
+    """A CUDA study's final times every finalist by the graph clock and the flushed one;
+    its cache entry keeps both and the ranking rule in its versions, so a later sweep
+    compares entries by the same geometric mean."""
+    from tuning import cache, tuner
+    from tuning.workload import Task
+
+    options = tuner.TuneOptions(n_trials=3, refine_rounds=1, out_dir=tmp_path, cache_path=tmp_path / "c.json")
+    result = tuner.tune(Task("rms_norm", "infer", 1024, 2048, "bfloat16"), torch.device("cuda", 0), options)
+    assert result.config is not None and result.error is None
+    assert result.ms > 0 and result.flushed_ms > 0
+    (entry,) = cache.load_entries(tmp_path / "c.json").values()
+    assert entry["flushed_ms"] == result.flushed_ms and entry["versions"]["rank"] == timing.RANK
+    assert cache.entry_score(entry) == pytest.approx(timing.Clocks(result.ms, result.flushed_ms).score)

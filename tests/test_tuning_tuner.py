@@ -375,18 +375,3 @@ def test_bf16_backward_studies_seed_the_incumbent_widened(tmp_path: Path) -> Non
     assert not Workload(task, CPU).offers_widen, "the CPU runs no PTX"
     _assert_cuda_backward_seed(tmp_path, task, "widen", WIDEN)
 
-
-@pytest.mark.gpu
-def test_gpu_study_ranks_its_final_by_both_clocks_and_caches_both(tmp_path: Path) -> None:
-    """A CUDA study's final times every finalist by the graph clock and the flushed one;
-    its cache entry keeps both and the ranking rule in its versions, so a later sweep
-    compares entries by the same geometric mean."""
-    from tuning import cache
-
-    options = tuner.TuneOptions(n_trials=3, refine_rounds=1, out_dir=tmp_path, cache_path=tmp_path / "c.json")
-    result = tuner.tune(Task("rms_norm", "infer", 1024, 2048, "bfloat16"), torch.device("cuda", 0), options)
-    assert result.config is not None and result.error is None
-    assert result.ms > 0 and result.flushed_ms > 0
-    (entry,) = cache.load_entries(tmp_path / "c.json").values()
-    assert entry["flushed_ms"] == result.flushed_ms and entry["versions"]["rank"] == timing.RANK
-    assert cache.entry_score(entry) == pytest.approx(timing.Clocks(result.ms, result.flushed_ms).score)
