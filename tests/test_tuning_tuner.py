@@ -99,6 +99,24 @@ def test_local_search_measures_the_neighbours_of_the_fastest_configs_once(tmp_pa
     assert tuner._refine(study, space, wl, tuner.TuneOptions(out_dir=tmp_path, refine_rounds=0), float("inf")) == 0
 
 
+def test_hint_siblings_of_the_fastest_configs_are_measured_once(tmp_path: Path) -> None:
+    """Every eviction policy of each of the FINALISTS fastest configs is measured (the
+    final ranks them by both clocks), nothing else; a second call finds nothing new."""
+    wl = Workload(Task("rms_norm", "fwd", 8, 256, "float32"), CPU)
+    space = SearchSpace.from_spec("fwd", 8, 256, wl.bound().config_spec, "cpu")
+    evictions = next(p for p in space.params if p.name == "eviction").choices
+    study = _study(tmp_path)
+    points = [{"rows_log2": r, "warps_log2": 1, "eviction": "", "pid_type": "flat", "static": False} for r in range(4)]
+    for point, ms in zip(points, (1e-9, 2e-9, 3e-9, 1.0)):  # the slowest is outside the finalists
+        _add_trial(study, space.to_config(point), ms)
+    evaluated = tuner._measure_hint_siblings(study, space, wl, tuner.TuneOptions(out_dir=tmp_path), float("inf"))
+    measured = [t.user_attrs["config"] for t in study.get_trials() if t.user_attrs.get("hint_sibling")]
+    want = {tuner.config_key(space.to_config(p | {"eviction": e})) for p in points[:3] for e in evictions if e}
+    assert len(evictions) == 3 and tuner.FINALISTS == 3 and evaluated == len(measured) == len(want) == 6
+    assert {tuner.config_key(c) for c in measured} == want
+    assert tuner._measure_hint_siblings(study, space, wl, tuner.TuneOptions(out_dir=tmp_path), float("inf")) == 0
+
+
 def test_a_trial_past_its_timeout_fails(tmp_path: Path) -> None:
     wl = Workload(Task("rms_norm", "fwd", 4, 32, "float32"), CPU)
     with pytest.raises(tuner.TrialTimeout):
@@ -184,16 +202,18 @@ def test_finalists_are_the_fastest_distinct_configs_and_a_failing_one_is_skipped
     assert tuner._best_configs(study, 2, incumbent=configs[3]) == tuner._best_configs(study, 2), (
         "measured (and slow): no finalist"
     )
-    # The fastest config's siblings that differ only in cache hints follow it, however
-    # slow their trials were; a hinted sibling of a slower config does not.
+    # A fast config's siblings that differ only in cache hints follow it, however slow
+    # their trials were; a hinted sibling of a config outside the fastest does not.
     evict_last = configs[2] | {"load_eviction_policies": ["last", "last"]}
     streamed = configs[2] | {"store_cache_modifiers": [".cs"]}
-    for i, (c, ms) in enumerate([(evict_last, 8.0), (configs[3] | {"load_eviction_policies": ["last"]}, 7.0),
-                                 (streamed, 8.5)]):  # fmt: skip
+    second_first = configs[1] | {"load_eviction_policies": ["first", "first"]}
+    siblings = [(evict_last, 8.0), (configs[3] | {"load_eviction_policies": ["last"]}, 7.0), (streamed, 8.5),
+                (second_first, 9.9)]  # fmt: skip
+    for i, (c, ms) in enumerate(siblings):
         study.add_trial(optuna.trial.create_trial(params={"x": 6 + i}, distributions=dist, value=ms,
                                                   user_attrs={"config": c, "evaluated": True}))  # fmt: skip
-    assert tuner._best_configs(study, 2)[:4] == [configs[2], evict_last, streamed, configs[1]]
-    assert len(tuner._best_configs(study, 2)) == 5, "fastest, its two siblings, second, the incumbent"
+    assert tuner._best_configs(study, 2)[:5] == [configs[2], evict_last, streamed, configs[1], second_first]
+    assert len(tuner._best_configs(study, 2)) == 6, "two fastest, their three siblings, the incumbent"
 
     wl = Workload(Task("rms_norm", "fwd", 4, 32, "float32"), CPU)
     result = tuner.TuneResult(task=wl.task, gpu="cpu", study="t", heuristic_config=wl.heuristic_config())

@@ -14,7 +14,9 @@ number of evaluated configs the study should hold in total: a resumed study cont
 where it stopped.
 
 When the sampled trials are done, a local search measures the neighbours (one step of
-each parameter) of the two fastest configs, then of each new fastest, for a few rounds. Then the finalists (the
+each parameter) of the two fastest configs, then of each new fastest, for a few rounds,
+and the cache-hint siblings of the fastest few (eviction policies, streaming stores) are
+measured. Then the finalists (the
 fastest distinct trial configs, the fastest's cache-hint siblings and the cache's
 incumbents), the heuristic config and torch's own norm are measured again, in turns,
 with longer timing and by two clocks (the graph's kernel time, and each call right after
@@ -62,6 +64,7 @@ REFINE_FROM = 2
 # rank differently by the graph clock and the flushed one (bench/NOTES.md attempt 80), so
 # the fastest trial's siblings of this kind are finalists too.
 CACHE_HINT_KEYS = ("load_eviction_policies", "store_cache_modifiers")
+HINT_PARAMS = ("eviction", "stream")  # the space's parameters that set them
 # Seeds that hold what the cache already answers for a key: always finalists.
 INCUMBENT_SEEDS = ("cached", "sibling", "training")
 FATAL_CUDA_MARKERS = (
@@ -127,7 +130,7 @@ class TuneResult:
     trials: int = 0  # evaluated configs in the study, all runs
     failed: int = 0
     run_trials: int = 0  # evaluated in this run
-    refined: int = 0  # of which by the local search
+    refined: int = 0  # of which by the local search and the hint siblings
     history: list = field(default_factory=list)  # [trial number, ms or None] in order
     model_bytes: int = 0  # TritonBench's bytes for this task: GB/s = model_bytes / ms / 1e6
     wall_s: float = 0.0
@@ -394,6 +397,27 @@ def _fastest_configs(study: optuna.Study, count: int) -> list[dict]:
     return list(best.values())
 
 
+def _measure_hint_siblings(study: optuna.Study, space: SearchSpace, wl: Workload, options: TuneOptions, stop: float) -> int:
+    """Measure the unmeasured cache-hint siblings (neighbours that change only
+    ``HINT_PARAMS``) of the ``FINALISTS`` fastest configs, so that the final can rank
+    them by both clocks; returns evaluations. The local search reaches them only around
+    the configs it starts from: the RMSNorm bf16 4096x1024 inference study of stop 48
+    picked a config whose evict-last sibling, never measured, ran 10% faster after a
+    flush and 5% slower by the graph (bench/NOTES.md attempt 81)."""
+    known = _measured(study)
+    fresh: dict[str, dict] = {}
+    for config in _fastest_configs(study, FINALISTS):
+        point = space.from_config(config)
+        for p in space.neighbours(point) if point is not None else []:
+            if all(p.get(k) == point.get(k) for k in set(p) | set(point) if k not in HINT_PARAMS):
+                key = config_key(space.to_config(p))
+                if key not in known:
+                    fresh.setdefault(key, p)
+    for p in fresh.values():
+        study.enqueue_trial(p, user_attrs={"hint_sibling": True})
+    return _run_trials(study, space, wl, options, target=len(known) + len(fresh), stop=stop) if fresh else 0
+
+
 def _refine(study: optuna.Study, space: SearchSpace, wl: Workload, options: TuneOptions, stop: float) -> int:
     """Local search once sampling is done: measure every unmeasured neighbour
     (:meth:`SearchSpace.neighbours`) of the ``REFINE_FROM`` fastest configs, and again
@@ -634,11 +658,13 @@ def _best_configs(study: optuna.Study, count: int = FINALISTS, incumbent: dict |
     the kernels look up for this key today) if no trial measured it: a study whose
     budget ran out before its seeds must not replace a tuned entry with the heuristic
     unmeasured against it (stop 36: an fp16 RMSNorm decode entry lost 2.5% that way).
-    The fastest config's measured cache-hint siblings (``CACHE_HINT_KEYS``) come right
+    Each fast config's measured cache-hint siblings (``CACHE_HINT_KEYS``) come right
     after it: the trials' graph clock cannot rank those against each other the way a
     user's call meets them."""
-    fastest = _fastest_configs(study, count)
-    best = {config_key(c): c for c in fastest[:1] + _hint_siblings(study, fastest[:1]) + fastest[1:]}
+    best: dict[str, dict] = {}
+    for config in _fastest_configs(study, count):
+        for c in [config, *_hint_siblings(study, [config])]:
+            best.setdefault(config_key(c), c)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("seed") in INCUMBENT_SEEDS and "config" in t.user_attrs:
             best.setdefault(config_key(t.user_attrs["config"]), t.user_attrs["config"])
@@ -811,6 +837,7 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
     stop = _stop_time(options)
     result.run_trials = _run_trials(study, space, wl, options, stop=stop)
     result.refined = _refine(study, space, wl, options, stop)
+    result.refined += _measure_hint_siblings(study, space, wl, options, stop)
     result.run_trials += result.refined
     result.history, result.trials, result.failed = _history(study)
     _final(wl, result, _best_configs(study, incumbent=seeds.get("cached")), options)
