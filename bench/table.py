@@ -1,11 +1,13 @@
 """Render the README results table from results JSON (one run; several are merged).
 
-    python -m bench.table bench/results/X.json [--readme README.md]
+    python -m bench.table bench/results/X.json [--readme README.md] [--shapes default]
 
 Per op, mode and shape: tilenorm's GB/s (eager and CUDA graph), the best peer and its
 GB/s, tilenorm / best peer, tilenorm's share of the copy roof, and a marker where a
 peer beats us; then the host-overhead table. With ``--readme`` the text between
 ``<!-- results:start -->`` and ``<!-- results:end -->`` is replaced (nothing else).
+``--shapes`` keeps the rows of a shape preset (``bench.shapes.PRESETS``) or an ``MxN`` list,
+so that a run over several shape sets can feed each table its own rows.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable 
 
 from bench.byte_model import COPY_ROOF_GBPS, HOST_SUFFIX, base_op, gbps
 from bench.results import load_json
+from bench.shapes import PRESETS, parse_shapes, preset_shapes
 
 MARK_START = "<!-- results:start -->"
 MARK_END = "<!-- results:end -->"
@@ -282,16 +285,31 @@ def update_readme(path: Path, block: str) -> None:
     path.write_text(replace_block(path.read_text(), block))
 
 
+def keep_shapes(doc: dict, spec: str) -> dict:
+    """``doc`` with only the records of ``spec``'s shapes: a preset's per op, or ``MxN,...``.
+    Host-overhead records are not of a shape set and stay."""
+    if spec in PRESETS:
+        keep = lambda r: (r["M"], r["N"]) in preset_shapes(spec, base_op(r["op"]))  # noqa: E731
+    else:
+        wanted = set(parse_shapes(spec))
+        keep = lambda r: (r["M"], r["N"]) in wanted  # noqa: E731
+    return {**doc, "records": [r for r in doc["records"] if r["op"].endswith(HOST_SUFFIX) or keep(r)]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.table", description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", type=Path, help="results JSON file(s) from bench.run")
     p.add_argument("--readme", type=Path, default=None, help="README to update between the markers")
     p.add_argument("--decode", action="store_true", help="print the small-input table (graph vs Triton peers, eager vs torch)")
+    p.add_argument("--shapes", default=None, help=f"only rows of these shapes: a preset ({', '.join(PRESETS)}) or MxN,...")
     args = p.parse_args(argv)
+    docs = [load_json(path) for path in args.results]
+    if args.shapes:
+        docs = [keep_shapes(doc, args.shapes) for doc in docs]
     if args.decode:
-        print(decode_table([r for path in args.results for r in load_json(path)["records"]]))
+        print(decode_table([r for doc in docs for r in doc["records"]]))
         return 0
-    block = render([load_json(path) for path in args.results], [path.as_posix() for path in args.results])
+    block = render(docs, [path.as_posix() for path in args.results])
     if args.readme is None:
         print(block)
         return 0

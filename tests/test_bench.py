@@ -343,6 +343,22 @@ def test_table_cli_prints(tmp_path, synthetic_doc, capsys):
     assert "| layer_norm | fwd | 4096x4096 |" in capsys.readouterr().out
 
 
+def test_table_cli_keeps_the_shapes_asked_for(tmp_path, synthetic_doc, capsys):
+    """A run over the GPU_HOST and TritonBench shapes feeds each table its own rows; host
+    rows are no shape set's and stay."""
+    synthetic_doc["records"] += [_timed("layer_norm", "fwd", 4096, 1536, p, 9.0, graph_us=8.0) for p in ("tilenorm", "torch")]
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(synthetic_doc))
+    assert table.main([str(path), "--shapes", "default"]) == 0
+    out = capsys.readouterr().out
+    assert "| layer_norm | fwd | 4096x4096 |" in out and "4096x1536" not in out and "Host time" in out
+    assert table.main([str(path), "--shapes", "tritonbench"]) == 0
+    out = capsys.readouterr().out
+    assert "| layer_norm | fwd | 4096x1536 |" in out and "4096x4096 |" in out and "8192x4096" not in out
+    assert table.main([str(path), "--shapes", "4096x1536"]) == 0
+    assert "4096x4096" not in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------- README markers
 
 
