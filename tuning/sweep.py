@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--refine", type=int, default=None,
         help="rounds of local search around the fastest configs (their neighbours) after the sampled"
-        " trials (default: tuner.REFINE_ROUNDS; 0: none)",
+        " trials, then their cache-hint siblings (default: tuner.REFINE_ROUNDS; 0: neither)",
     )  # fmt: skip
     p.add_argument("--time-budget", type=float, default=None, help="seconds per study per run")
     p.add_argument(

@@ -837,7 +837,8 @@ def tune(task: Task, device: torch.device, options: TuneOptions) -> TuneResult:
     stop = _stop_time(options)
     result.run_trials = _run_trials(study, space, wl, options, stop=stop)
     result.refined = _refine(study, space, wl, options, stop)
-    result.refined += _measure_hint_siblings(study, space, wl, options, stop)
+    if options.refine_rounds:  # part of the local search: --refine 0 turns both off
+        result.refined += _measure_hint_siblings(study, space, wl, options, stop)
     result.run_trials += result.refined
     result.history, result.trials, result.failed = _history(study)
     _final(wl, result, _best_configs(study, incumbent=seeds.get("cached")), options)
