@@ -229,16 +229,20 @@ def preferred_entry(old: dict, new: dict) -> dict:
     return new if str(new.get("date", "")) >= str(old.get("date", "")) else old
 
 
+def score(ms: float, flushed_ms: float | None = None) -> float:
+    """What the tuner ranks a config by: the geometric mean of its graph ``ms`` and its
+    ``flushed_ms`` where it has both (``tuning.timing.Clocks``), else ``ms``."""
+    return ms if flushed_ms is None else math.sqrt(ms * flushed_ms)
+
+
 def entry_score(entry: dict) -> float | None:
-    """What the tuner ranked the entry's config by: the geometric mean of its graph ``ms``
-    and its ``flushed_ms`` where it has both (``tuning.timing.Clocks.score``), else its
-    ``ms``; None when it has no usable time."""
+    """An entry's :func:`score`; None when it has no usable time."""
     times = [entry.get("ms")]
     if "flushed_ms" in entry:
         times.append(entry["flushed_ms"])
     if not all(isinstance(t, (int, float)) and t > 0 and math.isfinite(t) for t in times):
         return None
-    return math.sqrt(times[0] * times[-1])
+    return score(*times)
 
 
 def merge_entries(old: dict[str, dict], new: dict[str, dict]) -> dict[str, dict]:

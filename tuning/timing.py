@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from . import cache
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -136,43 +138,9 @@ def interleaved_ms(
     timing: Timing = TRIAL_TIMING,
     rounds: int = ROUNDS,
 ) -> list[float]:
-    """Time of each of ``runs`` (as :func:`time_ms` would give it), taken in turns.
-
-    The calls are timed in ``rounds`` rounds, each one batch of every call (the first
-    call of a round moves along), and each call's figure is the median of its rounds'.
-    Timed one after the other, each with its whole budget at once, two configs a few %
-    apart were ranked by whatever the clock or the host did in between: on an 8 MB
-    input, trial times of near-identical configs spread 10%, and a final pick ran 5%
-    slower in the benchmark than the incumbent it had beaten (bench/NOTES.md attempt 38).
-    """
-    if not runs:
-        return []
-    rep_ms = timing.rep_ms / rounds
-    if device.type != "cuda":
-        share = Timing(cpu_budget_s=timing.cpu_budget_s / rounds, cpu_min_calls=timing.cpu_min_calls,
-                       cpu_max_calls=max(timing.cpu_min_calls, timing.cpu_max_calls // rounds))  # fmt: skip
-        for run in runs:  # first-call costs are not the kernel's speed
-            run(0)
-        return _in_turns([lambda run=run: time_ms(run, n_sets, device, share, warm=False) for run in runs], rounds)
-    with torch.cuda.device(device):
-        timers = _graph_timers(runs, n_sets, timing)
-        try:
-            return _in_turns([lambda t=t: t.ms(rep_ms) for t in timers], rounds)
-        finally:
-            del timers
-
-
-def _graph_timers(runs: Sequence[Callable[[int], object]], n_sets: int, timing: Timing) -> list:
-    """Each run's graph timer: a captured :class:`_Replayer`, or do_bench in each round
-    (:class:`_Eager`) for a call that cannot be captured."""
-    timers: list = []
-    for run in runs:
-        try:
-            timers.append(_Replayer(run, n_sets, timing))
-        except RuntimeError:
-            torch.cuda.synchronize()
-            timers.append(_Eager(run, n_sets, timing))
-    return timers
+    """Time of each of ``runs`` (as :func:`time_ms` would give it), taken in turns
+    (:func:`interleaved_clocks` with the graph clock alone)."""
+    return [c.graph_ms for c in interleaved_clocks(runs, n_sets, device, timing, rounds, flushed=False)]
 
 
 @dataclass(frozen=True)
@@ -189,10 +157,65 @@ class Clocks:
 
     @property
     def score(self) -> float:
-        """What a final minimises: the geometric mean of the clocks it has."""
-        if self.flushed_ms is None:
-            return self.graph_ms
-        return math.sqrt(self.graph_ms * self.flushed_ms)
+        """What a final minimises (:func:`tuning.cache.score`)."""
+        return cache.score(self.graph_ms, self.flushed_ms)
+
+
+def interleaved_clocks(
+    runs: Sequence[Callable[[int], object]],
+    n_sets: int,
+    device: torch.device,
+    timing: Timing = TRIAL_TIMING,
+    rounds: int = ROUNDS,
+    flushed: bool = True,
+) -> list[Clocks]:
+    """Each of ``runs`` timed in turns: the graph clock (as :func:`time_ms` would give
+    it) and, on CUDA with ``flushed``, the flushed clock (``FLUSHED_CALLS`` calls a round).
+
+    The calls are timed in ``rounds`` rounds, each one batch of every call and clock (the
+    first of a round moves along), and each figure is the median of its rounds'. Timed
+    one after the other, each with its whole budget at once, two configs a few % apart
+    were ranked by whatever the clock or the host did in between: on an 8 MB input, trial
+    times of near-identical configs spread 10%, and a final pick ran 5% slower in the
+    benchmark than the incumbent it had beaten (bench/NOTES.md attempt 38).
+    """
+    if not runs:
+        return []
+    rep_ms = timing.rep_ms / rounds
+    if device.type != "cuda":
+        share = Timing(cpu_budget_s=timing.cpu_budget_s / rounds, cpu_min_calls=timing.cpu_min_calls,
+                       cpu_max_calls=max(timing.cpu_min_calls, timing.cpu_max_calls // rounds))  # fmt: skip
+        for run in runs:  # first-call costs are not the kernel's speed
+            run(0)
+        times = _in_turns([lambda run=run: time_ms(run, n_sets, device, share, warm=False) for run in runs], rounds)
+        return [Clocks(ms) for ms in times]
+    with torch.cuda.device(device):
+        timers = _graph_timers(runs, n_sets, timing)
+        scratch = flush_scratch(device) if flushed else None
+        try:
+            measures = [lambda t=t: t.ms(rep_ms) for t in timers]
+            if scratch is not None:
+                after_flush = [_Flushed(run, n_sets, scratch) for run in runs]
+                for f in after_flush:  # the first flushed calls pay for the scratch's first touch
+                    f.ms(2)
+                measures += [f.ms for f in after_flush]
+            times = _in_turns(measures, rounds)
+            return [Clocks(g, f) for g, f in itertools.zip_longest(times[: len(runs)], times[len(runs) :])]
+        finally:
+            del timers, scratch
+
+
+def _graph_timers(runs: Sequence[Callable[[int], object]], n_sets: int, timing: Timing) -> list:
+    """Each run's graph timer: a captured :class:`_Replayer`, or do_bench in each round
+    (:class:`_Eager`) for a call that cannot be captured."""
+    timers: list = []
+    for run in runs:
+        try:
+            timers.append(_Replayer(run, n_sets, timing))
+        except RuntimeError:
+            torch.cuda.synchronize()
+            timers.append(_Eager(run, n_sets, timing))
+    return timers
 
 
 class _Flushed:
@@ -228,32 +251,6 @@ def flush_scratch(device: torch.device) -> torch.Tensor:
     """A buffer whose zeroing evicts everything from the L2: twice its size, and no less
     than the benchmark's flush."""
     return torch.empty(max(2 * l2_bytes(device), FLUSH_MIN_BYTES) // 4, dtype=torch.int32, device=device)
-
-
-def interleaved_clocks(
-    runs: Sequence[Callable[[int], object]],
-    n_sets: int,
-    device: torch.device,
-    timing: Timing = TRIAL_TIMING,
-    rounds: int = ROUNDS,
-) -> list[Clocks]:
-    """Each of ``runs`` timed by both clocks, all of them in turns (:func:`_in_turns`):
-    the graph clock as :func:`interleaved_ms` takes it, and on CUDA the flushed clock
-    (``FLUSHED_CALLS`` calls a round)."""
-    if device.type != "cuda" or not runs:
-        return [Clocks(ms) for ms in interleaved_ms(runs, n_sets, device, timing, rounds)]
-    rep_ms = timing.rep_ms / rounds
-    with torch.cuda.device(device):
-        timers = _graph_timers(runs, n_sets, timing)
-        scratch = flush_scratch(device)
-        try:
-            flushed = [_Flushed(run, n_sets, scratch) for run in runs]
-            for f in flushed:  # the first flushed calls pay for the scratch's first touch
-                f.ms(2)
-            times = _in_turns([lambda t=t: t.ms(rep_ms) for t in timers] + [f.ms for f in flushed], rounds)
-            return [Clocks(g, f) for g, f in zip(times[: len(runs)], times[len(runs) :])]
-        finally:
-            del timers, scratch
 
 
 def _in_turns(measure: list[Callable[[], float]], rounds: int) -> list[float]:

@@ -64,7 +64,6 @@ REFINE_FROM = 2
 # rank differently by the graph clock and the flushed one (bench/NOTES.md attempt 80), so
 # the fastest trial's siblings of this kind are finalists too.
 CACHE_HINT_KEYS = ("load_eviction_policies", "store_cache_modifiers")
-HINT_PARAMS = ("eviction", "stream")  # the space's parameters that set them
 # Seeds that hold what the cache already answers for a key: always finalists.
 INCUMBENT_SEEDS = ("cached", "sibling", "training")
 FATAL_CUDA_MARKERS = (
@@ -398,8 +397,8 @@ def _fastest_configs(study: optuna.Study, count: int) -> list[dict]:
 
 
 def _measure_hint_siblings(study: optuna.Study, space: SearchSpace, wl: Workload, options: TuneOptions, stop: float) -> int:
-    """Measure the unmeasured cache-hint siblings (neighbours that change only
-    ``HINT_PARAMS``) of the ``FINALISTS`` fastest configs, so that the final can rank
+    """Measure the unmeasured cache-hint siblings (neighbours whose configs differ only
+    in ``CACHE_HINT_KEYS``) of the ``FINALISTS`` fastest configs, so that the final can rank
     them by both clocks; returns evaluations. The local search reaches them only around
     the configs it starts from: the RMSNorm bf16 4096x1024 inference study of stop 48
     picked a config whose evict-last sibling, never measured, ran 10% faster after a
@@ -408,11 +407,13 @@ def _measure_hint_siblings(study: optuna.Study, space: SearchSpace, wl: Workload
     fresh: dict[str, dict] = {}
     for config in _fastest_configs(study, FINALISTS):
         point = space.from_config(config)
-        for p in space.neighbours(point) if point is not None else []:
-            if all(p.get(k) == point.get(k) for k in set(p) | set(point) if k not in HINT_PARAMS):
-                key = config_key(space.to_config(p))
-                if key not in known:
-                    fresh.setdefault(key, p)
+        if point is None:
+            continue
+        own = _unhinted(space.to_config(point))
+        for p in space.neighbours(point):
+            sibling = space.to_config(p)
+            if _unhinted(sibling) == own and config_key(sibling) not in known:
+                fresh.setdefault(config_key(sibling), p)
     for p in fresh.values():
         study.enqueue_trial(p, user_attrs={"hint_sibling": True})
     return _run_trials(study, space, wl, options, target=len(known) + len(fresh), stop=stop) if fresh else 0
@@ -673,19 +674,20 @@ def _best_configs(study: optuna.Study, count: int = FINALISTS, incumbent: dict |
     return list(best.values())
 
 
+def _unhinted(config: dict) -> str:
+    """``config``'s key without its cache hints."""
+    return config_key({k: v for k, v in config.items() if k not in CACHE_HINT_KEYS})
+
+
 def _hint_siblings(study: optuna.Study, configs: list[dict]) -> list[dict]:
     """The study's completed configs that differ from one of ``configs`` only in their
     cache hints, in trial order."""
-
-    def unhinted(config: dict) -> str:
-        return config_key({k: v for k, v in config.items() if k not in CACHE_HINT_KEYS})
-
-    targets = {unhinted(c) for c in configs}
+    targets = {_unhinted(c) for c in configs}
     own = {config_key(c) for c in configs}
     found: dict[str, dict] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         config = t.user_attrs.get("config")
-        if config is not None and unhinted(config) in targets and config_key(config) not in own:
+        if config is not None and _unhinted(config) in targets and config_key(config) not in own:
             found.setdefault(config_key(config), config)
     return list(found.values())
 

@@ -31,6 +31,7 @@ from bench import timing as bench_timing
 from bench.ops import make_step
 from bench.providers import Registry
 from bench.run import ROTATE_MB, Settings, Unit, make_inputs
+from tuning import timing as tuning_timing
 
 SHAPES = (
     ("layer_norm", 4096, 1024),
@@ -41,15 +42,12 @@ SHAPES = (
     ("layer_norm", 4096, 8192),
 )
 PROVIDERS = ("tilenorm", "torch", "inductor")
-FLUSH_BYTES = 256 * 1024 * 1024  # do_bench's cache
 
 
 def flushed_calls(step, sets: list, calls: int, cache: torch.Tensor) -> list[float]:
     """us per call between events around it, the L2 flushed before each (the tuner's
     flushed clock, do_bench's loop)."""
-    from tuning.timing import flushed_calls_ms
-
-    return [1000.0 * ms for ms in flushed_calls_ms(lambda i: step(sets[i]), len(sets), calls, cache)]
+    return [1000.0 * ms for ms in tuning_timing.flushed_calls_ms(lambda i: step(sets[i]), len(sets), calls, cache)]
 
 
 def split_profile(step, sets: list, calls: int, cache: torch.Tensor) -> dict:
@@ -109,12 +107,11 @@ def config_table(keys: list[str], calls: int, against: str | None = None) -> Non
     """Each key's config variants: graph us (tuner timing) and flushed event us, in turns."""
     import json
 
-    from tuning import timing
     from tuning.workload import Task, Workload
 
     entries = shipped_entries()
     others = json.load(open(against))["entries"] if against else {}
-    cache = torch.empty(FLUSH_BYTES // 4, dtype=torch.int, device="cuda")
+    cache = tuning_timing.flush_scratch(torch.device("cuda"))
     for key in keys:
         kernel, mode, dtype, shape = key.split("/")
         m, n = map(int, shape.split("x"))
@@ -135,7 +132,7 @@ def config_table(keys: list[str], calls: int, against: str | None = None) -> Non
         flushed = {k: [] for k in runs}
         for _ in range(3):
             for name, run in runs.items():
-                graph[name].append(1000.0 * timing.time_ms(run, sets, wl.device))
+                graph[name].append(1000.0 * tuning_timing.time_ms(run, sets, wl.device))
                 flushed[name].append(statistics.median(flushed_calls(run, list(range(sets)), calls, cache)))
         print(key, {k: v for k, v in entries[key]["config"].items() if k != "load_eviction_policies"}, flush=True)
         base_g, base_f = min(graph["shipped"]), statistics.median(flushed["shipped"])
@@ -157,7 +154,7 @@ def main() -> None:
     dtype_name = probe.option("--dtype") or "bf16"
     settings = Settings("cuda", 10.0, 50.0, int(ROTATE_MB * 2**20))
     registry = Registry()
-    cache = torch.empty(FLUSH_BYTES // 4, dtype=torch.int, device="cuda")
+    cache = tuning_timing.flush_scratch(torch.device("cuda"))
     print(f"{'shape':<22} {'provider':<9} {'eager':>7} {'graph':>7} {'again':>8} {'wait':>6} {'kernel':>7} {'rest':>6} {'n':>3}")
     for op, m, n in SHAPES:
         _, sets = make_inputs(Unit(op, "fwd", dtype_name, m, n), settings, rotate=True)
