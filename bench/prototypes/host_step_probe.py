@@ -1,0 +1,98 @@
+"""Where a fwd+bwd step's eager time goes when the host, not the GPU, bounds it.
+
+The benchmark's eager clock (``do_bench``: a 256 MB zero before every call, events around
+the call) put our fwd+bwd at 0.84-0.99x of torch eager on LayerNorm/RMSNorm 4096x1024 and
+4096x4096 (3ba2bf6) and 0.89-1.44x on the same rows in a later run (b0861ce), while our
+kernels run 1.25-1.7x faster under CUDA graphs. When the host's time for one call exceeds
+the flush plus the kernels, the events measure host time, not kernels. Here, per provider
+and shape, in turns: the event time of flushed calls (the eager clock), the host's wall
+time for the forward and for ``autograd.grad`` inside those same calls, the same two parts
+back to back without a flush, and the graph time.
+
+    python bench/prototypes/host_step_probe.py [--calls N] [--rounds R]
+"""
+
+import statistics
+import time
+
+import torch
+
+from probe_common import ProbeRun  # run from the repo root or this folder
+
+from bench import timing as bench_timing
+from bench.providers import Registry
+from bench.run import ROTATE_MB, Settings, Unit, make_inputs
+from tuning import timing as tuning_timing
+
+UNITS = (
+    ("layer_norm", "bf16", 4096, 1024),
+    ("layer_norm", "bf16", 4096, 4096),
+    ("rms_norm", "bf16", 4096, 1024),
+    ("rms_norm", "bf16", 4096, 4096),
+    ("layer_norm", "bf16", 4096, 8192),
+)
+PROVIDERS = ("tilenorm", "torch")
+
+
+def timed_calls(fn, sets: list, calls: int, scratch: torch.Tensor | None) -> dict[str, float]:
+    """Median us per call: events around the call (flushed first when ``scratch``), host
+    wall time of the forward and of the gradient."""
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(calls)]
+    fwd_us, grad_us = [], []
+    for i, (start, end) in enumerate(events):
+        s = sets[i % len(sets)]
+        if scratch is not None:
+            scratch.zero_()
+        start.record()
+        t0 = time.perf_counter()
+        out = fn(*s.args())
+        t1 = time.perf_counter()
+        torch.autograd.grad(out, s.targets, s.grad_outputs, allow_unused=True)
+        t2 = time.perf_counter()
+        end.record()
+        fwd_us.append(1e6 * (t1 - t0))
+        grad_us.append(1e6 * (t2 - t1))
+    torch.cuda.synchronize()
+    return {
+        "event": 1000.0 * statistics.median(a.elapsed_time(b) for a, b in events),
+        "fwd": statistics.median(fwd_us),
+        "grad": statistics.median(grad_us),
+    }
+
+
+def main() -> None:
+    probe = ProbeRun()
+    calls = int(probe.option("--calls") or 100)
+    rounds = int(probe.option("--rounds") or 5)
+    settings = Settings("cuda", 10.0, 50.0, int(ROTATE_MB * 2**20))
+    registry = Registry()
+    scratch = tuning_timing.flush_scratch(torch.device("cuda"))
+    print(f"{'unit':<24} {'provider':<9} {'eager':>7} {'graph':>7} | flushed: {'fwd':>6} {'grad':>6} | back to back: {'fwd':>6} {'grad':>6}")
+    for op, dtype, m, n in UNITS:
+        _, sets = make_inputs(Unit(op, "fwd_bwd", dtype, m, n), settings, rotate=True)
+        fns = {p: registry.build(p, op) for p in PROVIDERS}
+        for fn in fns.values():
+            timed_calls(fn, sets, 20, scratch)  # compile, record, warm the allocator
+        samples = {p: [] for p in PROVIDERS}
+        for r in range(rounds):
+            for j in range(len(PROVIDERS)):
+                p = PROVIDERS[(r + j) % len(PROVIDERS)]
+                flushed = timed_calls(fns[p], sets, calls, scratch)
+                plain = timed_calls(fns[p], sets, calls, None)
+                samples[p].append((flushed, plain))
+        for p, fn in fns.items():
+            graph = bench_timing.graph_us(
+                lambda s, fn=fn: torch.autograd.grad(fn(*s.args()), s.targets, s.grad_outputs, allow_unused=True), sets, "cuda"
+            )
+            med = lambda which, key: statistics.median(sample[which][key] for sample in samples[p])  # noqa: E731
+            print(
+                f"{op[:10]} {dtype} {m}x{n:<8} {p:<9} {med(0, 'event'):7.1f} {graph:7.1f} | "
+                f"{med(0, 'fwd'):15.1f} {med(0, 'grad'):6.1f} | {med(1, 'fwd'):20.1f} {med(1, 'grad'):6.1f}",
+                flush=True,
+            )
+        del sets, fns
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
