@@ -1,6 +1,7 @@
 """Render the README results table from results JSON (one run; several are merged).
 
     python -m bench.table bench/results/X.json [--readme README.md] [--shapes default]
+    python -m bench.table --manifest [--readme README.md] [--check]
 
 Per op, mode and shape: tilenorm's GB/s (eager and CUDA graph), the best peer and its
 GB/s, tilenorm / best peer, tilenorm's share of the copy roof, and a marker where a
@@ -8,11 +9,20 @@ peer beats us; then the host-overhead table. With ``--readme`` the text between
 ``<!-- results:start -->`` and ``<!-- results:end -->`` is replaced (nothing else).
 ``--shapes`` keeps the rows of a shape preset (``bench.shapes.PRESETS``) or an ``MxN`` list,
 so that a run over several shape sets can feed each table its own rows.
+
+``--manifest`` rebuilds every table of the README from the result files a manifest
+(``bench/readme_tables.json``) names for it: each block, between ``<!-- NAME:start -->``
+and ``<!-- NAME:end -->``, lists its sources in order (a later run's record replaces an
+earlier one's for the same row and provider) with optional filters (``shapes``,
+``dtypes``, ``ops``, ``modes``) per source and per block. ``--check`` changes nothing and
+fails where a table differs from what its sources give: every number in the README comes
+from a committed run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -23,8 +33,13 @@ from bench.byte_model import COPY_ROOF_GBPS, HOST_SUFFIX, base_op, gbps
 from bench.results import load_json
 from bench.shapes import PRESETS, parse_shapes, preset_shapes
 
-MARK_START = "<!-- results:start -->"
-MARK_END = "<!-- results:end -->"
+
+def markers(name: str) -> tuple[str, str]:
+    """The comment lines that enclose README block ``name``."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+MANIFEST = Path(__file__).resolve().parent / "readme_tables.json"
 OURS = "tilenorm"
 BEHIND = "**behind**"
 BEHIND_GRAPH = "behind (graph)"
@@ -273,12 +288,13 @@ def render(docs: dict | list[dict], names: list[str] | None = None) -> str:
 # ---------------------------------------------------------------------------- README
 
 
-def replace_block(text: str, block: str) -> str:
-    """``text`` with the part between the results markers replaced by ``block``."""
-    start, end = text.find(MARK_START), text.find(MARK_END)
+def replace_block(text: str, block: str, name: str = "results") -> str:
+    """``text`` with the part between block ``name``'s markers replaced by ``block``."""
+    mark_start, mark_end = markers(name)
+    start, end = text.find(mark_start), text.find(mark_end)
     if start < 0 or end < 0 or end < start:
-        raise ValueError(f"README needs {MARK_START} followed by {MARK_END}")
-    return text[: start + len(MARK_START)] + "\n" + block.strip("\n") + "\n" + text[end:]
+        raise ValueError(f"README needs {mark_start} followed by {mark_end}")
+    return text[: start + len(mark_start)] + "\n" + block.strip("\n") + "\n" + text[end:]
 
 
 def update_readme(path: Path, block: str) -> None:
@@ -296,13 +312,77 @@ def keep_shapes(doc: dict, spec: str) -> dict:
     return {**doc, "records": [r for r in doc["records"] if r["op"].endswith(HOST_SUFFIX) or keep(r)]}
 
 
+# -------------------------------------------------------------------------- manifest
+
+RECORD_FILTERS = (("dtypes", "dtype"), ("ops", "op"), ("modes", "mode"))
+BLOCK_KINDS = ("results", "kernel", "decode")
+
+
+def select(doc: dict, spec: dict) -> dict:
+    """``doc`` with the records ``spec``'s filters keep: ``shapes`` (as ``--shapes``),
+    ``dtypes``, ``ops``, ``modes`` (lists of record values); a filter not given keeps all."""
+    if spec.get("shapes"):
+        doc = keep_shapes(doc, spec["shapes"])
+    filters = [(field, set(spec[key])) for key, field in RECORD_FILTERS if key in spec]
+    return {**doc, "records": [r for r in doc["records"] if all(r[field] in values for field, values in filters)]}
+
+
+def render_block(block: dict, root: Path) -> str:
+    """One manifest block: its sources (paths relative to ``root``) loaded in order, each
+    filtered by its own and the block's filters, rendered as the block's ``kind``: the
+    full results block, a kernel table, or a decode table."""
+    kind = block.get("kind", "results")
+    if kind not in BLOCK_KINDS:
+        raise ValueError(f"block kind must be one of {', '.join(BLOCK_KINDS)}, not {kind!r}")
+    names = [source["file"] for source in block["sources"]]
+    docs = [select(select(load_json(root / source["file"]), source), block) for source in block["sources"]]
+    records = [r for doc in docs for r in doc["records"]]
+    if kind == "results":
+        return render(docs, names)
+    return kernel_table(records) if kind == "kernel" else decode_table(records)
+
+
+def apply_manifest(text: str, manifest: dict, root: Path) -> tuple[str, list[str]]:
+    """``text`` with every block of ``manifest`` rebuilt, and the names of those that changed."""
+    changed = []
+    for name, block in manifest.items():
+        new = replace_block(text, render_block(block, root), name)
+        if new != text:
+            changed.append(name)
+        text = new
+    return text, changed
+
+
+def run_manifest(manifest_path: Path, readme: Path, check: bool) -> int:
+    """Rebuild (or, with ``check``, compare) the README's blocks from the manifest."""
+    manifest = json.loads(manifest_path.read_text())
+    try:
+        text, changed = apply_manifest(readme.read_text(), manifest, readme.parent)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"{readme}: {e}") from None
+    if check:
+        for name in changed:
+            print(f"{readme}: block {name!r} differs from its sources in {manifest_path}")
+        return 1 if changed else 0
+    readme.write_text(text)
+    print(f"updated {readme}: {', '.join(changed) or 'no block changed'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.table", description=__doc__.split("\n\n")[0])
-    p.add_argument("results", nargs="+", type=Path, help="results JSON file(s) from bench.run")
+    p.add_argument("results", nargs="*", type=Path, help="results JSON file(s) from bench.run")
+    p.add_argument("--manifest", nargs="?", type=Path, const=MANIFEST, default=None,
+                   help=f"rebuild every README block from the runs this manifest names (default {MANIFEST.name})")
+    p.add_argument("--check", action="store_true", help="with --manifest: change nothing, fail where a block differs")
     p.add_argument("--readme", type=Path, default=None, help="README to update between the markers")
     p.add_argument("--decode", action="store_true", help="print the small-input table (graph vs Triton peers, eager vs torch)")
     p.add_argument("--shapes", default=None, help=f"only rows of these shapes: a preset ({', '.join(PRESETS)}) or MxN,...")
     args = p.parse_args(argv)
+    if args.manifest is not None:
+        return run_manifest(args.manifest, args.readme or Path("README.md"), args.check)
+    if not args.results:
+        p.error("give results JSON files, or --manifest")
     docs = [load_json(path) for path in args.results]
     if args.shapes:
         docs = [keep_shapes(doc, args.shapes) for doc in docs]

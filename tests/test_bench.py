@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -395,6 +396,69 @@ def test_readme_update_via_cli(tmp_path, synthetic_doc):
     with pytest.raises(SystemExit):
         table.main([str(results_path), "--readme", str(readme)])
     assert readme.read_text() == "no markers here\n"  # left untouched
+
+
+# ------------------------------------------------------------------- README manifest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_every_readme_table_is_built_from_committed_runs():
+    """The README's tables are exactly what bench/readme_tables.json's result files give:
+    a number typed in by hand, or a run the manifest does not name, fails this."""
+    manifest, readme = REPO / "bench" / "readme_tables.json", REPO / "README.md"
+    assert table.main(["--manifest", str(manifest), "--readme", str(readme), "--check"]) == 0
+    assert set(json.loads(manifest.read_text())) == {"results", "tritonbench", "decode", "decode-gated-add"}
+
+
+def test_select_applies_each_filter():
+    records = [
+        dict(_timed("layer_norm", "fwd", 4096, 1536, "tilenorm", 9.0), dtype="fp16"),
+        _timed("layer_norm", "fwd_bwd", 4096, 1536, "tilenorm", 9.0, dw=True),
+        _timed("rms_norm", "fwd", 4096, 4096, "tilenorm", 9.0),
+        _timed("rms_norm_host", "fwd", 1, 4096, "tilenorm", 9.0),
+    ]
+    doc = _doc(records)
+    kept = lambda spec: [(r["op"], r["mode"], r["dtype"], r["N"]) for r in table.select(doc, spec)["records"]]  # noqa: E731
+    assert len(kept({})) == 4
+    assert kept({"dtypes": ["fp16"]}) == [("layer_norm", "fwd", "fp16", 1536)]
+    assert kept({"modes": ["fwd_bwd"]}) == [("layer_norm", "fwd_bwd", "bf16", 1536)]
+    assert kept({"ops": ["rms_norm"], "modes": ["fwd"]}) == [("rms_norm", "fwd", "bf16", 4096)]
+    # a shape filter keeps host rows, as --shapes does
+    assert kept({"shapes": "4096x4096"}) == [("rms_norm", "fwd", "bf16", 4096), ("rms_norm_host", "fwd", "bf16", 4096)]
+
+
+def test_manifest_rebuilds_each_block_and_check_catches_an_edit(tmp_path, synthetic_doc, capsys):
+    later = _doc([_timed("layer_norm", "fwd", 4096, 4096, "tilenorm", 15.0, graph_us=12.0),
+                  _timed("layer_norm", "fwd_bwd", 4096, 4096, "tilenorm", 1.0, graph_us=1.0, dw=True)])
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "a.json").write_text(json.dumps(synthetic_doc))
+    (tmp_path / "runs" / "b.json").write_text(json.dumps(later))
+    manifest = tmp_path / "tables.json"
+    manifest.write_text(json.dumps({
+        "results": {"sources": [{"file": "runs/a.json"}]},
+        "fwd": {"kind": "kernel", "modes": ["fwd"], "sources": [{"file": "runs/a.json"}, {"file": "runs/b.json", "ops": ["layer_norm"]}]},
+    }))
+    readme = tmp_path / "README.md"
+    empty = "# R\n<!-- results:start -->\n<!-- results:end -->\ntext\n<!-- fwd:start -->\n<!-- fwd:end -->\nend\n"
+    readme.write_text(empty)
+    args = ["--manifest", str(manifest), "--readme", str(readme)]
+    assert table.main(args + ["--check"]) == 1  # empty blocks differ from their sources
+    assert readme.read_text() == empty
+    assert table.main(args) == 0
+    text = readme.read_text()
+    results_block = text[: text.index("<!-- results:end -->")]
+    fwd_block = text[text.index("<!-- fwd:start -->") :]
+    assert float(_row(results_block, "layer_norm", "fwd", "4096x4096")[3]) == pytest.approx(synthetic_doc["records"][0]["gbps"], abs=1)
+    # the later run's record replaces the earlier one's; the mode filter drops fwd+bwd
+    ours = _row(fwd_block, "layer_norm", "fwd", "4096x4096")
+    assert float(ours[3]) == pytest.approx(later["records"][0]["gbps"], abs=1)
+    assert "fwd+bwd" not in fwd_block and "rms_norm | fwd | 8192x4096" in fwd_block
+    assert text.endswith("<!-- fwd:end -->\nend\n") and "\ntext\n" in text
+    assert table.main(args + ["--check"]) == 0
+    readme.write_text(text.replace(ours[3], "9999"))
+    assert table.main(args + ["--check"]) == 1
+    assert "block 'fwd' differs" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------- checks and runs
