@@ -380,9 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", default=None, help=f"only rows of these shapes: a preset ({', '.join(PRESETS)}) or MxN,...")
     args = p.parse_args(argv)
     if args.manifest is not None:
+        if args.results or args.shapes or args.decode:
+            p.error("--manifest takes its runs and filters from the manifest: no result files, --shapes or --decode")
         return run_manifest(args.manifest, args.readme or Path("README.md"), args.check)
     if not args.results:
         p.error("give results JSON files, or --manifest")
+    if args.check:
+        p.error("--check compares the README with a manifest: use it with --manifest")
     docs = [load_json(path) for path in args.results]
     if args.shapes:
         docs = [keep_shapes(doc, args.shapes) for doc in docs]

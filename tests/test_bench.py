@@ -459,6 +459,9 @@ def test_manifest_rebuilds_each_block_and_check_catches_an_edit(tmp_path, synthe
     readme.write_text(text.replace(ours[3], "9999"))
     assert table.main(args + ["--check"]) == 1
     assert "block 'fwd' differs" in capsys.readouterr().out
+    for mixed in (args + [str(tmp_path / "runs" / "a.json")], args + ["--shapes", "default"], ["--check", str(tmp_path / "runs" / "a.json")]):
+        with pytest.raises(SystemExit):  # what the manifest decides is not taken from the command line
+            table.main(mixed)
 
 
 # ------------------------------------------------------------------- checks and runs

@@ -232,14 +232,15 @@ class _Flushed:
 
 
 def flushed_calls_ms(
-    run: Callable[[int], object], n_sets: int, calls: int, scratch: torch.Tensor, first: int = 0
+    run: Callable[[int], object], n_sets: int, calls: int, scratch: torch.Tensor | None, first: int = 0
 ) -> list[float]:
     """ms of each of ``calls`` calls ``run(i)``, i cycling over the sets from ``first``,
-    each right after ``scratch`` is zeroed, timed by events around the call alone
-    (``do_bench``'s loop)."""
+    each right after ``scratch`` is zeroed (``do_bench``'s loop; None: back to back, no
+    flush), timed by events around the call alone."""
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(calls)]
     for i, (start, end) in enumerate(events, first):
-        scratch.zero_()
+        if scratch is not None:
+            scratch.zero_()
         start.record()
         run(i % n_sets)
         end.record()

@@ -20,6 +20,7 @@ import torch
 from probe_common import ProbeRun  # run from the repo root or this folder
 
 from bench import timing as bench_timing
+from bench.ops import make_step
 from bench.providers import Registry
 from bench.run import ROTATE_MB, Settings, Unit, make_inputs
 from tuning import timing as tuning_timing
@@ -35,29 +36,22 @@ PROVIDERS = ("tilenorm", "torch")
 
 
 def timed_calls(fn, sets: list, calls: int, scratch: torch.Tensor | None) -> dict[str, float]:
-    """Median us per call: events around the call (flushed first when ``scratch``), host
-    wall time of the forward and of the gradient."""
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(calls)]
+    """Median us per call: events around the call, each right after ``scratch`` is zeroed
+    (``tuning.timing.flushed_calls_ms``; None: back to back), and the host's wall time of
+    the forward and of the gradient inside those calls."""
     fwd_us, grad_us = [], []
-    for i, (start, end) in enumerate(events):
-        s = sets[i % len(sets)]
-        if scratch is not None:
-            scratch.zero_()
-        start.record()
+
+    def step(i: int) -> None:
+        s = sets[i]
         t0 = time.perf_counter()
         out = fn(*s.args())
         t1 = time.perf_counter()
         torch.autograd.grad(out, s.targets, s.grad_outputs, allow_unused=True)
-        t2 = time.perf_counter()
-        end.record()
         fwd_us.append(1e6 * (t1 - t0))
-        grad_us.append(1e6 * (t2 - t1))
-    torch.cuda.synchronize()
-    return {
-        "event": 1000.0 * statistics.median(a.elapsed_time(b) for a, b in events),
-        "fwd": statistics.median(fwd_us),
-        "grad": statistics.median(grad_us),
-    }
+        grad_us.append(1e6 * (time.perf_counter() - t1))
+
+    event_ms = tuning_timing.flushed_calls_ms(step, len(sets), calls, scratch)
+    return {"event": 1000.0 * statistics.median(event_ms), "fwd": statistics.median(fwd_us), "grad": statistics.median(grad_us)}
 
 
 def main() -> None:
@@ -81,9 +75,7 @@ def main() -> None:
                 plain = timed_calls(fns[p], sets, calls, None)
                 samples[p].append((flushed, plain))
         for p, fn in fns.items():
-            graph = bench_timing.graph_us(
-                lambda s, fn=fn: torch.autograd.grad(fn(*s.args()), s.targets, s.grad_outputs, allow_unused=True), sets, "cuda"
-            )
+            graph = bench_timing.graph_us(make_step(fn, "fwd_bwd"), sets, "cuda")
             med = lambda which, key: statistics.median(sample[which][key] for sample in samples[p])  # noqa: E731
             print(
                 f"{op[:10]} {dtype} {m}x{n:<8} {p:<9} {med(0, 'event'):7.1f} {graph:7.1f} | "
