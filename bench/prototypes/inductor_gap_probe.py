@@ -1,0 +1,151 @@
+"""Our forward configs against inductor's program on one shape, by both clocks (bench/NOTES.md
+Next 0b, attempt 83).
+
+At 4096x1024 the benchmark ranks us first by kernel time (graph clock) and behind inductor
+by eager time (the L2 flushed before each call): after a flush our kernels run longer over
+their graph time than inductor's. Inductor picks its config by timing it after a flush
+(``do_bench``); our tuner by the geometric mean of both clocks. Here, for each cache key:
+
+1. inductor's program for the shape (the benchmark's ``torch.compile(dynamic=False)``):
+   its Triton source's loads and stores, and the launch config its autotuner kept
+   (block sizes, warps, registers);
+2. a grid of our configs around the shipped one (rows a program x warps x load eviction
+   hint, the rest as shipped, plus the shipped config's one-knob variants) screened by
+   one round of both clocks;
+3. the shipped config, inductor and the screen's best by each clock and by their mean,
+   timed in interleaved rounds (``tuning.timing.interleaved_clocks``) and printed as
+   ratios over inductor.
+
+    python bench/prototypes/inductor_gap_probe.py KEY [KEY ...] [--rounds 7] [--keep 6]
+
+KEY is a forward cache key, e.g. ``layer_norm/infer/bfloat16/4096x1024``.
+"""
+
+import gc
+import itertools
+import math
+import re
+import statistics
+
+import torch
+
+from eager_gap_probe import variants as one_knob_variants  # run from the repo root or this folder
+from probe_common import ProbeRun, shipped_entries
+from variants_probe import varied
+
+from bench.providers import Registry
+from tuning import timing
+from tuning.workload import Task, Workload
+
+ROWS = (1, 2, 4, 8, 16)
+WARPS = (1, 2, 4, 8, 16)
+HINTS = ("last", "first", None)
+
+
+def grid(config: dict) -> dict[str, dict]:
+    """The shipped config, its one-knob variants and rows x warps x hint around it."""
+    out = one_knob_variants(config)
+    slots = len(config.get("load_eviction_policies") or [None] * 9)
+    groups = config["block_sizes"][1:]
+    for rows, warps, hint in itertools.product(ROWS, WARPS, HINTS):
+        candidate = varied(config, {
+            "block_sizes": [rows, *groups], "num_warps": warps,
+            "load_eviction_policies": hint and [hint] * slots,
+        })  # fmt: skip
+        if candidate not in out.values():
+            out[f"r{rows}w{warps}{(hint or '-')[0]}"] = candidate
+    return out
+
+
+def inductor_runner(wl: Workload, op: str):
+    """run(i): the benchmark's inductor provider on the workload's input set i, and the
+    Triton source inductor generated for it."""
+    fn = Registry().build("inductor", op)
+    n = wl.task.n
+    w = wl.weight.reshape(n)
+    b = None if wl.bias is None else wl.bias.reshape(n)
+    xs = [s["x"].reshape(wl.m, n) for s in wl.sets]
+    from torch._inductor.utils import run_and_get_code
+
+    _, sources = run_and_get_code(fn, xs[0], None, w, b)
+    return (lambda i: fn(xs[i], None, w, b)), sources
+
+
+def describe_inductor(sources: list[str]) -> None:
+    """The Triton kernels' decorators, loads and stores, and the configs the autotuners kept."""
+    for src in sources:
+        for line in src.splitlines():
+            if re.search(r"@triton_heuristics|def triton_|tl\.load|tl\.store|size_hints|num_warps", line):
+                print("   |", line.strip()[:200])
+    for obj in gc.get_objects():
+        if type(obj).__name__ == "CachingAutotuner" and getattr(obj, "launchers", None):
+            for launcher in obj.launchers:
+                config = getattr(launcher, "config", None)
+                print(f"   inductor kept {getattr(obj, 'fn', None) and obj.fn.__name__}: {config} "
+                      f"regs={getattr(launcher, 'n_regs', '?')} spills={getattr(launcher, 'n_spills', '?')} "
+                      f"shared={getattr(launcher, 'shared', '?')}", flush=True)  # fmt: skip
+
+
+def compiled_runs(wl: Workload, configs: dict[str, dict]) -> dict:
+    runs = {}
+    for name, config in configs.items():
+        try:
+            run = wl.runner(config)
+            wl.check(run)
+            runs[name] = run
+        except Exception as e:  # noqa: BLE001 - a config that does not build is a result
+            print(f"  {name}: failed ({type(e).__name__}: {str(e)[:80]})", flush=True)
+    return runs
+
+
+def mean(clocks: timing.Clocks) -> float:
+    return math.sqrt(clocks.graph_ms * clocks.flushed_ms)
+
+
+def probe_key(key: str, rounds: int, keep: int) -> None:
+    kernel, mode, dtype, shape = key.split("/")
+    m, n = map(int, shape.split("x"))
+    wl = Workload(Task(kernel, mode, m, n, dtype, 1), torch.device("cuda"))
+    shipped = shipped_entries()[key]["config"]
+    print(f"== {key}  shipped {shipped}", flush=True)
+    inductor, sources = inductor_runner(wl, kernel)
+    describe_inductor(sources)
+    configs = grid(shipped)
+    runs = compiled_runs(wl, configs)
+    sets = len(wl.sets)
+    names = list(runs)
+    screen = dict(zip(names, timing.interleaved_clocks([runs[k] for k in names], sets, wl.device, rounds=1)))
+    picked = {"shipped"}
+    for rank in (lambda c: c.flushed_ms, lambda c: c.graph_ms, mean):
+        picked |= set(sorted(screen, key=lambda k: rank(screen[k]))[:keep])
+    finals = ["inductor", *sorted(picked, key=lambda k: mean(screen[k]))]
+    clocks = dict(zip(finals, timing.interleaved_clocks(
+        [inductor if k == "inductor" else runs[k] for k in finals], sets, wl.device, rounds=rounds)))  # fmt: skip
+    ref = clocks["inductor"]
+    print(f"  {'config':<26} {'graph us':>9} {'flushed us':>11} {'graph x':>8} {'flushed x':>10} {'mean x':>7}   (x: inductor's time over ours)")
+    for name in sorted(finals, key=lambda k: mean(clocks[k])):
+        c = clocks[name]
+        print(f"  {name:<26} {1000 * c.graph_ms:9.2f} {1000 * c.flushed_ms:11.2f} {ref.graph_ms / c.graph_ms:8.3f} "
+              f"{ref.flushed_ms / c.flushed_ms:10.3f} {mean(ref) / mean(c):7.3f}", flush=True)  # fmt: skip
+    for name in finals[1:]:
+        if name != "shipped":
+            print(f"  {name}: {configs[name]}")
+    screened = sorted(screen.values(), key=lambda c: c.flushed_ms)
+    print(f"  screen: {len(screen)} configs, flushed us best/median {1000 * screened[0].flushed_ms:.2f} / "
+          f"{1000 * statistics.median(c.flushed_ms for c in screened):.2f}", flush=True)  # fmt: skip
+    del wl, runs, inductor
+    torch.cuda.empty_cache()
+
+
+def main() -> None:
+    probe = ProbeRun()
+    keys = [a for a in probe.argv[1:] if a.count("/") == 3]
+    rounds, keep = int(probe.option("--rounds") or 7), int(probe.option("--keep") or 6)
+    for key in keys:
+        if probe.out_of_time():
+            return
+        probe_key(key, rounds, keep)
+
+
+if __name__ == "__main__":
+    main()
