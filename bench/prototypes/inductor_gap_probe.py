@@ -11,8 +11,10 @@ their graph time than inductor's. Inductor picks its config by timing it after a
    (block sizes, warps, registers);
 2. a grid of our configs around the shipped one (rows a program x warps x load eviction
    hint, the rest as shipped, plus the shipped config's one-knob variants) screened by
-   one round of both clocks;
-3. the shipped config, inductor and the screen's best by each clock and by their mean,
+   one round of both clocks with inductor among them, then the knobs the grid held as
+   shipped (recast, params_first, static, grid) flipped on the screen's best, screened
+   the same way;
+3. the shipped config, inductor and the screens' best by each clock and by their mean,
    timed in interleaved rounds (``tuning.timing.interleaved_clocks``) and printed as
    ratios over inductor.
 
@@ -25,7 +27,6 @@ import gc
 import itertools
 import math
 import re
-import statistics
 
 import torch
 
@@ -102,6 +103,39 @@ def mean(clocks: timing.Clocks) -> float:
     return math.sqrt(clocks.graph_ms * clocks.flushed_ms)
 
 
+def toggles(config: dict) -> dict[str, dict]:
+    """``config`` with one of the knobs the grid keeps as shipped flipped."""
+    out = {}
+    for knob in ("recast", "params_first", "static"):
+        out[f"{knob}={not config.get(knob, False)}"] = varied(config, {knob: not config.get(knob, False) or None})
+    for pid in (None, "xyz"):
+        out[f"pid={pid or 'flat'}"] = varied(config, {"pid_type": pid})
+    return out
+
+
+def screen(wl: Workload, runs: dict, extra: dict | None = None) -> dict[str, timing.Clocks]:
+    """One round of both clocks for every run (and ``extra`` runs), in turns."""
+    runs = runs | (extra or {})
+    names = list(runs)
+    return dict(zip(names, timing.interleaved_clocks([runs[k] for k in names], len(wl.sets), wl.device, rounds=1)))
+
+
+def best(clocks: dict[str, timing.Clocks], keep: int) -> set[str]:
+    """The ``keep`` fastest by each clock and by their mean."""
+    picked = set()
+    for rank in (lambda c: c.flushed_ms, lambda c: c.graph_ms, mean):
+        picked |= set(sorted(clocks, key=lambda k: rank(clocks[k]))[:keep])
+    return picked
+
+
+def print_table(clocks: dict[str, timing.Clocks], ref: timing.Clocks, names: list[str]) -> None:
+    print(f"  {'config':<34} {'graph us':>9} {'flushed us':>11} {'graph x':>8} {'flushed x':>10} {'mean x':>7}   (x: inductor's time over ours)")
+    for name in names:
+        c = clocks[name]
+        print(f"  {name:<34} {1000 * c.graph_ms:9.2f} {1000 * c.flushed_ms:11.2f} {ref.graph_ms / c.graph_ms:8.3f} "
+              f"{ref.flushed_ms / c.flushed_ms:10.3f} {mean(ref) / mean(c):7.3f}", flush=True)  # fmt: skip
+
+
 def probe_key(key: str, rounds: int, keep: int) -> None:
     kernel, mode, dtype, shape = key.split("/")
     m, n = map(int, shape.split("x"))
@@ -112,27 +146,27 @@ def probe_key(key: str, rounds: int, keep: int) -> None:
     describe_inductor(sources)
     configs = grid(shipped)
     runs = compiled_runs(wl, configs)
-    sets = len(wl.sets)
-    names = list(runs)
-    screen = dict(zip(names, timing.interleaved_clocks([runs[k] for k in names], sets, wl.device, rounds=1)))
-    picked = {"shipped"}
-    for rank in (lambda c: c.flushed_ms, lambda c: c.graph_ms, mean):
-        picked |= set(sorted(screen, key=lambda k: rank(screen[k]))[:keep])
-    finals = ["inductor", *sorted(picked, key=lambda k: mean(screen[k]))]
+    screened = screen(wl, runs, {"inductor": inductor})
+    # Second screen: the knobs the grid held as shipped, flipped on the first screen's best.
+    flips = {}
+    for name in best({k: c for k, c in screened.items() if k != "inductor"}, 3):
+        for knob, config in toggles(configs[name]).items():
+            if config not in configs.values() and config not in flips.values():
+                flips[f"{name}+{knob}"] = config
+    configs |= flips
+    flipped = compiled_runs(wl, flips)
+    runs |= flipped
+    screened |= screen(wl, flipped, {"inductor2": inductor})
+    print(f"  screen (one round; inductor twice: {1000 * screened['inductor'].flushed_ms:.2f} / "
+          f"{1000 * screened['inductor2'].flushed_ms:.2f} us flushed), the 30 fastest after a flush:")  # fmt: skip
+    print_table(screened, screened["inductor"], sorted(screened, key=lambda k: screened[k].flushed_ms)[:30])
+    finals = ["inductor", *sorted(best({k: c for k, c in screened.items() if k in runs}, keep) | {"shipped"})]
     clocks = dict(zip(finals, timing.interleaved_clocks(
-        [inductor if k == "inductor" else runs[k] for k in finals], sets, wl.device, rounds=rounds)))  # fmt: skip
-    ref = clocks["inductor"]
-    print(f"  {'config':<26} {'graph us':>9} {'flushed us':>11} {'graph x':>8} {'flushed x':>10} {'mean x':>7}   (x: inductor's time over ours)")
-    for name in sorted(finals, key=lambda k: mean(clocks[k])):
-        c = clocks[name]
-        print(f"  {name:<26} {1000 * c.graph_ms:9.2f} {1000 * c.flushed_ms:11.2f} {ref.graph_ms / c.graph_ms:8.3f} "
-              f"{ref.flushed_ms / c.flushed_ms:10.3f} {mean(ref) / mean(c):7.3f}", flush=True)  # fmt: skip
+        [inductor if k == "inductor" else runs[k] for k in finals], len(wl.sets), wl.device, rounds=rounds)))  # fmt: skip
+    print(f"  finals ({rounds} rounds in turns):")
+    print_table(clocks, clocks["inductor"], sorted(finals, key=lambda k: mean(clocks[k])))
     for name in finals[1:]:
-        if name != "shipped":
-            print(f"  {name}: {configs[name]}")
-    screened = sorted(screen.values(), key=lambda c: c.flushed_ms)
-    print(f"  screen: {len(screen)} configs, flushed us best/median {1000 * screened[0].flushed_ms:.2f} / "
-          f"{1000 * statistics.median(c.flushed_ms for c in screened):.2f}", flush=True)  # fmt: skip
+        print(f"  {name}: {configs[name]}")
     del wl, runs, inductor
     torch.cuda.empty_cache()
 
