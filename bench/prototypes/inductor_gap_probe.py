@@ -10,13 +10,14 @@ their graph time than inductor's. Inductor picks its config by timing it after a
    its Triton source's loads and stores, and the launch config its autotuner kept
    (block sizes, warps, registers);
 2. a grid of our configs around the shipped one (rows a program x warps x load eviction
-   hint, the rest as shipped, plus the shipped config's one-knob variants) screened by
-   one round of both clocks with inductor among them, then the knobs the grid held as
-   shipped (recast, params_first, static, grid) flipped on the screen's best, screened
+   hint x recast, the rest as shipped, plus the shipped config's one-knob variants)
+   screened by one round of both clocks with inductor among them, then the knobs the grid
+   held as shipped (params_first, static, grid) flipped on the screen's best, screened
    the same way;
 3. the shipped config, inductor and the screens' best by each clock and by their mean,
    timed in interleaved rounds (``tuning.timing.interleaved_clocks``) and printed as
-   ratios over inductor.
+   ratios over inductor; then each one's flushed calls under CUPTI, splitting the event
+   time into the wait after the flush and the kernel itself.
 
     python bench/prototypes/inductor_gap_probe.py KEY [KEY ...] [--rounds 7] [--keep 6]
 
@@ -30,7 +31,8 @@ import re
 
 import torch
 
-from eager_gap_probe import variants as one_knob_variants  # run from the repo root or this folder
+from eager_gap_probe import split_profile  # run from the repo root or this folder
+from eager_gap_probe import variants as one_knob_variants
 from probe_common import ProbeRun, shipped_entries
 from variants_probe import varied
 
@@ -38,23 +40,24 @@ from bench.providers import Registry
 from tuning import timing
 from tuning.workload import Task, Workload
 
-ROWS = (1, 2, 4, 8, 16)
+ROWS = (1, 2, 4, 8)
 WARPS = (1, 2, 4, 8, 16)
 HINTS = ("last", "first", None)
+RECAST = (False, True)
 
 
 def grid(config: dict) -> dict[str, dict]:
-    """The shipped config, its one-knob variants and rows x warps x hint around it."""
+    """The shipped config, its one-knob variants and rows x warps x hint x recast around it."""
     out = one_knob_variants(config)
     slots = len(config.get("load_eviction_policies") or [None] * 9)
     groups = config["block_sizes"][1:]
-    for rows, warps, hint in itertools.product(ROWS, WARPS, HINTS):
+    for rows, warps, hint, recast in itertools.product(ROWS, WARPS, HINTS, RECAST):
         candidate = varied(config, {
             "block_sizes": [rows, *groups], "num_warps": warps,
-            "load_eviction_policies": hint and [hint] * slots,
+            "load_eviction_policies": hint and [hint] * slots, "recast": recast or None,
         })  # fmt: skip
         if candidate not in out.values():
-            out[f"r{rows}w{warps}{(hint or '-')[0]}"] = candidate
+            out[f"r{rows}w{warps}{(hint or '-')[0]}{'R' if recast else ''}"] = candidate
     return out
 
 
@@ -106,7 +109,7 @@ def mean(clocks: timing.Clocks) -> float:
 def toggles(config: dict) -> dict[str, dict]:
     """``config`` with one of the knobs the grid keeps as shipped flipped."""
     out = {}
-    for knob in ("recast", "params_first", "static"):
+    for knob in ("params_first", "static"):
         out[f"{knob}={not config.get(knob, False)}"] = varied(config, {knob: not config.get(knob, False) or None})
     for pid in (None, "xyz"):
         out[f"pid={pid or 'flat'}"] = varied(config, {"pid_type": pid})
@@ -159,12 +162,17 @@ def probe_key(key: str, rounds: int, keep: int) -> None:
     screened |= screen(wl, flipped, {"inductor2": inductor})
     print(f"  screen (one round; inductor twice: {1000 * screened['inductor'].flushed_ms:.2f} / "
           f"{1000 * screened['inductor2'].flushed_ms:.2f} us flushed), the 30 fastest after a flush:")  # fmt: skip
-    print_table(screened, screened["inductor"], sorted(screened, key=lambda k: screened[k].flushed_ms)[:30])
+    print_table(screened, screened["inductor"], sorted(screened, key=lambda k: screened[k].flushed_ms))
     finals = ["inductor", *sorted(best({k: c for k, c in screened.items() if k in runs}, keep) | {"shipped"})]
     clocks = dict(zip(finals, timing.interleaved_clocks(
         [inductor if k == "inductor" else runs[k] for k in finals], len(wl.sets), wl.device, rounds=rounds)))  # fmt: skip
     print(f"  finals ({rounds} rounds in turns):")
     print_table(clocks, clocks["inductor"], sorted(finals, key=lambda k: mean(clocks[k])))
+    scratch = timing.flush_scratch(wl.device)
+    print("  after a flush, by CUPTI (us: wait from the flush's end to the kernel's start, kernel):")
+    for name in finals:
+        split = split_profile(inductor if name == "inductor" else runs[name], list(range(len(wl.sets))), 200, scratch)
+        print(f"  {name:<34} wait {split['wait']:6.2f} kernel {split['kernel']:6.2f}", flush=True)
     for name in finals[1:]:
         print(f"  {name}: {configs[name]}")
     del wl, runs, inductor
