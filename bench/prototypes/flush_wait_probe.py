@@ -1,0 +1,119 @@
+"""Where our 8 MB forwards lose the eager column to inductor (bench/NOTES.md Next 0b, attempt 83).
+
+At 4096x1024 the benchmark's eager samples of our forwards fall in two modes, ~8.8 and
+~9.3-9.5 us (f93845f: LayerNorm bf16 [8.86, 9.31, 9.52, 8.86, 8.93]), inductor's in one
+(~8.7-8.9). ``inductor_gap_probe.py`` split flushed calls by CUPTI: our kernels run
+shorter than inductor's after a flush; what moves is the wait from the flush kernel's end
+to our kernel's start (2.5 or 3.2 us, a block of calls at a time). Here, per provider, in
+alternating blocks of flushed calls under CUPTI, each block's event time and the
+distribution of its calls' waits and kernel times, so the modes can be pinned on a
+provider, a launch path or a program:
+
+- ``tilenorm``: the public API, as the benchmark calls it;
+- ``inductor``: the benchmark's ``torch.compile(dynamic=False)``;
+- ``helion``: the shipped config through Helion's own launch (the tuner's path);
+- ``r1w1``: inductor's program shape in our kernel (one row, one warp, recast: no shared
+  memory, all programs resident at once).
+
+    python bench/prototypes/flush_wait_probe.py [--blocks 8] [--calls 100] [--dtype bf16]
+"""
+
+import gc
+import statistics
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from probe_common import ProbeRun, shipped_entries  # run from the repo root or this folder
+from variants_probe import varied
+
+from bench.ops import make_step
+from bench.providers import Registry
+from bench.run import ROTATE_MB, Settings, Unit, make_inputs
+from tuning import timing
+from tuning.workload import Task, Workload
+
+UNITS = (("layer_norm", 4096, 1024), ("rms_norm", 4096, 1024))
+DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def runners(op: str, m: int, n: int, dtype: str) -> dict:
+    """name -> (run(i), number of input sets)."""
+    settings = Settings("cuda", 10.0, 50.0, int(ROTATE_MB * 2**20))
+    _, sets = make_inputs(Unit(op, "fwd", dtype, m, n), settings, rotate=True)
+    registry = Registry()
+    out = {}
+    for provider in ("tilenorm", "inductor"):
+        step = make_step(registry.build(provider, op), "fwd")
+        out[provider] = ((lambda i, step=step: step(sets[i])), len(sets))
+    key = f"{op}/infer/{DTYPES[dtype]}/{m}x{n}"
+    wl = Workload(Task(op, "infer", m, n, DTYPES[dtype], 1), torch.device("cuda"))
+    shipped = shipped_entries()[key]["config"]
+    one_warp = varied(shipped, {"block_sizes": [1, 1], "num_warps": 1, "recast": True, "load_eviction_policies": None})
+    for name, config in (("helion", shipped), ("r1w1", one_warp)):
+        run = wl.runner(config)
+        wl.check(run)
+        out[name] = (run, len(wl.sets))
+    return out
+
+
+def block(run, n_sets: int, calls: int, scratch: torch.Tensor, first: int) -> dict:
+    """One block of flushed calls under CUPTI: event us per call, and per call the wait
+    (flush end -> first kernel start) and kernel span (first start -> last end)."""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        events = timing.flushed_calls_ms(run, n_sets, calls, scratch, first=first)
+    kernels = sorted(
+        (e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.elapsed_us() > 0),
+        key=lambda e: e.time_range.start,
+    )
+    waits, spans, call, flush_end = [], [], [], None
+    for e in [*kernels, None]:
+        is_flush = e is not None and "FillFunctor" in e.name
+        if (e is None or is_flush) and call and flush_end is not None:
+            waits.append(call[0].time_range.start - flush_end)
+            spans.append(call[-1].time_range.end - call[0].time_range.start)
+        if e is None:
+            break
+        if is_flush:
+            flush_end, call = e.time_range.end, []
+        else:
+            call.append(e)
+    return {"event": [1000 * ms for ms in events], "wait": waits, "kernel": spans}
+
+
+def quantiles(values: list[float]) -> str:
+    q = statistics.quantiles(values, n=10)
+    return f"{q[0]:5.2f} {statistics.median(values):5.2f} {q[-1]:5.2f}"
+
+
+def main() -> None:
+    probe = ProbeRun()
+    blocks, calls = int(probe.option("--blocks") or 8), int(probe.option("--calls") or 100)
+    dtype = probe.option("--dtype") or "bf16"
+    scratch = timing.flush_scratch(torch.device("cuda"))
+    for op, m, n in UNITS:
+        runs = runners(op, m, n, dtype)
+        for run, n_sets in runs.values():  # first calls, first touches
+            timing.flushed_calls_ms(run, n_sets, 20, scratch)
+        gc.collect()
+        gc.freeze()  # a collection over the compiled programs' objects would stall a launch
+        print(f"== {op} {dtype} {m}x{n}: per block, us (p10 median p90)")
+        print(f"  {'runner':<9} {'blk':>3}  {'event':^17}  {'wait':^17}  {'kernel':^17}  slow waits")
+        pooled = {name: {"event": [], "wait": [], "kernel": []} for name in runs}
+        for b in range(blocks):
+            for name, (run, n_sets) in runs.items():
+                got = block(run, n_sets, calls, scratch, b * calls)
+                slow = sum(w > 2.9 for w in got["wait"]) / max(1, len(got["wait"]))
+                print(f"  {name:<9} {b:3d}  {quantiles(got['event'])}  {quantiles(got['wait'])}  {quantiles(got['kernel'])}  {slow:4.0%}", flush=True)
+                for k in pooled[name]:
+                    pooled[name][k] += got[k]
+        print("  pooled:")
+        for name, got in pooled.items():
+            print(f"  {name:<9} all  {quantiles(got['event'])}  {quantiles(got['wait'])}  {quantiles(got['kernel'])}", flush=True)
+        gc.unfreeze()
+        del runs
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
