@@ -16,9 +16,16 @@ provider, a launch path or a program:
   memory, all programs resident at once).
 
     python bench/prototypes/flush_wait_probe.py [--blocks 8] [--calls 100] [--dtype bf16]
+    python bench/prototypes/flush_wait_probe.py --configs FILE.json [--blocks 8] [--calls 100]
+
+``--configs``: FILE maps cache keys to {name: config}; each key's configs (and the
+shipped one, as ``shipped``) through Helion's launch, in the same alternating blocks,
+pooled, beside their graph time (the tuner's clock, interleaved rounds): the kernel time
+after a flush separated from the wait before it, for an A/B of configs.
 """
 
 import gc
+import json
 import statistics
 
 import torch
@@ -86,31 +93,58 @@ def quantiles(values: list[float]) -> str:
     return f"{q[0]:5.2f} {statistics.median(values):5.2f} {q[-1]:5.2f}"
 
 
+def config_runners(key: str, configs: dict) -> tuple[dict, Workload]:
+    kernel, mode, dtype, shape = key.split("/")
+    m, n = map(int, shape.split("x"))
+    wl = Workload(Task(kernel, mode, m, n, dtype, 1), torch.device("cuda"))
+    out = {}
+    for name, config in {"shipped": shipped_entries()[key]["config"], **configs}.items():
+        run = wl.runner(config)
+        wl.check(run)
+        out[name] = (run, len(wl.sets))
+    return out, wl
+
+
+def compare(title: str, runs: dict, blocks: int, calls: int, scratch: torch.Tensor, graph: dict | None = None) -> None:
+    """Alternating blocks of flushed calls under CUPTI; per block and pooled quantiles."""
+    for run, n_sets in runs.values():  # first calls, first touches
+        timing.flushed_calls_ms(run, n_sets, 20, scratch)
+    gc.collect()
+    gc.freeze()  # a collection over the compiled programs' objects would stall a launch
+    print(f"== {title}: per block, us (p10 median p90)")
+    print(f"  {'runner':<9} {'blk':>3}  {'event':^17}  {'wait':^17}  {'kernel':^17}  slow waits")
+    pooled = {name: {"event": [], "wait": [], "kernel": []} for name in runs}
+    for b in range(blocks):
+        for name, (run, n_sets) in runs.items():
+            got = block(run, n_sets, calls, scratch, b * calls)
+            slow = sum(w > 2.9 for w in got["wait"]) / max(1, len(got["wait"]))
+            print(f"  {name:<9} {b:3d}  {quantiles(got['event'])}  {quantiles(got['wait'])}  {quantiles(got['kernel'])}  {slow:4.0%}", flush=True)
+            for k in pooled[name]:
+                pooled[name][k] += got[k]
+    print("  pooled:" + ("  (graph us: the tuner's clock)" if graph else ""))
+    for name, got in pooled.items():
+        extra = f"  graph {graph[name]:6.2f}" if graph else ""
+        print(f"  {name:<9} all  {quantiles(got['event'])}  {quantiles(got['wait'])}  {quantiles(got['kernel'])}{extra}", flush=True)
+    gc.unfreeze()
+
+
 def main() -> None:
     probe = ProbeRun()
     blocks, calls = int(probe.option("--blocks") or 8), int(probe.option("--calls") or 100)
     dtype = probe.option("--dtype") or "bf16"
     scratch = timing.flush_scratch(torch.device("cuda"))
+    if probe.option("--configs"):
+        for key, configs in json.load(open(probe.option("--configs"))).items():
+            runs, wl = config_runners(key, configs)
+            names = list(runs)
+            clocks = timing.interleaved_clocks([runs[k][0] for k in names], len(wl.sets), wl.device, rounds=7, flushed=False)
+            compare(key, runs, blocks, calls, scratch, {k: 1000 * c.graph_ms for k, c in zip(names, clocks)})
+            del runs, wl
+            torch.cuda.empty_cache()
+        return
     for op, m, n in UNITS:
         runs = runners(op, m, n, dtype)
-        for run, n_sets in runs.values():  # first calls, first touches
-            timing.flushed_calls_ms(run, n_sets, 20, scratch)
-        gc.collect()
-        gc.freeze()  # a collection over the compiled programs' objects would stall a launch
-        print(f"== {op} {dtype} {m}x{n}: per block, us (p10 median p90)")
-        print(f"  {'runner':<9} {'blk':>3}  {'event':^17}  {'wait':^17}  {'kernel':^17}  slow waits")
-        pooled = {name: {"event": [], "wait": [], "kernel": []} for name in runs}
-        for b in range(blocks):
-            for name, (run, n_sets) in runs.items():
-                got = block(run, n_sets, calls, scratch, b * calls)
-                slow = sum(w > 2.9 for w in got["wait"]) / max(1, len(got["wait"]))
-                print(f"  {name:<9} {b:3d}  {quantiles(got['event'])}  {quantiles(got['wait'])}  {quantiles(got['kernel'])}  {slow:4.0%}", flush=True)
-                for k in pooled[name]:
-                    pooled[name][k] += got[k]
-        print("  pooled:")
-        for name, got in pooled.items():
-            print(f"  {name:<9} all  {quantiles(got['event'])}  {quantiles(got['wait'])}  {quantiles(got['kernel'])}", flush=True)
-        gc.unfreeze()
+        compare(f"{op} {dtype} {m}x{n}", runs, blocks, calls, scratch)
         del runs
         torch.cuda.empty_cache()
 
