@@ -18,6 +18,10 @@ provider, a launch path or a program:
     python bench/prototypes/flush_wait_probe.py [--blocks 8] [--calls 100] [--dtype bf16]
     python bench/prototypes/flush_wait_probe.py --configs FILE.json [--blocks 8] [--calls 100]
 
+``--queued``: no profiler; per runner, alternating blocks of flushed calls timed by events
+(the benchmark's eager clock) as they come, and with the whole block queued behind a GPU
+sleep first, so that no launch can reach the GPU late: what the host's timing adds.
+
 ``--configs``: FILE maps cache keys to {name: config}; each key's configs (and the
 shipped one, as ``shipped``) through Helion's launch, in the same alternating blocks,
 pooled, beside their graph time (the tuner's clock, interleaved rounds): the kernel time
@@ -128,6 +132,30 @@ def compare(title: str, runs: dict, blocks: int, calls: int, scratch: torch.Tens
     gc.unfreeze()
 
 
+def queued_calls_us(run, n_sets: int, calls: int, scratch: torch.Tensor, first: int) -> list[float]:
+    """``flushed_calls_ms`` with every call queued before the GPU reaches the first: a
+    sleep long enough for the host to submit the block ahead of it."""
+    torch.cuda.synchronize()
+    torch.cuda._sleep(int(40e6))  # ~20 ms at the H200's clock: > 100 calls' host time
+    return [1000 * ms for ms in timing.flushed_calls_ms(run, n_sets, calls, scratch, first=first)]
+
+
+def compare_queued(title: str, runs: dict, blocks: int, calls: int, scratch: torch.Tensor) -> None:
+    for run, n_sets in runs.values():
+        timing.flushed_calls_ms(run, n_sets, 20, scratch)
+    gc.collect()
+    gc.freeze()
+    pooled = {name: {"as they come": [], "queued": []} for name in runs}
+    for b in range(blocks):
+        for name, (run, n_sets) in runs.items():
+            pooled[name]["as they come"] += [1000 * ms for ms in timing.flushed_calls_ms(run, n_sets, calls, scratch, first=b * calls)]
+            pooled[name]["queued"] += queued_calls_us(run, n_sets, calls, scratch, b * calls)
+    print(f"== {title}: event us per flushed call (p10 median p90), {blocks} blocks of {calls}")
+    for name, got in pooled.items():
+        print(f"  {name:<9} as they come {quantiles(got['as they come'])}   queued {quantiles(got['queued'])}", flush=True)
+    gc.unfreeze()
+
+
 def main() -> None:
     probe = ProbeRun()
     blocks, calls = int(probe.option("--blocks") or 8), int(probe.option("--calls") or 100)
@@ -144,7 +172,10 @@ def main() -> None:
         return
     for op, m, n in UNITS:
         runs = runners(op, m, n, dtype)
-        compare(f"{op} {dtype} {m}x{n}", runs, blocks, calls, scratch)
+        if "--queued" in probe.argv:
+            compare_queued(f"{op} {dtype} {m}x{n}", runs, blocks, calls, scratch)
+        else:
+            compare(f"{op} {dtype} {m}x{n}", runs, blocks, calls, scratch)
         del runs
         torch.cuda.empty_cache()
 
