@@ -19,7 +19,7 @@ their graph time than inductor's. Inductor picks its config by timing it after a
    ratios over inductor; then each one's flushed calls under CUPTI, splitting the event
    time into the wait after the flush and the kernel itself.
 
-    python bench/prototypes/inductor_gap_probe.py KEY [KEY ...] [--rounds 7] [--keep 6]
+    python bench/prototypes/inductor_gap_probe.py KEY [KEY ...] [--rounds 7] [--keep 6] [--rows 1,2,4,8] [--warps 1,2,4,8,16]
 
 KEY is a forward cache key, e.g. ``layer_norm/infer/bfloat16/4096x1024``.
 """
@@ -46,12 +46,12 @@ HINTS = ("last", "first", None)
 RECAST = (False, True)
 
 
-def grid(config: dict) -> dict[str, dict]:
+def grid(config: dict, rows_set=ROWS, warps_set=WARPS) -> dict[str, dict]:
     """The shipped config, its one-knob variants and rows x warps x hint x recast around it."""
     out = one_knob_variants(config)
     slots = len(config.get("load_eviction_policies") or [None] * 9)
     groups = config["block_sizes"][1:]
-    for rows, warps, hint, recast in itertools.product(ROWS, WARPS, HINTS, RECAST):
+    for rows, warps, hint, recast in itertools.product(rows_set, warps_set, HINTS, RECAST):
         candidate = varied(config, {
             "block_sizes": [rows, *groups], "num_warps": warps,
             "load_eviction_policies": hint and [hint] * slots, "recast": recast or None,
@@ -139,7 +139,7 @@ def print_table(clocks: dict[str, timing.Clocks], ref: timing.Clocks, names: lis
               f"{ref.flushed_ms / c.flushed_ms:10.3f} {mean(ref) / mean(c):7.3f}", flush=True)  # fmt: skip
 
 
-def probe_key(key: str, rounds: int, keep: int) -> None:
+def probe_key(key: str, rounds: int, keep: int, rows_set=ROWS, warps_set=WARPS) -> None:
     kernel, mode, dtype, shape = key.split("/")
     m, n = map(int, shape.split("x"))
     wl = Workload(Task(kernel, mode, m, n, dtype, 1), torch.device("cuda"))
@@ -147,7 +147,7 @@ def probe_key(key: str, rounds: int, keep: int) -> None:
     print(f"== {key}  shipped {shipped}", flush=True)
     inductor, sources = inductor_runner(wl, kernel)
     describe_inductor(sources)
-    configs = grid(shipped)
+    configs = grid(shipped, rows_set, warps_set)
     runs = compiled_runs(wl, configs)
     screened = screen(wl, runs, {"inductor": inductor})
     # Second screen: the knobs the grid held as shipped, flipped on the first screen's best.
@@ -183,10 +183,12 @@ def main() -> None:
     probe = ProbeRun()
     keys = [a for a in probe.argv[1:] if a.count("/") == 3]
     rounds, keep = int(probe.option("--rounds") or 7), int(probe.option("--keep") or 6)
+    rows_set = tuple(map(int, probe.option("--rows").split(","))) if probe.option("--rows") else ROWS
+    warps_set = tuple(map(int, probe.option("--warps").split(","))) if probe.option("--warps") else WARPS
     for key in keys:
         if probe.out_of_time():
             return
-        probe_key(key, rounds, keep)
+        probe_key(key, rounds, keep, rows_set, warps_set)
 
 
 if __name__ == "__main__":
