@@ -50,11 +50,10 @@ def flushed_calls(step, sets: list, calls: int, cache: torch.Tensor) -> list[flo
     return [1000.0 * ms for ms in tuning_timing.flushed_calls_ms(lambda i: step(sets[i]), len(sets), calls, cache)]
 
 
-def split_profile(step, sets: list, calls: int, cache: torch.Tensor) -> dict:
-    """Median wait (flush end -> first kernel start), kernel time (first start -> last
-    end) and kernels per call, from CUPTI's kernel records."""
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        flushed_calls(step, sets, calls, cache)
+def call_splits(prof) -> dict:  # noqa: ANN001 - a torch.profiler.profile
+    """Per call of a profiled flushed loop, from CUPTI's kernel records: the wait (the
+    flush kernel's end -> the call's first kernel start), the kernel time (first start ->
+    last end) and the number of kernels; and the kernels' names."""
     kernels = sorted(
         (e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.elapsed_us() > 0),
         key=lambda e: e.time_range.start,
@@ -75,12 +74,16 @@ def split_profile(step, sets: list, calls: int, cache: torch.Tensor) -> dict:
         else:
             call.append(e)
     names = sorted({e.name[:60] for e in kernels if "FillFunctor" not in e.name})
-    return {
-        "wait": statistics.median(waits),
-        "kernel": statistics.median(spans),
-        "kernels": statistics.median(counts),
-        "names": names,
-    }
+    return {"wait": waits, "kernel": spans, "kernels": counts, "names": names}
+
+
+def split_profile(step, sets: list, calls: int, cache: torch.Tensor) -> dict:
+    """Median wait (flush end -> first kernel start), kernel time (first start -> last
+    end) and kernels per call, from CUPTI's kernel records."""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        flushed_calls(step, sets, calls, cache)
+    split = call_splits(prof)
+    return {k: (v if k == "names" else statistics.median(v)) for k, v in split.items()}
 
 
 def variants(config: dict) -> dict[str, dict]:

@@ -35,7 +35,8 @@ import statistics
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from probe_common import ProbeRun, shipped_entries  # run from the repo root or this folder
+from eager_gap_probe import call_splits  # run from the repo root or this folder
+from probe_common import ProbeRun, shipped_entries
 from variants_probe import varied
 
 from bench.ops import make_step
@@ -73,23 +74,8 @@ def block(run, n_sets: int, calls: int, scratch: torch.Tensor, first: int) -> di
     (flush end -> first kernel start) and kernel span (first start -> last end)."""
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         events = timing.flushed_calls_ms(run, n_sets, calls, scratch, first=first)
-    kernels = sorted(
-        (e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.elapsed_us() > 0),
-        key=lambda e: e.time_range.start,
-    )
-    waits, spans, call, flush_end = [], [], [], None
-    for e in [*kernels, None]:
-        is_flush = e is not None and "FillFunctor" in e.name
-        if (e is None or is_flush) and call and flush_end is not None:
-            waits.append(call[0].time_range.start - flush_end)
-            spans.append(call[-1].time_range.end - call[0].time_range.start)
-        if e is None:
-            break
-        if is_flush:
-            flush_end, call = e.time_range.end, []
-        else:
-            call.append(e)
-    return {"event": [1000 * ms for ms in events], "wait": waits, "kernel": spans}
+    split = call_splits(prof)
+    return {"event": [1000 * ms for ms in events], "wait": split["wait"], "kernel": split["kernel"]}
 
 
 def quantiles(values: list[float]) -> str:
