@@ -24,7 +24,7 @@ import statistics
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from probe_common import ProbeRun, shipped_entries  # run from the repo root or this folder
+from probe_common import ProbeRun, checked_runs, key_workload, shipped_entries  # run from the repo root or this folder
 from variants_probe import varied
 
 from bench import timing as bench_timing
@@ -110,26 +110,15 @@ def config_table(keys: list[str], calls: int, against: str | None = None) -> Non
     """Each key's config variants: graph us (tuner timing) and flushed event us, in turns."""
     import json
 
-    from tuning.workload import Task, Workload
-
     entries = shipped_entries()
     others = json.load(open(against))["entries"] if against else {}
     cache = tuning_timing.flush_scratch(torch.device("cuda"))
     for key in keys:
-        kernel, mode, dtype, shape = key.split("/")
-        m, n = map(int, shape.split("x"))
-        wl = Workload(Task(kernel, mode, m, n, dtype, 1), torch.device("cuda"))
-        runs = {}
+        wl = key_workload(key)
         configs = variants(entries[key]["config"])
         if key in others and others[key]["config"] != entries[key]["config"]:
             configs["against"] = others[key]["config"]
-        for name, config in configs.items():
-            try:
-                run = wl.runner(config)
-                wl.check(run)
-                runs[name] = run
-            except Exception as e:  # noqa: BLE001 - report and go on
-                print(f"  {name}: failed ({type(e).__name__}: {str(e)[:100]})", flush=True)
+        runs = checked_runs(wl, configs)
         sets = len(wl.sets)
         graph = {k: [] for k in runs}
         flushed = {k: [] for k in runs}

@@ -36,14 +36,14 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from eager_gap_probe import call_splits  # run from the repo root or this folder
-from probe_common import ProbeRun, shipped_entries
+from probe_common import ProbeRun, checked_runs, key_workload, shipped_entries
 from variants_probe import varied
 
 from bench.ops import make_step
 from bench.providers import Registry
 from bench.run import ROTATE_MB, Settings, Unit, make_inputs
 from tuning import timing
-from tuning.workload import Task, Workload
+from tuning.workload import Workload
 
 UNITS = (("layer_norm", 4096, 1024), ("rms_norm", 4096, 1024))
 DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
@@ -59,14 +59,11 @@ def runners(op: str, m: int, n: int, dtype: str) -> dict:
         step = make_step(registry.build(provider, op), "fwd")
         out[provider] = ((lambda i, step=step: step(sets[i])), len(sets))
     key = f"{op}/infer/{DTYPES[dtype]}/{m}x{n}"
-    wl = Workload(Task(op, "infer", m, n, DTYPES[dtype], 1), torch.device("cuda"))
+    wl = key_workload(key)
     shipped = shipped_entries()[key]["config"]
     one_warp = varied(shipped, {"block_sizes": [1, 1], "num_warps": 1, "recast": True, "load_eviction_policies": None})
-    for name, config in (("helion", shipped), ("r1w1", one_warp)):
-        run = wl.runner(config)
-        wl.check(run)
-        out[name] = (run, len(wl.sets))
-    return out
+    runs = checked_runs(wl, {"helion": shipped, "r1w1": one_warp})
+    return out | {name: (run, len(wl.sets)) for name, run in runs.items()}
 
 
 def block(run, n_sets: int, calls: int, scratch: torch.Tensor, first: int) -> dict:
@@ -84,23 +81,24 @@ def quantiles(values: list[float]) -> str:
 
 
 def config_runners(key: str, configs: dict) -> tuple[dict, Workload]:
-    kernel, mode, dtype, shape = key.split("/")
-    m, n = map(int, shape.split("x"))
-    wl = Workload(Task(kernel, mode, m, n, dtype, 1), torch.device("cuda"))
-    out = {}
-    for name, config in {"shipped": shipped_entries()[key]["config"], **configs}.items():
-        run = wl.runner(config)
-        wl.check(run)
-        out[name] = (run, len(wl.sets))
-    return out, wl
+    """The shipped config and ``configs`` of ``key``: name -> (run(i), number of input sets)."""
+    wl = key_workload(key)
+    runs = checked_runs(wl, {"shipped": shipped_entries()[key]["config"], **configs})
+    return {name: (run, len(wl.sets)) for name, run in runs.items()}, wl
+
+
+def warm_up(runs: dict, scratch: torch.Tensor) -> None:
+    """First calls and first touches done, and the collector told to leave what exists:
+    a collection over the compiled programs' objects would stall a launch."""
+    for run, n_sets in runs.values():
+        timing.flushed_calls_ms(run, n_sets, 20, scratch)
+    gc.collect()
+    gc.freeze()
 
 
 def compare(title: str, runs: dict, blocks: int, calls: int, scratch: torch.Tensor, graph: dict | None = None) -> None:
     """Alternating blocks of flushed calls under CUPTI; per block and pooled quantiles."""
-    for run, n_sets in runs.values():  # first calls, first touches
-        timing.flushed_calls_ms(run, n_sets, 20, scratch)
-    gc.collect()
-    gc.freeze()  # a collection over the compiled programs' objects would stall a launch
+    warm_up(runs, scratch)
     print(f"== {title}: per block, us (p10 median p90)")
     print(f"  {'runner':<9} {'blk':>3}  {'event':^17}  {'wait':^17}  {'kernel':^17}  slow waits")
     pooled = {name: {"event": [], "wait": [], "kernel": []} for name in runs}
@@ -127,10 +125,8 @@ def queued_calls_us(run, n_sets: int, calls: int, scratch: torch.Tensor, first: 
 
 
 def compare_queued(title: str, runs: dict, blocks: int, calls: int, scratch: torch.Tensor) -> None:
-    for run, n_sets in runs.values():
-        timing.flushed_calls_ms(run, n_sets, 20, scratch)
-    gc.collect()
-    gc.freeze()
+    """Alternating blocks of flushed calls by events alone, as they come and queued."""
+    warm_up(runs, scratch)
     pooled = {name: {"as they come": [], "queued": []} for name in runs}
     for b in range(blocks):
         for name, (run, n_sets) in runs.items():

@@ -26,19 +26,18 @@ KEY is a forward cache key, e.g. ``layer_norm/infer/bfloat16/4096x1024``.
 
 import gc
 import itertools
-import math
 import re
 
 import torch
 
 from eager_gap_probe import split_profile  # run from the repo root or this folder
 from eager_gap_probe import variants as one_knob_variants
-from probe_common import ProbeRun, shipped_entries
+from probe_common import ProbeRun, checked_runs, key_workload, shipped_entries
 from variants_probe import varied
 
 from bench.providers import Registry
 from tuning import timing
-from tuning.workload import Task, Workload
+from tuning.workload import Workload
 
 ROWS = (1, 2, 4, 8)
 WARPS = (1, 2, 4, 8, 16)
@@ -90,22 +89,6 @@ def describe_inductor(sources: list[str]) -> None:
                       f"shared={getattr(launcher, 'shared', '?')}", flush=True)  # fmt: skip
 
 
-def compiled_runs(wl: Workload, configs: dict[str, dict]) -> dict:
-    runs = {}
-    for name, config in configs.items():
-        try:
-            run = wl.runner(config)
-            wl.check(run)
-            runs[name] = run
-        except Exception as e:  # noqa: BLE001 - a config that does not build is a result
-            print(f"  {name}: failed ({type(e).__name__}: {str(e)[:80]})", flush=True)
-    return runs
-
-
-def mean(clocks: timing.Clocks) -> float:
-    return math.sqrt(clocks.graph_ms * clocks.flushed_ms)
-
-
 def toggles(config: dict) -> dict[str, dict]:
     """``config`` with one of the knobs the grid keeps as shipped flipped."""
     out = {}
@@ -124,9 +107,9 @@ def screen(wl: Workload, runs: dict, extra: dict | None = None) -> dict[str, tim
 
 
 def best(clocks: dict[str, timing.Clocks], keep: int) -> set[str]:
-    """The ``keep`` fastest by each clock and by their mean."""
+    """The ``keep`` fastest by each clock and by the tuner's score (their geometric mean)."""
     picked = set()
-    for rank in (lambda c: c.flushed_ms, lambda c: c.graph_ms, mean):
+    for rank in (lambda c: c.flushed_ms, lambda c: c.graph_ms, lambda c: c.score):
         picked |= set(sorted(clocks, key=lambda k: rank(clocks[k]))[:keep])
     return picked
 
@@ -136,19 +119,18 @@ def print_table(clocks: dict[str, timing.Clocks], ref: timing.Clocks, names: lis
     for name in names:
         c = clocks[name]
         print(f"  {name:<34} {1000 * c.graph_ms:9.2f} {1000 * c.flushed_ms:11.2f} {ref.graph_ms / c.graph_ms:8.3f} "
-              f"{ref.flushed_ms / c.flushed_ms:10.3f} {mean(ref) / mean(c):7.3f}", flush=True)  # fmt: skip
+              f"{ref.flushed_ms / c.flushed_ms:10.3f} {ref.score / c.score:7.3f}", flush=True)  # fmt: skip
 
 
 def probe_key(key: str, rounds: int, keep: int, rows_set=ROWS, warps_set=WARPS) -> None:
-    kernel, mode, dtype, shape = key.split("/")
-    m, n = map(int, shape.split("x"))
-    wl = Workload(Task(kernel, mode, m, n, dtype, 1), torch.device("cuda"))
+    wl = key_workload(key)
+    kernel = wl.task.kernel
     shipped = shipped_entries()[key]["config"]
     print(f"== {key}  shipped {shipped}", flush=True)
     inductor, sources = inductor_runner(wl, kernel)
     describe_inductor(sources)
     configs = grid(shipped, rows_set, warps_set)
-    runs = compiled_runs(wl, configs)
+    runs = checked_runs(wl, configs)
     screened = screen(wl, runs, {"inductor": inductor})
     # Second screen: the knobs the grid held as shipped, flipped on the first screen's best.
     flips = {}
@@ -157,7 +139,7 @@ def probe_key(key: str, rounds: int, keep: int, rows_set=ROWS, warps_set=WARPS) 
             if config not in configs.values() and config not in flips.values():
                 flips[f"{name}+{knob}"] = config
     configs |= flips
-    flipped = compiled_runs(wl, flips)
+    flipped = checked_runs(wl, flips)
     runs |= flipped
     screened |= screen(wl, flipped, {"inductor2": inductor})
     print(f"  screen (one round; inductor twice: {1000 * screened['inductor'].flushed_ms:.2f} / "
@@ -167,7 +149,7 @@ def probe_key(key: str, rounds: int, keep: int, rows_set=ROWS, warps_set=WARPS) 
     clocks = dict(zip(finals, timing.interleaved_clocks(
         [inductor if k == "inductor" else runs[k] for k in finals], len(wl.sets), wl.device, rounds=rounds)))  # fmt: skip
     print(f"  finals ({rounds} rounds in turns):")
-    print_table(clocks, clocks["inductor"], sorted(finals, key=lambda k: mean(clocks[k])))
+    print_table(clocks, clocks["inductor"], sorted(finals, key=lambda k: clocks[k].score))
     scratch = timing.flush_scratch(wl.device)
     print("  after a flush, by CUPTI (us: wait from the flush's end to the kernel's start, kernel):")
     for name in finals:

@@ -64,6 +64,27 @@ def shipped_entries() -> dict[str, dict]:
     return json.load(open("tuning/configs/nvidia_h200.json"))["entries"]
 
 
+def key_workload(key: str) -> Workload:
+    """The tuner's workload for a cache key ("kernel/mode/dtype/MxN") on CUDA."""
+    kernel, mode, dtype, shape = key.split("/")
+    m, n = map(int, shape.split("x"))
+    return Workload(Task(kernel, mode, m, n, dtype, 1), torch.device("cuda"))
+
+
+def checked_runs(wl: Workload, configs: dict[str, dict]) -> dict:
+    """Each named config compiled and checked against float64 (a failure reported and
+    skipped): name -> run(i)."""
+    runs = {}
+    for name, config in configs.items():
+        try:
+            run = wl.runner(config)
+            wl.check(run)
+            runs[name] = run
+        except Exception as e:  # noqa: BLE001 - a config that does not build is a result
+            print(f"  {name}: failed ({type(e).__name__}: {str(e)[:100]})", flush=True)
+    return runs
+
+
 def best_gbps(wl: Workload, runs: dict, rounds: int) -> dict[str, float]:
     """GB/s (the workload's byte model) of each runner, best of ``rounds`` rounds that each
     time every runner once in turn by the tuner's timing."""
