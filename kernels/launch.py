@@ -202,13 +202,6 @@ def aligned16(tensors: list[torch.Tensor | None]) -> bool:
     )
 
 
-def row_pieces(config: dict) -> int:
-    """How many power-of-two pieces ``norm_fwd`` holds the row as (``norm_kernels._bounds``):
-    where the config says so (``PIECES``, a key of ours the tuner offers), else 1, the whole
-    row on one padded power-of-two tile."""
-    return int(config.get(config_cache.PIECES, 1))
-
-
 WIDEN_MIN_K = 4096  # the narrowest LayerNorm row that converts bf16 by bit moves
 
 
@@ -219,11 +212,11 @@ def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     LayerNorm's bf16 forwards of 4096-15872 values (none slower by more than 0.3%),
     -2..-13% at 1536-3072 (configs of 2 warps holding 128 values a thread, a two-pass row
     of 1024-value chunks), -0.1..-6% on RMSNorm's; then for ``norm_fwd``
-    ``params_first``, ``recast``, ``fast_rsqrt`` and ``row_pieces``;
+    ``params_first`` and ``recast``;
     for ``norm_fwd_chunked`` the call's, the row width, whether the chunk leaves a ragged
     last step, the pilot's width (compile-time constants of that kernel: PILOT_VALUES for
-    a 16-bit input, else one chunk), ``read_only`` and ``fast_rsqrt``.
-    ``fast_rsqrt`` is True for plain RMSNorm only (no gate, no residual), where it measured
+    a 16-bit input, else one chunk) and ``read_only``. Both end with
+    ``fast_rsqrt``: True for plain RMSNorm only (no gate, no residual), where it measured
     faster (H200, NOTES attempt 51: forwards +0.4..+16% at decode sizes, +4.7% at bf16
     4096x1024, the rest within 1%); the same instruction slowed LayerNorm's decode
     forwards by 0.1-2.6%, the gated forward by 5-17% and add+RMSNorm's at 4096x1024 by 6%,
@@ -234,7 +227,7 @@ def fwd_kernel_args(config: dict, args: tuple) -> tuple:
     x = args[0]
     widen = x.device.type == "cuda" and not args[11] and x.shape[-1] >= WIDEN_MIN_K  # LayerNorm's rows
     if len(config["block_sizes"]) != 3:  # norm_fwd's
-        return (*args, widen, params_first(config, args), recast(config, args), fast_rsqrt, row_pieces(config))
+        return (*args, widen, params_first(config, args), recast(config, args), fast_rsqrt)
     k, chunk = x.shape[-1], config["block_sizes"][0]
     pilot = PILOT_VALUES if x.dtype != torch.float32 else chunk
     return (*args, widen, k, k % chunk != 0, pilot, read_only(config, args), fast_rsqrt)
@@ -697,7 +690,7 @@ def launch_fwd(
         eps, offset, variant.rms, variant.gate, variant.casting,
     )  # fmt: skip
     if _uses_ref(x.device):
-        _kernels(True)["fwd"](*args, False, params_first({}, args), False, False, 1)
+        _kernels(True)["fwd"](*args, False, params_first({}, args), False, False)
         return None
     # offset is a compile-time constant of the forward kernels: one compiled call per value.
     key = (

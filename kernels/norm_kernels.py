@@ -172,26 +172,6 @@ def _recast(hsum: torch.Tensor | None, xv: torch.Tensor, widen: bool) -> torch.T
     return held.to(torch.float32)
 
 
-def _row_inputs(xv: tuple, rv: tuple | None, zv: tuple | None, dtype: torch.dtype, widen: bool) -> tuple:
-    """``_norm_input`` piece by piece: (h pieces or None, u pieces)."""
-    pairs = [_norm_input(v, _piece(rv, i), _piece(zv, i), dtype, widen) for i, v in enumerate(xv)]
-    h = None if rv is None else tuple(p[0] for p in pairs)
-    return h, tuple(p[1] for p in pairs)
-
-
-def _row_recast(hsum: tuple | None, xv: tuple, widen: bool) -> tuple:
-    """``_recast`` piece by piece."""
-    return tuple(_recast(_piece(hsum, i), v, widen) for i, v in enumerate(xv))
-
-
-def _row_outputs(xc: tuple, rs, wv, bv, zv, offset, casting, dtype, widen) -> tuple:  # noqa: ANN001
-    """``_norm_output`` piece by piece."""
-    return tuple(
-        _norm_output(v, rs, _piece(wv, i), _piece(bv, i), _piece(zv, i), offset, casting, dtype, widen)
-        for i, v in enumerate(xc)
-    )
-
-
 def _held(t: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
     """The 16-bit ``t`` again, as a value that depends on ``anchor`` (a row sum): a select
     on ``anchor == anchor`` that ptxas cannot fold, so the conversion of the result cannot
@@ -285,66 +265,6 @@ def _inv_sqrt(v: torch.Tensor, fast: bool) -> torch.Tensor:
     return 1.0 / torch.sqrt(v)
 
 
-def _bounds(k: int, pieces: int) -> tuple[tuple[int, int], ...]:
-    """Where ``norm_fwd`` cuts a row of ``k`` values into ``pieces``: the largest power of
-    two that fits, then the same for the rest, the last piece taking what is left (Helion
-    pads it to a power of two). One piece, or a power-of-two ``k``, is the whole row."""
-    bounds, lo = [], 0
-    while len(bounds) < pieces - 1 and k - lo & k - lo - 1:  # the rest is not a power of two
-        hi = lo + (1 << (k - lo).bit_length() - 1)
-        bounds.append((lo, hi))
-        lo = hi
-    return (*bounds, (lo, k))
-
-
-def _pieces(t: torch.Tensor | None, tile_m: hl.Tile, tile_g: hl.Tile, bounds: tuple) -> tuple | None:
-    """``t[tile_m, tile_g, :]`` as the row's pieces (``_bounds``); None for no tensor."""
-    if t is None:
-        return None
-    if len(bounds) == 1:
-        return (t[tile_m, tile_g, :],)
-    return tuple(t[tile_m, tile_g, lo:hi] for lo, hi in bounds)
-
-
-def _param_pieces(p: torch.Tensor | None, tile_g: hl.Tile, bounds: tuple) -> tuple | None:
-    """A [G, K] weight or bias as [1, groups, piece] pieces; None for no parameter."""
-    if p is None:
-        return None
-    # unsqueeze: Helion 1.4 lowers ``t[None, ...]`` only in a kernel's own body.
-    if len(bounds) == 1:
-        return (p[tile_g, :].unsqueeze(0),)
-    return tuple(p[tile_g, lo:hi].unsqueeze(0) for lo, hi in bounds)
-
-
-def _store_pieces(t: torch.Tensor, tile_m: hl.Tile, tile_g: hl.Tile, bounds: tuple, values: tuple) -> None:
-    """``t[tile_m, tile_g, :] = values``, piece by piece, in ``t``'s dtype."""
-    if len(bounds) == 1:
-        t[tile_m, tile_g, :] = values[0].to(t.dtype)
-        return
-    for (lo, hi), v in zip(bounds, values):
-        t[tile_m, tile_g, lo:hi] = v.to(t.dtype)
-
-
-def _piece(row: tuple | None, i: int) -> torch.Tensor | None:
-    return None if row is None else row[i]
-
-
-def _row_sum(row: tuple) -> torch.Tensor:
-    """The sum of a row of pieces over its last axis: one block reduction a piece."""
-    total = torch.sum(row[0], dim=-1)
-    for v in row[1:]:
-        total = total + torch.sum(v, dim=-1)
-    return total
-
-
-def _minus(row: tuple, c: torch.Tensor) -> tuple:
-    return tuple(v - c for v in row)
-
-
-def _squares(row: tuple) -> tuple:
-    return tuple(v * v for v in row)
-
-
 def norm_fwd(
     x: torch.Tensor,
     residual: torch.Tensor | None,
@@ -364,7 +284,6 @@ def norm_fwd(
     params_first: hl.constexpr,
     recast: hl.constexpr,
     fast_rsqrt: hl.constexpr,
-    pieces: hl.constexpr,
 ) -> torch.Tensor:
     """Normalize ``x`` [M, G, K] over K into ``out``; save mean (LayerNorm) and rstd
     for the backward when given buffers for them (inference passes None).
@@ -374,11 +293,6 @@ def norm_fwd(
     for wide rows. ``params_first``: load the weight and bias before the statistics
     (``kernels.launch.params_first`` says where). ``fast_rsqrt``: see ``_inv_sqrt``.
     ``recast``: hold the row in its 16-bit form between the passes (see ``_recast``).
-
-    ``pieces``: hold the row as up to that many power-of-two pieces (``_bounds``): a
-    tile is a power of two, so a whole row of 8704 values is a 16384-lane tile of which
-    47% is padding that holds registers and runs every instruction; as 8192 + 512 none
-    is, for one more block reduction a sum. Every step below is taken piece by piece.
     """
     m, g, k = x.size()
     k = hl.specialize(k)
@@ -387,26 +301,30 @@ def norm_fwd(
     # (div.full), and x * (1/1) must stay exactly x.
     inv_k = 1.0 / k
     for tile_m, tile_g in hl.tile([m, g]):
-        bounds = _bounds(k, pieces)  # in the loop: a constant of the trace, not host code
-        xv = _pieces(x, tile_m, tile_g, bounds)
-        rv = _pieces(residual, tile_m, tile_g, bounds)
+        xv = x[tile_m, tile_g, :]
+        if residual is not None:
+            rv = residual[tile_m, tile_g, :]
+        else:
+            rv = None
         if gate == "before":
-            zv = _pieces(z, tile_m, tile_g, bounds)
+            zv = z[tile_m, tile_g, :]
         else:
             zv = None
         # With ``params_first`` the weight and bias loads are issued before the
         # statistics, so that their latency hides behind the row's block reductions
         # instead of following them (Helion keeps source order; a looped config moves
         # the loads into the loop that uses them).
-        if params_first:
-            w_early = _param_pieces(weight, tile_g, bounds)
-            b_early = _param_pieces(bias, tile_g, bounds)
+        if params_first and weight is not None:
+            w_early = weight[tile_g, :][None, :, :]
         else:
             w_early = None
+        if params_first and bias is not None:
+            b_early = bias[tile_g, :][None, :, :]
+        else:
             b_early = None
-        hsum, xf = _row_inputs(xv, rv, zv, x.dtype, widen)
+        hsum, xf = _norm_input(xv, rv, zv, x.dtype, widen)
         if residual is not None:
-            _store_pieces(h_out, tile_m, tile_g, bounds, hsum)
+            h_out[tile_m, tile_g, :] = hsum
         if rms:
             xc = xf
         else:
@@ -429,8 +347,8 @@ def norm_fwd(
             # and would drop the mask before the sum of xf - pilot; the where (a no-op
             # but for NaN) hides that and keeps the mask.
             pilot = torch.where(pilot == pilot, pilot, 0.0)
-            xs = _minus(xf, pilot[:, :, None])
-            shift = _row_sum(xs) * inv_k
+            xs = xf - pilot[:, :, None]
+            shift = torch.sum(xs, dim=-1) * inv_k
             mean = pilot + shift
             # Recast, u - mean: one subtraction a pass instead of two. The mean rounds
             # at fp32's 2^-24 of |mean|, and a recast row is 16-bit, its values 2^-8
@@ -438,32 +356,34 @@ def norm_fwd(
             # row's spread (a constant row has shift = 0: mean = P exactly). fp32 rows
             # are never recast and keep the shifted form.
             if recast:
-                xc = _minus(_row_recast(hsum, xv, widen), mean[:, :, None])
+                xc = _recast(hsum, xv, widen) - mean[:, :, None]
             else:
-                xc = _minus(xs, shift[:, :, None])
+                xc = xs - shift[:, :, None]
             if mean_out is not None:
                 mean_out[tile_m, tile_g] = mean
-        var = _row_sum(_squares(xc)) * inv_k
+        var = torch.sum(xc * xc, dim=-1) * inv_k
         rs = _inv_sqrt(var + eps, fast_rsqrt)
         if rstd_out is not None:
             rstd_out[tile_m, tile_g] = rs
-        if not params_first:
-            wv = _param_pieces(weight, tile_g, bounds)
-            bv = _param_pieces(bias, tile_g, bounds)
+        if weight is not None and not params_first:
+            wv = weight[tile_g, :][None, :, :]
         else:
             wv = w_early
+        if bias is not None and not params_first:
+            bv = bias[tile_g, :][None, :, :]
+        else:
             bv = b_early
         if gate == "after":
-            za = _pieces(z, tile_m, tile_g, bounds)
+            za = z[tile_m, tile_g, :]
         else:
             za = None
         xo = xc  # u - mean (u for RMSNorm)
         if recast:
-            xo = _row_recast(hsum, xv, widen)
+            xo = _recast(hsum, xv, widen)
             if not rms:
-                xo = _minus(xo, mean[:, :, None])
-        y = _row_outputs(xo, rs[:, :, None], wv, bv, za, offset, casting, x.dtype, widen)
-        _store_pieces(out, tile_m, tile_g, bounds, y)
+                xo = xo - mean[:, :, None]
+        y = _norm_output(xo, rs[:, :, None], wv, bv, za, offset, casting, x.dtype, widen)
+        out[tile_m, tile_g, :] = y.to(out.dtype)
     return out
 
 

@@ -10,8 +10,6 @@ has no fused op), with a floor of a few ulps of the output's scale.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -1249,7 +1247,7 @@ def test_widen_programs_convert_bf16_by_bit_moves():
     for casting, offset, moves in (("llama", 0.0, 1), ("none", 0.0, 1), ("llama", 1.0, 2), ("gemma", 0.0, 2)):
         call = (xb, None, None, wb, None, torch.empty_like(xb), None, None, None, 1e-6, offset, True, "none", casting)
         config = helion.Config(block_sizes=[2, 1], num_warps=4, num_stages=1, reduction_loops=[None])
-        code = launch._kernels(False)["fwd"].bind((*call, True, False, False, False, 1)).to_triton_code(config)
+        code = launch._kernels(False)["fwd"].bind((*call, True, False, False, False)).to_triton_code(config)
         assert code.count(move) == moves, (casting, offset, code.count(move))
 
 
@@ -1337,110 +1335,6 @@ def test_forward_with_recast_config(device, cached_config, opts, dtype):
                 assert_close("out", out, ref, ref.to(dtype), dtype, slack=8.0)
 
 
-def test_row_bounds_cut_a_row_into_power_of_two_pieces():
-    """``_bounds``: the largest power of two that fits, then the same for the rest, the
-    last piece what is left; a power-of-two row or one piece is the whole row."""
-    from kernels.norm_kernels import _bounds
-
-    assert _bounds(8704, 2) == ((0, 8192), (8192, 8704))
-    assert _bounds(9728, 2) == ((0, 8192), (8192, 9728))
-    assert _bounds(9728, 3) == ((0, 8192), (8192, 9216), (9216, 9728))
-    assert _bounds(9728, 4) == _bounds(9728, 3), "no piece past a power-of-two rest"
-    assert _bounds(8192, 3) == ((0, 8192),)
-    assert _bounds(200, 1) == ((0, 200),)
-    assert _bounds(1, 2) == ((0, 1),)
-    for k in (3, 77, 200, 1000, 8704, 15872):
-        for pieces in (1, 2, 3):
-            bounds = _bounds(k, pieces)
-            assert bounds[0][0] == 0 and bounds[-1][1] == k and len(bounds) <= pieces, (k, pieces)
-            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:])), (k, pieces)
-            assert all(hi - lo & hi - lo - 1 == 0 for lo, hi in bounds[:-1]), (k, pieces)
-
-
-# Variants a forward in pieces serves: every flag of norm_fwd.
-PIECES = [
-    dict(rms=False),
-    dict(rms=True),
-    dict(rms=True, residual=True),
-    dict(rms=False, gate="after"),
-    dict(rms=True, gate="before"),
-    dict(rms=True, group=40),
-]
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-@pytest.mark.parametrize("opts", PIECES, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
-def test_forward_with_pieces_config(device, cached_config, opts, dtype):
-    """A whole-row forward config with PIECES (the row held as power-of-two pieces)
-    matches float64 in training and inference: large-mean rows, one row, odd widths,
-    two and three pieces, recast where the program can (CUDA)."""
-    if device == "cpu" and kernels.get_cpu_backend() == "ref":
-        pytest.skip("the reference mode runs without configs (test_reference_forward_in_pieces)")
-    from kernels import launch
-    from tuning.cache import PIECES as KEY
-    from tuning.cache import RECAST
-
-    for m, n, warps, pieces in ((5, 200, 4, 2), (1, 77, 2, 3), (3, 200, 4, 3)):
-        n = n if not opts.get("group") else 200  # groups of 40: 32 + 8
-        config = {"block_sizes": [2, 1], "num_warps": warps, "num_stages": 1, "reduction_loops": [None], KEY: pieces}
-        if dtype != torch.float32:
-            config[RECAST] = True
-        for mode in ("fwd", "infer"):
-            cached_config(_tuning_name(opts), dtype, m, n, config, mode=mode)
-        with torch.no_grad():
-            inferred = _norm_and_reference(opts, m, n, device, dtype)
-        trained = _norm_and_reference(opts, m, n, device, dtype)
-        ran = [c for key, (_, c) in launch._compiled.items() if key[0] == "fwd"]
-        assert ran == [config, config], "both forwards ran the config in pieces"
-        for outs, refs, *_ in (inferred, trained):
-            for out, ref in zip(outs, refs):
-                assert_close("out", out, ref, ref.to(dtype), dtype, slack=8.0)
-
-
-def test_reference_forward_in_pieces():
-    """The eager reference mode runs the forward in pieces too (the API's reference route
-    takes no config, so the kernel is called directly): LayerNorm and RMSNorm with
-    their statistics, on a large-mean row, equal to the whole-row run and to float64."""
-    from kernels import launch
-
-    m, k = 3, 200
-    x = make((m, 1, k), torch.float32, "cpu", mean=50.0)
-    w, b = torch.randn(1, k), torch.randn(1, k)
-    for rms in (False, True):
-        outs = []
-        for pieces in (1, 2, 3):
-            out, mean, rstd = torch.empty_like(x), torch.empty(m, 1), torch.empty(m, 1)
-            args = (x, None, None, w, None if rms else b, out, None, None if rms else mean, rstd, 1e-5, 0.0, rms, "none", "gemma")
-            launch._kernels(True)["fwd"](*args, False, False, False, False, pieces)
-            outs.append((out, rstd) if rms else (out, mean, rstd))
-        ref = norm64(x.double().view(m, k), w.double().view(k), None if rms else b.double().view(k), 1e-5, rms=rms)[0]
-        for got in outs:
-            assert (got[0].double().view(m, k) - ref).abs().max() < 1e-4, rms
-            for a, e in zip(got[1:], outs[0][1:]):
-                torch.testing.assert_close(a, e, rtol=1e-6, atol=0)
-
-
-def test_pieces_programs_hold_no_padded_tile():
-    """In pieces the generated forward loads x by one unmasked power-of-two tile and a
-    tail, with a row sum a piece; the whole-row program of the same row pads it to the
-    next power of two."""
-    import helion
-
-    from kernels import launch
-    from tuning.cache import PIECES as KEY
-
-    x = torch.randn(8, 1, 200, dtype=torch.bfloat16)
-    w, b = torch.randn(1, 200, dtype=torch.bfloat16), torch.randn(1, 200, dtype=torch.bfloat16)
-    call = (x, None, None, w, b, torch.empty_like(x), None, None, None, 1e-5, 0.0, False, "none", "gemma")
-    config = {"block_sizes": [2, 1], "num_warps": 4, "num_stages": 1, "reduction_loops": [None]}
-    for pieces, rdims, sums in ((1, ["256"], 2), (2, ["128", "128"], 4), (3, ["128", "64", "8"], 6)):
-        args = launch.fwd_kernel_args({**config, KEY: pieces}, call)
-        assert args[-1] == pieces
-        code = launch._kernels(False)["fwd_static"].bind(args).to_triton_code(helion.Config(**config))
-        assert re.findall(r"_RDIM_SIZE_\d+ = (\d+)", code) == rdims, pieces
-        assert code.count("tl.sum(") == sums, pieces
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_recast_layer_norm_keeps_a_large_mean_row_accurate(device, cached_config, dtype):
     """A recast LayerNorm centres its passes on the rounded fp32 mean (one subtraction
@@ -1521,7 +1415,7 @@ def test_plain_rms_norm_programs_take_one_approximate_rsqrt_the_others_and_the_r
             assert code.count("tl.rsqrt(") == (1 if fast else 0), (name, config)
             assert ("sqrt_rn" in code) != fast, (name, config)
     reference = torch.empty_like(x)
-    launch._kernels(True)["fwd"](x, None, None, None, None, reference, None, None, None, 1e-5, 0.0, True, "none", "gemma", False, False, False, False, 1)
+    launch._kernels(True)["fwd"](x, None, None, None, None, reference, None, None, None, 1e-5, 0.0, True, "none", "gemma", False, False, False, False)
     xf = x.double()
     expected = xf / torch.sqrt((xf * xf).mean(-1, keepdim=True) + 1e-5)
     torch.testing.assert_close(reference.double(), expected, atol=0.02, rtol=0.02)

@@ -95,10 +95,7 @@ WIDEN = "widen"
 # TRIM: a fused backward config whose padded tile's dead lanes are constant zeros
 # (``kernels.launch.bwd_trim``).
 TRIM = "trim"
-# PIECES: a whole-row forward config whose row is held as that many power-of-two pieces
-# (``kernels.launch.row_pieces``).
-PIECES = "pieces"
-OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE, RECAST, READ_ONLY, WIDEN, TRIM, PIECES)
+OUR_KEYS = (STATIC, PARAMS_FIRST, EXCHANGE, RECAST, READ_ONLY, WIDEN, TRIM)
 
 
 def helion_fields(config: dict) -> dict:

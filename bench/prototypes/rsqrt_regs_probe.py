@@ -37,14 +37,10 @@ VARIANTS = {"ieee": (False, None), "rsqrt": (True, None), "rsqrt/r64": (True, 64
 
 
 def runner(wl: Workload, config: dict, fast: bool, maxnreg: int | None):  # noqa: ANN201
-    """run(i) of ``config`` with ``fast_rsqrt`` forced to ``fast`` and the register cap
-    (``fast_rsqrt`` is the whole-row forward's next-to-last argument, the chunked one's last)."""
+    """run(i) of ``config`` with ``fast_rsqrt`` (the last argument) forced to ``fast`` and the register cap."""
     if maxnreg is not None:
         config = {**config, "maxnreg": maxnreg}
-    at = -2 if len(config["block_sizes"]) != 3 else -1
-    args = [list(launch.fwd_kernel_args(config, wl._fwd_args(s))) for s in wl.sets]
-    for a in args:
-        a[at] = fast
+    args = [(*launch.fwd_kernel_args(config, wl._fwd_args(s))[:-1], fast) for s in wl.sets]
     bound = launch._kernels(False)[launch.fwd_kernel_name(config)].bind(args[0])
     compiled = bound.compile_config(launch._fit(config, bound))
     run = lambda i: compiled(*args[i])  # noqa: E731
