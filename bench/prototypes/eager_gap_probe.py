@@ -50,22 +50,33 @@ def flushed_calls(step, sets: list, calls: int, cache: torch.Tensor) -> list[flo
     return [1000.0 * ms for ms in tuning_timing.flushed_calls_ms(lambda i: step(sets[i]), len(sets), calls, cache)]
 
 
+FLUSH_MIN_US = 20.0  # a 256 MB fill runs ~60 us on an H200
+
+
+def _is_flush(e) -> bool:  # noqa: ANN001 - a CUPTI kernel record
+    """The flush is a fill of the scratch (tens of us); a call's own fills (zeroed
+    counters, gradient buffers) are short."""
+    return "FillFunctor" in e.name and e.time_range.elapsed_us() > FLUSH_MIN_US
+
+
 def call_splits(prof) -> dict:  # noqa: ANN001 - a torch.profiler.profile
     """Per call of a profiled flushed loop, from CUPTI's kernel records: the wait (the
     flush kernel's end -> the call's first kernel start), the kernel time (first start ->
-    last end) and the number of kernels; and the kernels' names."""
+    last end), the GPU's idle time inside it (the kernel time less the kernels' own) and
+    the number of kernels; and the kernels' names."""
     kernels = sorted(
         (e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.elapsed_us() > 0),
         key=lambda e: e.time_range.start,
     )
-    waits, spans, counts = [], [], []
+    waits, spans, idles, counts = [], [], [], []
     call: list = []
     flush_end = None
     for e in kernels + [None]:
-        is_flush = e is not None and "FillFunctor" in e.name
+        is_flush = e is not None and _is_flush(e)
         if (e is None or is_flush) and call and flush_end is not None:
             waits.append(call[0].time_range.start - flush_end)
             spans.append(call[-1].time_range.end - call[0].time_range.start)
+            idles.append(spans[-1] - sum(k.time_range.elapsed_us() for k in call))
             counts.append(len(call))
         if e is None:
             break
@@ -73,13 +84,13 @@ def call_splits(prof) -> dict:  # noqa: ANN001 - a torch.profiler.profile
             flush_end, call = e.time_range.end, []
         else:
             call.append(e)
-    names = sorted({e.name[:60] for e in kernels if "FillFunctor" not in e.name})
-    return {"wait": waits, "kernel": spans, "kernels": counts, "names": names}
+    names = sorted({e.name[:60] for e in kernels if not _is_flush(e)})
+    return {"wait": waits, "kernel": spans, "idle": idles, "kernels": counts, "names": names}
 
 
 def split_profile(step, sets: list, calls: int, cache: torch.Tensor) -> dict:
     """Median wait (flush end -> first kernel start), kernel time (first start -> last
-    end) and kernels per call, from CUPTI's kernel records."""
+    end), idle time inside it and kernels per call, from CUPTI's kernel records."""
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         flushed_calls(step, sets, calls, cache)
     split = call_splits(prof)

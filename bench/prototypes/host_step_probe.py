@@ -9,7 +9,13 @@ and shape, in turns: the event time of flushed calls (the eager clock), the host
 time for the forward and for ``autograd.grad`` inside those same calls, the same two parts
 back to back without a flush, and the graph time.
 
-    python bench/prototypes/host_step_probe.py [--calls N] [--rounds R]
+    python bench/prototypes/host_step_probe.py [--calls N] [--rounds R] [--units OP:DTYPE:MxN,...] [--split]
+
+``--split`` adds, per provider, the flushed calls' CUPTI split (``eager_gap_probe``): the
+wait from the flush's end to the call's first kernel, the span of its kernels and the
+GPU's idle time inside that span (the host launching the backward after the forward's
+kernels have ended shows there), and the kernels a call runs. Stop 51 (attempt 85) asked
+it of the 64 MB and 128 MB rows whose fwd+bwd eager GB/s sat far under their graph GB/s.
 """
 
 import statistics
@@ -17,7 +23,8 @@ import time
 
 import torch
 
-from probe_common import ProbeRun  # run from the repo root or this folder
+from eager_gap_probe import split_profile  # run from the repo root or this folder
+from probe_common import ProbeRun
 
 from bench import timing as bench_timing
 from bench.ops import make_step
@@ -54,15 +61,26 @@ def timed_calls(fn, sets: list, calls: int, scratch: torch.Tensor | None) -> dic
     return {"event": 1000.0 * statistics.median(event_ms), "fwd": statistics.median(fwd_us), "grad": statistics.median(grad_us)}
 
 
+def parse_units(text: str) -> tuple:
+    """"layer_norm:bf16:2048x32768,..." -> ((op, dtype, m, n), ...)."""
+    units = []
+    for item in text.split(","):
+        op, dtype, shape = item.split(":")
+        m, n = map(int, shape.split("x"))
+        units.append((op, dtype, m, n))
+    return tuple(units)
+
+
 def main() -> None:
     probe = ProbeRun()
     calls = int(probe.option("--calls") or 100)
     rounds = int(probe.option("--rounds") or 5)
+    units = parse_units(probe.option("--units")) if probe.option("--units") else UNITS
     settings = Settings("cuda", 10.0, 50.0, int(ROTATE_MB * 2**20))
     registry = Registry()
     scratch = tuning_timing.flush_scratch(torch.device("cuda"))
     print(f"{'unit':<24} {'provider':<9} {'eager':>7} {'graph':>7} | flushed: {'fwd':>6} {'grad':>6} | back to back: {'fwd':>6} {'grad':>6}")
-    for op, dtype, m, n in UNITS:
+    for op, dtype, m, n in units:
         _, sets = make_inputs(Unit(op, "fwd_bwd", dtype, m, n), settings, rotate=True)
         fns = {p: registry.build(p, op) for p in PROVIDERS}
         for fn in fns.values():
@@ -82,6 +100,11 @@ def main() -> None:
                 f"{med(0, 'fwd'):15.1f} {med(0, 'grad'):6.1f} | {med(1, 'fwd'):20.1f} {med(1, 'grad'):6.1f}",
                 flush=True,
             )
+        if "--split" in probe.argv:
+            for p, fn in fns.items():
+                split = split_profile(make_step(fn, "fwd_bwd"), sets, calls, scratch)
+                print(f"    {p:<9} CUPTI, flushed: wait {split['wait']:6.1f} kernels {split['kernel']:6.1f} "
+                      f"idle inside {split['idle']:6.1f} us, {split['kernels']:.0f} kernels: {', '.join(split['names'])}", flush=True)  # fmt: skip
         del sets, fns
         torch.cuda.empty_cache()
 
