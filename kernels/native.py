@@ -170,13 +170,11 @@ def backward_fallback(call, dout, dh, xs, z, weight, bias, stats, want_dw, want_
     route, then its record (if it made a replayable one) handed to C++."""
     grads = call.backward(dout, dh, xs, z, weight, bias, stats, want_dw, want_db)
     plan = None if dout is None else call.bwd_plan(dout, dh, want_dw, want_db)
-    # The exchange schedule's zeroed scratch is allocated in Python only (the C++ plan
-    # allocates empty buffers): its backward stays on the Python route.
-    if plan is not None and not plan.exchange:
+    if plan is not None:
         records = [None if r is None else launch_record(r) for r in (plan.coef, plan.main, plan.reduce)]
         needed = (plan.coef is not None, True, plan.reduce is not None)
         if all(rec is not None or not need for rec, need in zip(records, needed)):
-            _ext.add_backward(call.native, dout, dh, want_dw, want_db, *records, plan.rows, plan.split)
+            _ext.add_backward(call.native, dout, dh, want_dw, want_db, *records, plan.rows, plan.split, plan.exchange)
     return grads
 
 

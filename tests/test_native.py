@@ -141,6 +141,50 @@ def test_native_backward_with_a_frozen_input(frozen):
 
 @pytest.mark.gpu
 @cuda
+@pytest.mark.parametrize("rms", [True, False], ids=["rms_norm", "layer_norm"])
+def test_native_exchange_backward(tmp_path, rms):
+    """The exchange backward (channel tiles meeting through flagged partial-sum slots,
+    which must start at zero on every call) is recorded for the C++ route like the
+    others, and its repeats match float64 on fresh inputs, pipelined, on a ragged last
+    program and tile."""
+    from tuning import cache
+
+    m, n, dtype = 37, 1000, torch.bfloat16
+    gpu = cache.gpu_model(torch.device("cuda"))
+    config = {
+        "block_sizes": [8, 1, 256, 1], "num_warps": 4, "num_stages": 1, "loop_orders": [[2, 1, 0]],
+        "exchange": True, "range_num_stages": [0, 2],
+    }  # fmt: skip
+    name = "rms_norm" if rms else "layer_norm"
+    entry = {
+        "kernel": name, "mode": "bwd", "dtype": "bfloat16", "m": m, "n": n, "config": config,
+        "ms": 1.0, "gbps": 1.0, "trials": 1, "date": "2026-11-25T00:00:00Z", "versions": {},
+    }  # fmt: skip
+    cache.write_entries(tmp_path / f"{gpu}.json", gpu, gpu, {cache.entry_key(name, "bwd", "bfloat16", m, n): entry})
+    cache.set_cache_path(tmp_path)
+    launch.clear_compiled()
+    try:
+        for _ in range(4):
+            x = make((m, n), dtype, "cuda", mean=2.0)
+            w = make((n,), dtype, "cuda", mean=1.0, std=0.3)
+            b = None if rms else make((n,), dtype, "cuda", std=0.3)
+            out = kernels.rms_norm(x, w, 1e-5) if rms else kernels.layer_norm(x, w, b, 1e-5)
+            ref_in = [leaf64(t) for t in (x, w, b)]
+            ref, _ = norm64(*ref_in, 1e-5, rms=rms)
+            dy = torch.randn_like(out)
+            for i, (g, r) in enumerate(zip(grads(out, [x, w, b], dy), grads(ref, ref_in, dy.double()))):
+                if r is not None:
+                    assert_close(f"grad[{i}]", g, r, r.to(dtype), dtype, slack=8.0)
+        assert config in [c for _, c in launch._compiled.values()], "the backward did not run the exchange config"
+        (call,) = launch.fast_plans.values()
+        assert call.native is not None and native.backward_records(call.native) == 1
+    finally:
+        cache.set_cache_path(None)
+        launch.clear_compiled()
+
+
+@pytest.mark.gpu
+@cuda
 def test_native_outputs_print_and_keep_autograd_semantics():
     """A native training call's output names its node, refuses a second backward
     through freed buffers, and detects an in-place change of a saved input."""

@@ -178,6 +178,7 @@ struct BwdPlan {
   std::optional<Launch> coef, main, reduce;
   int64_t rows = 0;  // partial-sum rows: one per program of the main kernel
   bool split = false;  // split schedule: row coefficients first, then channel tiles
+  int64_t exchange = 0;  // exchange schedule: channel tiles a row, their partial-sum slots zeroed
 };
 
 struct Grads {
@@ -278,7 +279,10 @@ Grads run_backward(const BwdPlan& p, const NativeCall& c, const Tensor& dout, co
   auto f32 = xs.options().dtype(at::kFloat);
   Tensor part, coef;
   if (n_params > 0 && !direct) part = at::empty({p.rows, n_params, c.groups, k}, f32);
-  if (p.split) coef = at::empty({2, m, c.groups}, f32);
+  // launch._coef: the split schedule's row coefficients, or the exchange schedule's
+  // flagged partial-sum slots, which must start at zero on every call.
+  if (p.exchange > 0) coef = at::zeros({m, 2, c.groups, p.exchange, 2}, f32);
+  else if (p.split) coef = at::empty({2, m, c.groups}, f32);
   if (direct) allocate_param_grads(g, p, weight, bias);
 
   uint64_t mean = ptr(stats), rstd = mean;
@@ -389,7 +393,7 @@ int64_t make_call(py::object py_call, py::tuple fwd, int64_t stats_rows, int64_t
 
 void add_backward(int64_t handle, const Tensor& dout, const OptTensor& dh, bool want_dw,
                   bool want_db, py::object coef, py::tuple main, py::object reduce, int64_t rows,
-                  bool split) {
+                  bool split, int64_t exchange) {
   auto p = std::make_shared<BwdPlan>();
   p->dout = Meta::of(dout);
   p->dh = Meta::of(dh.value_or(Tensor()));
@@ -400,6 +404,7 @@ void add_backward(int64_t handle, const Tensor& dout, const OptTensor& dh, bool 
   p->reduce = make_optional_launch(reduce);
   p->rows = rows;
   p->split = split;
+  p->exchange = exchange;
   NativeCall& c = call_of(handle);
   std::lock_guard<std::mutex> lock(c.mutex);
   c.bwd.push_back(std::move(p));
