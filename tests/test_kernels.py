@@ -432,19 +432,24 @@ def cached_config(tmp_path, device):
     training forward, "infer", the forward without grad, or "bwd")."""
     from tuning import cache
 
-    def force(kernel: str, dtype: torch.dtype, m: int, n: int, config: dict, mode: str = "fwd") -> None:
-        gpu = cache.gpu_model(torch.device(device))
-        entry = {
-            "kernel": kernel, "mode": mode, "dtype": cache.dtype_name(dtype), "m": m, "n": n,
-            "config": config, "ms": 1.0, "gbps": 1.0, "trials": 1, "date": "2026-11-22T00:00:00Z",
-            "versions": {},
-        }  # fmt: skip
-        cache.write_entries(tmp_path / f"{gpu}.json", gpu, gpu, {cache.entry_key(kernel, mode, entry["dtype"], m, n): entry})
-        cache.set_cache_path(tmp_path)
-        kernels.launch.clear_compiled()
-
-    yield force
+    yield lambda *args, **kwargs: force_config(tmp_path, device, *args, **kwargs)
     cache.set_cache_path(None)
+    kernels.launch.clear_compiled()
+
+
+def force_config(path, device, kernel: str, dtype: torch.dtype, m: int, n: int, config: dict, mode: str = "fwd") -> None:  # noqa: ANN001
+    """Make ``config`` the only cache entry the lookup reads (a cache file under ``path``)
+    and forget what was compiled; ``cached_config``'s body, for tests on one device."""
+    from tuning import cache
+
+    gpu = cache.gpu_model(torch.device(device))
+    entry = {
+        "kernel": kernel, "mode": mode, "dtype": cache.dtype_name(dtype), "m": m, "n": n,
+        "config": config, "ms": 1.0, "gbps": 1.0, "trials": 1, "date": "2026-11-22T00:00:00Z",
+        "versions": {},
+    }  # fmt: skip
+    cache.write_entries(path / f"{gpu}.json", gpu, gpu, {cache.entry_key(kernel, mode, entry["dtype"], m, n): entry})
+    cache.set_cache_path(path)
     kernels.launch.clear_compiled()
 
 

@@ -18,7 +18,7 @@ import torch
 import kernels
 from kernels import launch, native
 from reference import norm64
-from test_kernels import REPLAYED, assert_close, check_repeated_calls, grads, leaf64, make
+from test_kernels import REPLAYED, assert_close, check_repeated_calls, force_config, grads, leaf64, make
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -150,19 +150,11 @@ def test_native_exchange_backward(tmp_path, rms):
     from tuning import cache
 
     m, n, dtype = 37, 1000, torch.bfloat16
-    gpu = cache.gpu_model(torch.device("cuda"))
     config = {
         "block_sizes": [8, 1, 256, 1], "num_warps": 4, "num_stages": 1, "loop_orders": [[2, 1, 0]],
         "exchange": True, "range_num_stages": [0, 2],
     }  # fmt: skip
-    name = "rms_norm" if rms else "layer_norm"
-    entry = {
-        "kernel": name, "mode": "bwd", "dtype": "bfloat16", "m": m, "n": n, "config": config,
-        "ms": 1.0, "gbps": 1.0, "trials": 1, "date": "2026-11-25T00:00:00Z", "versions": {},
-    }  # fmt: skip
-    cache.write_entries(tmp_path / f"{gpu}.json", gpu, gpu, {cache.entry_key(name, "bwd", "bfloat16", m, n): entry})
-    cache.set_cache_path(tmp_path)
-    launch.clear_compiled()
+    force_config(tmp_path, "cuda", "rms_norm" if rms else "layer_norm", dtype, m, n, config, mode="bwd")
     try:
         for _ in range(4):
             x = make((m, n), dtype, "cuda", mean=2.0)

@@ -32,7 +32,8 @@ def route(op: str, dtype: torch.dtype, m: int, n: int) -> str:
     torch.cuda.synchronize()
     (call,) = launch.fast_plans.values()
     config = launch.choose_config(op, "bwd", m, n, 1, dtype, x.device)
-    schedule = "exchange" if config.get("exchange") else ("fused" if config["block_sizes"][2] >= n else "split")
+    split, exchange = launch._bwd_schedule(config, n, x.device)
+    schedule = "exchange" if exchange else ("split" if split else "fused")
     records = native.backward_records(call.native) if call.native is not None else None
     return f"native={call.native is not None} backward_records={records} schedule={schedule}"
 
